@@ -1,0 +1,146 @@
+//! Audio encodings the gateway accepts and the arithmetic that turns bytes into milliseconds.
+//!
+//! Time in voxgate is measured on the *session clock*: milliseconds of audio since the first byte the
+//! client sent. For the uncompressed encodings (LINEAR16, MULAW) a byte offset maps exactly to a time;
+//! for the compressed ones the gateway cannot know the duration of a chunk without decoding it, so it
+//! uses a nominal bit rate (documented in `docs/protocol.md`) for its bounds and acknowledgements only.
+
+use serde::{Deserialize, Serialize};
+
+/// The audio encodings of Google Speech v1 that clients may send (`encoding` in `start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Encoding {
+    Linear16,
+    Mulaw,
+    Flac,
+    OggOpus,
+    WebmOpus,
+    Amr,
+    AmrWb,
+}
+
+impl Encoding {
+    /// Every accepted encoding, in the order the docs list them.
+    pub const ALL: [Encoding; 7] = [
+        Encoding::Linear16,
+        Encoding::Mulaw,
+        Encoding::Flac,
+        Encoding::OggOpus,
+        Encoding::WebmOpus,
+        Encoding::Amr,
+        Encoding::AmrWb,
+    ];
+
+    /// The name used on the wire and in Google's enum.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Linear16 => "LINEAR16",
+            Encoding::Mulaw => "MULAW",
+            Encoding::Flac => "FLAC",
+            Encoding::OggOpus => "OGG_OPUS",
+            Encoding::WebmOpus => "WEBM_OPUS",
+            Encoding::Amr => "AMR",
+            Encoding::AmrWb => "AMR_WB",
+        }
+    }
+
+    /// Parses a wire name (case-insensitive).
+    pub fn parse(name: &str) -> Option<Encoding> {
+        Encoding::ALL
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Sample rates this encoding allows, as Google documents them.
+    pub fn sample_rate_allowed(self, rate: u32) -> bool {
+        match self {
+            Encoding::Amr => rate == 8_000,
+            Encoding::AmrWb => rate == 16_000,
+            Encoding::OggOpus | Encoding::WebmOpus => {
+                matches!(rate, 8_000 | 12_000 | 16_000 | 24_000 | 48_000)
+            }
+            _ => (8_000..=48_000).contains(&rate),
+        }
+    }
+
+    /// Whether a byte offset maps exactly to a time (fixed bytes per sample).
+    pub fn is_uncompressed(self) -> bool {
+        matches!(self, Encoding::Linear16 | Encoding::Mulaw)
+    }
+}
+
+/// The format of one session's audio: what the client declared in `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFormat {
+    pub encoding: Encoding,
+    pub sample_rate_hz: u32,
+}
+
+impl AudioFormat {
+    /// Bytes of audio per second: exact for LINEAR16 (2 bytes/sample) and MULAW (1 byte/sample),
+    /// nominal for compressed encodings (FLAC ≈ 60 % of LINEAR16, Opus/AMR at 32 kbit/s).
+    pub fn bytes_per_second(self) -> u64 {
+        let rate = u64::from(self.sample_rate_hz);
+        match self.encoding {
+            Encoding::Linear16 => rate * 2,
+            Encoding::Mulaw => rate,
+            Encoding::Flac => rate * 2 * 6 / 10,
+            Encoding::OggOpus | Encoding::WebmOpus | Encoding::Amr | Encoding::AmrWb => 4_000,
+        }
+    }
+
+    /// Milliseconds of audio in `bytes` (rounded down).
+    pub fn bytes_to_ms(self, bytes: u64) -> u64 {
+        bytes * 1_000 / self.bytes_per_second()
+    }
+
+    /// Bytes in `ms` milliseconds of audio, rounded down to a whole sample for uncompressed audio.
+    pub fn ms_to_bytes(self, ms: u64) -> u64 {
+        let raw = ms * self.bytes_per_second() / 1_000;
+        match self.encoding {
+            Encoding::Linear16 => raw & !1,
+            _ => raw,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear16_16k_is_32_bytes_per_ms() {
+        let f = AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate_hz: 16_000,
+        };
+        assert_eq!(f.ms_to_bytes(100), 3_200);
+        assert_eq!(f.bytes_to_ms(3_200), 100);
+    }
+
+    #[test]
+    fn linear16_odd_rate_rounds_to_whole_samples() {
+        let f = AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate_hz: 44_100,
+        };
+        assert_eq!(f.ms_to_bytes(1) % 2, 0);
+        assert_eq!(f.bytes_to_ms(88_200), 1_000);
+    }
+
+    #[test]
+    fn encodings_parse_case_insensitively_and_reject_unknown() {
+        assert_eq!(Encoding::parse("mulaw"), Some(Encoding::Mulaw));
+        assert_eq!(Encoding::parse("OGG_OPUS"), Some(Encoding::OggOpus));
+        assert_eq!(Encoding::parse("MP3"), None);
+    }
+
+    #[test]
+    fn sample_rates_follow_google_rules() {
+        assert!(Encoding::Linear16.sample_rate_allowed(16_000));
+        assert!(!Encoding::Linear16.sample_rate_allowed(96_000));
+        assert!(!Encoding::Amr.sample_rate_allowed(16_000));
+        assert!(Encoding::AmrWb.sample_rate_allowed(16_000));
+    }
+}

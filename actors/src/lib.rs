@@ -1,0 +1,38 @@
+//! # voxgate-actors
+//!
+//! The actors of the voxgate gateway and the messages between them. One WebSocket connection is one
+//! [`session::Session`]; it owns the socket and the client protocol and nothing else. The audio it
+//! accepts flows through an [`audio_buffer::AudioBuffer`] (ordering, bounds, re-chunking, pacing, replay)
+//! into a recognizer that owns one upstream recognition stream (Google `StreamingRecognize`). A
+//! [`supervisor::StreamSupervisor`] starts each recognizer, watches it, restarts it by policy and routes
+//! its results back to the session on the session's own clock.
+//!
+//! ```text
+//!  client ──ws──▶ Session ──AudioIn/Finalize/EndOfAudio──▶ AudioBuffer ──UpstreamAudio──▶ Recognizer ──gRPC──▶ Google
+//!                   ▲                                        ▲      │                         │
+//!                   │        Transcript/AudioAcked/…         │ Attach/Detach/Finalized        │ RecognizerEvent
+//!                   └────────────────────────────── StreamSupervisor ◀─────────────────────────┘
+//! ```
+//!
+//! Layout:
+//! - [`messages`]: every message type exchanged between the actors (small named types).
+//! - [`protocol`]: the client wire protocol v1 (JSON messages) and the table of error codes.
+//! - [`audio`]: audio encodings and byte ⇄ millisecond arithmetic.
+//! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google).
+//! - [`session`]: the session actor (socket, heartbeat, protocol).
+//! - [`audio_buffer`]: the audio buffer actor.
+//! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates them.
+//! - [`supervisor`]: the stream supervisor and its restart policy.
+//! - [`metrics`]: Prometheus metrics shared by every actor.
+//! - [`testing`]: a probe actor that records what it receives, for tests.
+
+pub mod audio;
+pub mod audio_buffer;
+pub mod messages;
+pub mod metrics;
+pub mod protocol;
+pub mod recognizer;
+pub mod session;
+pub mod settings;
+pub mod supervisor;
+pub mod testing;

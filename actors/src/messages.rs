@@ -1,0 +1,256 @@
+//! Every message exchanged between voxgate's actors, in one place.
+//!
+//! Messages are small named types. Actors hold their neighbours as `Recipient<M>` (grouped in the
+//! `*Links` structs below) rather than concrete `Addr<A>`, so each actor can be tested alone with a
+//! [`crate::testing::Probe`] in its neighbours' places. Messages sent to one actor through recipients
+//! of the same address share one mailbox, so their order is preserved.
+//!
+//! Times are milliseconds on the *session clock* (audio since the session's first byte) unless a
+//! field says otherwise.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::protocol::{ErrorCode, StartConfig};
+
+// ───────────────────────────── Session → AudioBuffer ─────────────────────────────
+
+/// A chunk of client audio, in arrival order (binary frame or decoded base64 `audio` message).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AudioIn {
+    pub data: Bytes,
+    /// The client's `audio_id` of a JSON audio message, echoed in the next acknowledgement.
+    pub audio_id: Option<String>,
+}
+
+/// The client asked for final results for all audio so far (`finalize`); the session carries on.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Finalize;
+
+/// The client sent `stop`: no more audio will come.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct EndOfAudio;
+
+/// Tear the whole pipeline down now (the socket is gone or the session is being closed).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopPipeline;
+
+// ───────────────────────────── AudioBuffer → recognizer ─────────────────────────────
+
+/// One re-chunked piece of audio, at most the upstream per-request size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioFrame {
+    /// Where the frame starts on the session clock. The first frame a recognizer receives is the
+    /// origin of its stream's times.
+    pub start_ms: u64,
+    /// Byte offset of the frame in the session's audio.
+    pub start_byte: u64,
+    pub data: Bytes,
+}
+
+/// What the audio buffer sends to the recognizer of the current stream.
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub enum UpstreamAudio {
+    Frame(AudioFrame),
+    /// No more audio for this stream: half-close it and deliver the remaining finals.
+    End,
+}
+
+/// Abandon the stream now (no half-close, no more results wanted).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CancelStream;
+
+// ───────────────────────────── StreamSupervisor → AudioBuffer ─────────────────────────────
+
+/// Where a newly attached stream starts in the buffered audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Replay retained audio from this session time (the end of the last final result); the buffer
+    /// cuts the frame that contains it so the stream starts exactly there where the encoding allows.
+    FromMs(u64),
+    /// Everything sent so far is final (the previous stream was half-closed and ended cleanly):
+    /// drop what is retained and continue with the audio not yet sent.
+    AfterSent,
+}
+
+/// Send audio to this stream from now on.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AttachStream {
+    pub stream_id: u64,
+    pub sink: Recipient<UpstreamAudio>,
+    pub resume: Resume,
+}
+
+/// The stream failed: stop sending to it and keep buffering until the next `AttachStream`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct DetachStream {
+    pub stream_id: u64,
+}
+
+/// Audio before `upto_ms` has been finalised upstream and need not be kept for replay.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Finalized {
+    pub upto_ms: u64,
+}
+
+// ───────────────────────────── AudioBuffer → StreamSupervisor ─────────────────────────────
+
+/// Why the buffer half-closed a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalfCloseReason {
+    /// The client sent `finalize`; more audio may follow on a new stream.
+    Finalize,
+    /// The client sent `stop`; this was the last audio.
+    EndOfAudio,
+}
+
+/// The buffer sent [`UpstreamAudio::End`] to `stream_id` after the audio up to `at_ms`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct UpstreamHalfClosed {
+    pub stream_id: u64,
+    pub reason: HalfCloseReason,
+    pub at_ms: u64,
+}
+
+// ───────────────────────────── recognizer → StreamSupervisor ─────────────────────────────
+
+/// One word with its times on the session clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordTiming {
+    pub word: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub confidence: f32,
+}
+
+/// A recognition result on the session clock: what the client receives as a `transcript` message.
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub struct Transcript {
+    pub is_final: bool,
+    pub transcript: String,
+    pub confidence: f32,
+    /// 0–1 for interim results (how likely they are to change); 0 for finals.
+    pub stability: f32,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub words: Vec<WordTiming>,
+    pub language_code: String,
+}
+
+/// A stream failure as a gRPC status (the local engine maps its failures to codes too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamFailure {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+/// What happened on a recognizer's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecognizerEventKind {
+    /// A result, already shifted onto the session clock.
+    Result(Transcript),
+    /// Google signalled the end of a single utterance (`single_utterance` mode).
+    EndOfSingleUtterance,
+    /// The stream is over: `Ok` after a clean end of the call, `Err` with the status otherwise.
+    Ended(Result<(), StreamFailure>),
+}
+
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub struct RecognizerEvent {
+    pub stream_id: u64,
+    pub kind: RecognizerEventKind,
+}
+
+// ───────────────────────────── pipeline → Session ─────────────────────────────
+
+/// Cumulative audio accepted into the buffer (the client's flow control).
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub struct AudioAcked {
+    pub audio_ms: u64,
+    pub audio_id: Option<String>,
+}
+
+/// Something the client should know that does not end the session (upstream reconnecting, …).
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub struct PipelineWarning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The pipeline cannot go on: the session sends `error` with this code and closes.
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub struct PipelineError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Counters reported in the client's `closed` message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineSummary {
+    /// Final results delivered.
+    pub results: u64,
+    /// Upstream streams restarted after a failure (rotations excluded).
+    pub restarts: u64,
+}
+
+/// After `stop`: every final result has been delivered; the session may send `closed`.
+#[derive(Message, Debug, Clone, Copy, PartialEq)]
+#[rtype(result = "()")]
+pub struct PipelineFinished {
+    pub summary: PipelineSummary,
+}
+
+// ───────────────────────────── neighbour sets ─────────────────────────────
+
+/// Where the pipeline reports to its session.
+#[derive(Clone)]
+pub struct SessionLinks {
+    pub transcripts: Recipient<Transcript>,
+    pub acks: Recipient<AudioAcked>,
+    pub warnings: Recipient<PipelineWarning>,
+    pub errors: Recipient<PipelineError>,
+    pub finished: Recipient<PipelineFinished>,
+}
+
+/// How a session drives its pipeline. All four recipients but `stop` point at the audio buffer, so
+/// audio, `finalize` and `stop` keep their order.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    pub audio: Recipient<AudioIn>,
+    pub finalize: Recipient<Finalize>,
+    pub end: Recipient<EndOfAudio>,
+    pub stop: Recipient<StopPipeline>,
+}
+
+/// What the supervisor needs to start one upstream stream.
+#[derive(Clone)]
+pub struct StreamRequest {
+    pub stream_id: u64,
+    pub session_id: Arc<str>,
+    pub config: Arc<StartConfig>,
+    pub events: Recipient<RecognizerEvent>,
+}
+
+/// The running stream a recognizer factory returns.
+#[derive(Clone)]
+pub struct StreamHandle {
+    pub audio: Recipient<UpstreamAudio>,
+    pub cancel: Recipient<CancelStream>,
+}

@@ -1,0 +1,106 @@
+//! Prometheus metrics shared by every actor, served as text at `GET /metrics`.
+//!
+//! One process-wide registry: actors update these directly (they are atomics, cheap on the hot
+//! path). Names and labels are listed in `docs/architecture.md`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Sessions open now.
+    pub sessions_active: IntGauge,
+    /// Sessions ever accepted (upgraded).
+    pub sessions_total: IntCounter,
+    /// Upstream streams open now.
+    pub streams_active: IntGauge,
+    /// Upstream streams ever opened.
+    pub streams_total: IntCounter,
+    /// Stream restarts after a failure, by gRPC code.
+    pub stream_restarts: IntCounterVec,
+    /// Audio accepted from clients, in seconds.
+    pub audio_seconds: Counter,
+    /// Errors sent to clients, by error code.
+    pub errors: IntCounterVec,
+    /// Transcripts sent to clients, by kind (`final`, `interim`).
+    pub transcripts: IntCounterVec,
+    /// Time from the last audio of a final result leaving the gateway to the result arriving.
+    pub transcript_latency: Histogram,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let m = Metrics {
+        sessions_active: IntGauge::new("voxgate_sessions_active", "Sessions open now")?,
+        sessions_total: IntCounter::new("voxgate_sessions_total", "Sessions accepted")?,
+        streams_active: IntGauge::new("voxgate_streams_active", "Upstream streams open now")?,
+        streams_total: IntCounter::new("voxgate_streams_total", "Upstream streams opened")?,
+        stream_restarts: IntCounterVec::new(
+            Opts::new(
+                "voxgate_stream_restarts_total",
+                "Upstream stream restarts after a failure, by gRPC code",
+            ),
+            &["code"],
+        )?,
+        audio_seconds: Counter::new(
+            "voxgate_audio_seconds_total",
+            "Seconds of audio accepted from clients",
+        )?,
+        errors: IntCounterVec::new(
+            Opts::new("voxgate_errors_total", "Errors sent to clients, by code"),
+            &["code"],
+        )?,
+        transcripts: IntCounterVec::new(
+            Opts::new("voxgate_transcripts_total", "Transcripts sent, by kind"),
+            &["kind"],
+        )?,
+        transcript_latency: Histogram::with_opts(
+            HistogramOpts::new(
+                "voxgate_transcript_latency_seconds",
+                "From the end of a final result's audio leaving the gateway to the result arriving",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?,
+        registry,
+    };
+    m.registry.register(Box::new(m.sessions_active.clone()))?;
+    m.registry.register(Box::new(m.sessions_total.clone()))?;
+    m.registry.register(Box::new(m.streams_active.clone()))?;
+    m.registry.register(Box::new(m.streams_total.clone()))?;
+    m.registry.register(Box::new(m.stream_restarts.clone()))?;
+    m.registry.register(Box::new(m.audio_seconds.clone()))?;
+    m.registry.register(Box::new(m.errors.clone()))?;
+    m.registry.register(Box::new(m.transcripts.clone()))?;
+    m.registry.register(Box::new(m.transcript_latency.clone()))?;
+    Ok(m)
+}
+
+/// The process-wide metrics. Building them can only fail on a duplicate or malformed name, which
+/// is a programming error caught by the first test that touches metrics.
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}")));
+
+/// The registry in Prometheus' text exposition format.
+pub fn render() -> String {
+    let families = METRICS.registry.gather();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_rendered() {
+        super::METRICS.sessions_total.inc();
+        super::METRICS.errors.with_label_values(&["internal"]).inc();
+        let text = super::render();
+        assert!(text.contains("voxgate_sessions_total"));
+        assert!(text.contains("voxgate_errors_total{code=\"internal\"}"));
+    }
+}

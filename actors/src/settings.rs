@@ -1,0 +1,213 @@
+//! The configuration sections the actors obey. The service (`src/config.rs`) reads them from
+//! `config.toml` and the environment; every field has a default, and unknown keys are rejected.
+
+use serde::Deserialize;
+
+/// `[session]`: the client-facing limits of one WebSocket session.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Server pings the client this often.
+    pub heartbeat_interval_secs: f64,
+    /// No frame at all (not even a pong) for this long: the connection is dead, close it.
+    pub client_timeout_secs: f64,
+    /// No `start` within this long after the upgrade: `start_timeout`.
+    pub start_timeout_secs: f64,
+    /// No audio and no `keepalive` for this long after `start`: `idle_timeout`.
+    pub idle_timeout_secs: f64,
+    /// Hard cap on a session's length: `session_too_long`.
+    pub max_session_secs: f64,
+    /// Largest WebSocket message accepted (binary audio or JSON text): `frame_too_large`.
+    pub max_frame_bytes: usize,
+    /// Concurrent sessions the server accepts: `too_many_sessions` beyond.
+    pub max_sessions: usize,
+    /// An `ack` is sent each time this much more audio has been accepted.
+    pub ack_interval_ms: u64,
+    /// How many phrase hints a `start` may carry.
+    pub max_phrases: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            heartbeat_interval_secs: 10.0,
+            client_timeout_secs: 30.0,
+            start_timeout_secs: 10.0,
+            idle_timeout_secs: 60.0,
+            max_session_secs: 4.0 * 3600.0,
+            max_frame_bytes: 256 * 1024,
+            max_sessions: 10_000,
+            ack_interval_ms: 500,
+            max_phrases: 500,
+        }
+    }
+}
+
+/// `[audio]`: how the audio buffer re-chunks, paces and bounds audio.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioSettings {
+    /// Upstream frame length (Google recommends ~100 ms).
+    pub frame_ms: u64,
+    /// Upstream per-request audio limit (Google: 25 KB).
+    pub max_request_bytes: usize,
+    /// Audio accepted but not yet sent upstream, at most (client faster than real time, or upstream
+    /// down): `buffer_full` beyond.
+    pub max_buffer_ms: u64,
+    /// Audio sent but not yet finalised, kept for replay after a restart; the oldest is dropped beyond.
+    pub max_replay_ms: u64,
+    /// How far ahead of real time a stream may be fed (replay after a restart catches up this way).
+    pub max_lead_ms: u64,
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        AudioSettings {
+            frame_ms: 100,
+            max_request_bytes: 25_600,
+            max_buffer_ms: 30_000,
+            max_replay_ms: 120_000,
+            max_lead_ms: 2_000,
+        }
+    }
+}
+
+/// `[supervision]`: the restart policy of every upstream stream, as data (OTP style).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionSettings {
+    /// gRPC codes (Google's names, e.g. `UNAVAILABLE`) after which a stream is restarted.
+    pub retryable_codes: Vec<String>,
+    /// First backoff; each further consecutive failure multiplies it by `backoff_multiplier`.
+    pub initial_backoff_ms: u64,
+    pub backoff_multiplier: f64,
+    /// Backoff never exceeds this.
+    pub max_backoff_ms: u64,
+    /// Each backoff is randomised by ± this fraction, so sessions do not retry in lockstep.
+    pub jitter: f64,
+    /// Restart intensity: at most `max_restarts` restarts within `restart_period_secs`; beyond that
+    /// the session gets `upstream_unavailable` and is closed.
+    pub max_restarts: u32,
+    pub restart_period_secs: f64,
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        SupervisionSettings {
+            retryable_codes: [
+                "UNAVAILABLE",
+                "INTERNAL",
+                "RESOURCE_EXHAUSTED",
+                "DEADLINE_EXCEEDED",
+                "UNAUTHENTICATED",
+                "OUT_OF_RANGE",
+                "ABORTED",
+                "UNKNOWN",
+            ]
+            .map(String::from)
+            .to_vec(),
+            initial_backoff_ms: 100,
+            backoff_multiplier: 2.0,
+            max_backoff_ms: 5_000,
+            jitter: 0.2,
+            max_restarts: 10,
+            restart_period_secs: 60.0,
+        }
+    }
+}
+
+/// How the gateway authenticates to Google.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoogleAuth {
+    /// Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, metadata server).
+    Adc,
+    /// No credentials: for the emulator or a trusted proxy.
+    None,
+}
+
+/// `[google]`: the upstream Google Speech-to-Text v1 endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoogleSettings {
+    /// `https://…` (TLS, certificates verified) or `http://…` (plaintext, e.g. the emulator).
+    pub endpoint: String,
+    pub auth: GoogleAuth,
+    /// Google front ends allow 100 concurrent streams per HTTP/2 connection; the pool opens another
+    /// connection beyond this.
+    pub streams_per_connection: usize,
+    pub connect_timeout_secs: f64,
+    /// Optional `x-goog-user-project` (quota project).
+    pub quota_project: Option<String>,
+}
+
+impl Default for GoogleSettings {
+    fn default() -> Self {
+        GoogleSettings {
+            endpoint: "https://speech.googleapis.com".to_string(),
+            auth: GoogleAuth::Adc,
+            streams_per_connection: 100,
+            connect_timeout_secs: 10.0,
+            quota_project: None,
+        }
+    }
+}
+
+/// Every gRPC status code with its canonical name, as written in config, logs and metric labels.
+const GRPC_CODES: [(tonic::Code, &str); 17] = [
+    (tonic::Code::Ok, "OK"),
+    (tonic::Code::Cancelled, "CANCELLED"),
+    (tonic::Code::Unknown, "UNKNOWN"),
+    (tonic::Code::InvalidArgument, "INVALID_ARGUMENT"),
+    (tonic::Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (tonic::Code::NotFound, "NOT_FOUND"),
+    (tonic::Code::AlreadyExists, "ALREADY_EXISTS"),
+    (tonic::Code::PermissionDenied, "PERMISSION_DENIED"),
+    (tonic::Code::ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (tonic::Code::FailedPrecondition, "FAILED_PRECONDITION"),
+    (tonic::Code::Aborted, "ABORTED"),
+    (tonic::Code::OutOfRange, "OUT_OF_RANGE"),
+    (tonic::Code::Unimplemented, "UNIMPLEMENTED"),
+    (tonic::Code::Internal, "INTERNAL"),
+    (tonic::Code::Unavailable, "UNAVAILABLE"),
+    (tonic::Code::DataLoss, "DATA_LOSS"),
+    (tonic::Code::Unauthenticated, "UNAUTHENTICATED"),
+];
+
+/// Parses a canonical gRPC code name such as `UNAVAILABLE` (case-insensitive).
+pub fn parse_grpc_code(name: &str) -> Option<tonic::Code> {
+    GRPC_CODES
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case(name))
+        .map(|(c, _)| *c)
+}
+
+/// The canonical name of a gRPC code (`UNAVAILABLE`).
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    GRPC_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("UNKNOWN", |(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_grpc_code_round_trips_by_name() {
+        for (code, name) in GRPC_CODES {
+            assert_eq!(parse_grpc_code(name), Some(code));
+            assert_eq!(grpc_code_name(code), name);
+        }
+        assert_eq!(parse_grpc_code("unavailable"), Some(tonic::Code::Unavailable));
+        assert_eq!(parse_grpc_code("NOPE"), None);
+    }
+
+    #[test]
+    fn default_retryable_codes_are_valid_names() {
+        for name in SupervisionSettings::default().retryable_codes {
+            assert!(parse_grpc_code(&name).is_some(), "{name}");
+        }
+    }
+}

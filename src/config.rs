@@ -1,0 +1,279 @@
+//! The service configuration: `config.toml` (every key optional, defaults below), overridden by
+//! environment variables `VOXGATE_<SECTION>__<KEY>`, overridden by command-line flags.
+//!
+//! Unknown keys and invalid values are rejected at start-up with a message that names the key
+//! (`server.listen: invalid socket address syntax`), so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use voxgate_actors::settings::{AudioSettings, GoogleSettings, SessionSettings, SupervisionSettings};
+
+/// The whole configuration. Sections mirror `config.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub recognizer: RecognizerSettings,
+    pub session: SessionSettings,
+    pub audio: AudioSettings,
+    pub supervision: SupervisionSettings,
+    pub google: GoogleSettings,
+}
+
+/// `[server]`: the HTTP/WebSocket listener and the process.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Worker threads serving sessions; 0 = one per CPU core.
+    pub workers: usize,
+    /// After SIGTERM/SIGINT: how long open sessions may go on before they are flushed and closed
+    /// with 1001.
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            shutdown_grace_secs: 30.0,
+        }
+    }
+}
+
+/// Which speech engine the sessions use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Google Speech-to-Text v1 at `[google] endpoint`.
+    Google,
+    /// The Google-compatible emulator, started inside the process on a loopback port and reached
+    /// through the same Google client code (no Google account needed; recognises emulator-encoded
+    /// audio only, see `docs/emulator.md`).
+    Emulator,
+}
+
+/// `[recognizer]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecognizerSettings {
+    pub backend: Backend,
+}
+
+impl Default for RecognizerSettings {
+    fn default() -> Self {
+        RecognizerSettings {
+            backend: Backend::Emulator,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key or the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+const ENV_PREFIX: &str = "VOXGATE_";
+
+impl Config {
+    /// Reads `path` (when `required` is false a missing file means "all defaults"), then applies
+    /// `VOXGATE_<SECTION>__<KEY>` variables from `env`, then validates.
+    pub fn load(
+        path: &Path,
+        required: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(e) => return Err(ConfigError(format!("{}: {e}", path.display()))),
+        };
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.message())))?;
+        apply_env(&mut table, env)?;
+        let config = Config::from_table(table)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Deserialises a table, naming the offending key on error.
+    pub fn from_table(table: toml::Table) -> Result<Config, String> {
+        let value = toml::Value::Table(table);
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            format!("{path}: {}", e.into_inner())
+        })
+    }
+
+    /// Range checks serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&str, bool); 13] = [
+            ("audio.frame_ms", (10..=1_000).contains(&self.audio.frame_ms)),
+            ("audio.max_request_bytes", self.audio.max_request_bytes >= 320),
+            (
+                "audio.max_buffer_ms",
+                self.audio.max_buffer_ms >= self.audio.frame_ms,
+            ),
+            ("session.max_frame_bytes", self.session.max_frame_bytes >= 1_024),
+            ("session.max_sessions", self.session.max_sessions >= 1),
+            ("session.ack_interval_ms", self.session.ack_interval_ms >= 1),
+            (
+                "session.heartbeat_interval_secs",
+                self.session.heartbeat_interval_secs > 0.0,
+            ),
+            (
+                "session.client_timeout_secs",
+                self.session.client_timeout_secs > self.session.heartbeat_interval_secs,
+            ),
+            ("session.max_session_secs", self.session.max_session_secs > 0.0),
+            (
+                "supervision.backoff_multiplier",
+                self.supervision.backoff_multiplier >= 1.0,
+            ),
+            (
+                "supervision.jitter",
+                (0.0..1.0).contains(&self.supervision.jitter),
+            ),
+            (
+                "google.streams_per_connection",
+                self.google.streams_per_connection >= 1,
+            ),
+            ("server.shutdown_grace_secs", self.server.shutdown_grace_secs >= 0.0),
+        ];
+        if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
+            return Err(ConfigError(format!("{key}: value out of range (see config.toml)")));
+        }
+        for code in &self.supervision.retryable_codes {
+            if voxgate_actors::settings::parse_grpc_code(code).is_none() {
+                return Err(ConfigError(format!(
+                    "supervision.retryable_codes: unknown gRPC code `{code}`"
+                )));
+            }
+        }
+        let endpoint = &self.google.endpoint;
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(ConfigError(format!(
+                "google.endpoint: `{endpoint}` must start with https:// or http://"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Applies `VOXGATE_<SECTION>__<KEY>=value`. The value is read as a TOML value when it parses as
+/// one (`8080`, `true`, `["A","B"]`), else as a string, so `VOXGATE_SERVER__LISTEN=0.0.0.0:80` works.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => return Err(ConfigError(format!("{name}: `{section}` is not a section"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("voxgate-config-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError(e.to_string()))?;
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).map_err(|e| ConfigError(e.to_string()))?;
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let result = Config::load(&path, true, env);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    fn uuid_like() -> String {
+        format!("{}-{:?}", std::process::id(), std::thread::current().id())
+            .replace(['(', ')'], "")
+    }
+
+    /// The documented default file is exactly the built-in defaults.
+    #[test]
+    fn shipped_config_toml_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let config = Config::load(&path, true, Vec::new()).map_err(|e| e.0);
+        assert_eq!(config, Ok(Config::default()));
+    }
+
+    /// A file may give only some keys; the rest keep their defaults.
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = load_str("[server]\nlisten = \"127.0.0.1:9\"\n", &[]).map_err(|e| e.0);
+        let c = c.unwrap_or_default();
+        assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(c.audio, AudioSettings::default());
+    }
+
+    /// Unknown keys are rejected with the key's path.
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[server]\nlisen = \"127.0.0.1:9\"\n", &[]).err().map(|e| e.0);
+        let err = err.unwrap_or_default();
+        assert!(err.contains("server.lisen") || err.contains("lisen"), "{err}");
+    }
+
+    /// Invalid values are rejected with the key's path.
+    #[test]
+    fn invalid_value_is_named() {
+        let err = load_str("[server]\nlisten = \"nowhere\"\n", &[]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("server.listen"));
+        let err = load_str("[audio]\nframe_ms = 0\n", &[]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("audio.frame_ms"));
+        let err = load_str("[supervision]\nretryable_codes = [\"NOPE\"]\n", &[]).err();
+        assert!(err.map(|e| e.0).unwrap_or_default().contains("NOPE"));
+    }
+
+    /// Environment variables override the file, typed as TOML when they parse as TOML.
+    #[test]
+    fn env_overrides_file() {
+        let c = load_str(
+            "[google]\nendpoint = \"http://a:1\"\n",
+            &[
+                ("VOXGATE_GOOGLE__ENDPOINT", "http://127.0.0.1:5"),
+                ("VOXGATE_SESSION__MAX_SESSIONS", "7"),
+                ("VOXGATE_RECOGNIZER__BACKEND", "google"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .map_err(|e| e.0);
+        let c = c.unwrap_or_default();
+        assert_eq!(c.google.endpoint, "http://127.0.0.1:5");
+        assert_eq!(c.session.max_sessions, 7);
+        assert_eq!(c.recognizer.backend, Backend::Google);
+    }
+
+    /// An unknown key given through the environment is rejected too.
+    #[test]
+    fn env_unknown_key_is_named() {
+        let err = load_str("", &[("VOXGATE_SERVER__NOPE", "1")]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("nope"));
+    }
+}
