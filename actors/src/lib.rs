@@ -19,6 +19,7 @@
 //! - [`protocol`]: the client wire protocol v1 (JSON messages) and the table of error codes.
 //! - [`audio`]: audio encodings and byte ⇄ millisecond arithmetic.
 //! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google).
+//! - [`pipeline`]: how a session starts its pipeline (a trait, so tests can substitute probes).
 //! - [`session`]: the session actor (socket, heartbeat, protocol).
 //! - [`audio_buffer`]: the audio buffer actor.
 //! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates them.
@@ -30,6 +31,7 @@ pub mod audio;
 pub mod audio_buffer;
 pub mod messages;
 pub mod metrics;
+pub mod pipeline;
 pub mod protocol;
 pub mod recognizer;
 pub mod session;
