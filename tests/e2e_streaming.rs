@@ -1,0 +1,149 @@
+//! End to end, real processes on loopback: a WebSocket client streams emulator-encoded audio in real
+//! time through `voxgate serve` (the real Google client code) into `voxgate emulator`, and receives
+//! interim and final transcripts equal to the encoded words, then `closed` and close 1000.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const TEXT: &str = "the quick brown fox. jumps over the lazy dog. voxgate streams words";
+
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    Binary,
+    Base64,
+    Mixed,
+}
+
+/// Streams `audio` in 100 ms frames paced at real time, then `stop`; returns what the client saw.
+async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Received {
+    let mut ws = connect(addr, "").await;
+    let mut rx = Received::default();
+    send_json(
+        &mut ws,
+        json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+               "language_code":"en-US","interim_results":true}),
+    )
+    .await;
+    let ready = next_json(&mut ws, &mut rx, Duration::from_secs(10)).await;
+    assert_eq!(ready.as_ref().map(|v| v["type"].clone()), Some(json!("ready")), "{rx:?}");
+
+    let (mut sink, mut stream) = ws.split();
+    let reader = tokio::spawn(async move {
+        let mut rx = rx;
+        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await
+        {
+            match msg {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                    rx.messages.push(v);
+                }
+                Ok(Message::Close(f)) => {
+                    rx.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        rx
+    });
+
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    for (i, chunk) in audio.chunks(3_200).enumerate() {
+        ticker.tick().await;
+        let as_json = match framing {
+            Framing::Binary => false,
+            Framing::Base64 => true,
+            Framing::Mixed => i % 3 == 1,
+        };
+        let msg = if as_json {
+            let content = base64::engine::general_purpose::STANDARD.encode(chunk);
+            Message::Text(
+                json!({"type":"audio","content":content,"audio_id":format!("c{i}")})
+                    .to_string()
+                    .into(),
+            )
+        } else {
+            Message::Binary(chunk.to_vec().into())
+        };
+        sink.send(msg).await.unwrap_or_else(|e| panic!("send: {e}"));
+    }
+    sink.send(Message::Text(json!({"type":"stop"}).to_string().into()))
+        .await
+        .unwrap_or_else(|e| panic!("send stop: {e}"));
+    reader.await.unwrap_or_else(|e| panic!("reader: {e}"))
+}
+
+fn expected_words(text: &str) -> String {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
+    let ctx = format!("{framing:?}: {:#?}", rx.messages);
+    assert_eq!(rx.final_text(), expected_words(TEXT), "{ctx}");
+    let transcripts = rx.of_type("transcript");
+    let first_final = transcripts.iter().position(|m| m["is_final"] == true);
+    let first_interim = transcripts.iter().position(|m| m["is_final"] == false);
+    assert!(
+        matches!((first_interim, first_final), (Some(i), Some(f)) if i < f),
+        "interim results come before the first final; {ctx}"
+    );
+    // Final results are on the session clock: in order, inside the audio, words inside results.
+    let mut last_end = 0;
+    for m in transcripts.iter().filter(|m| m["is_final"] == true) {
+        let (start, end) = (m["start_ms"].as_u64(), m["end_ms"].as_u64());
+        let (Some(start), Some(end)) = (start, end) else {
+            panic!("final without times: {m}");
+        };
+        assert!(start >= last_end && end > start && end <= audio_ms, "{m}; {ctx}");
+        last_end = end;
+        for w in m["words"].as_array().into_iter().flatten() {
+            let ws = w["start_ms"].as_u64().unwrap_or(0);
+            let we = w["end_ms"].as_u64().unwrap_or(0);
+            assert!(ws >= start && we <= end && we > ws, "word {w} outside {m}");
+        }
+    }
+    let acks = rx.of_type("ack");
+    assert!(!acks.is_empty(), "acks are sent; {ctx}");
+    if matches!(framing, Framing::Base64) {
+        assert!(acks.iter().any(|a| a["audio_id"].is_string()), "acks echo audio_id");
+    }
+    let closed = rx.of_type("closed");
+    assert_eq!(closed.len(), 1, "{ctx}");
+    let closed_ms = closed[0]["audio_ms"].as_u64().unwrap_or(0);
+    assert!(closed_ms.abs_diff(audio_ms) <= 1, "closed.audio_ms {closed_ms} vs {audio_ms}");
+    assert_eq!(rx.close.as_ref().map(|c| c.0), Some(1000), "{ctx}");
+}
+
+/// Binary, base64 JSON and mixed framing, three concurrent sessions through one gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_stream_gets_exact_transcripts_in_every_framing() {
+    let emulator = emulator(&[]);
+    let gateway = gateway(&emulator, &[]);
+    let audio = voxgate::emulator::synth::encode(
+        TEXT,
+        16_000,
+        voxgate::emulator::synth::SynthEncoding::Linear16,
+    );
+    let audio_ms = audio.len() as u64 / 32;
+    let sessions = [Framing::Binary, Framing::Base64, Framing::Mixed].map(|framing| {
+        let addr = gateway.addr.clone();
+        let audio = audio.clone();
+        tokio::spawn(async move { (framing, stream_session(&addr, audio, framing).await) })
+    });
+    for s in sessions {
+        let (framing, rx) = s.await.unwrap_or_else(|e| panic!("session task: {e}"));
+        check_session(&rx, framing, audio_ms);
+    }
+}
