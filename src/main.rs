@@ -1,4 +1,4 @@
-//! The `voxgate` command: `serve` (the default), `emulator`. Thin: parse arguments, call `run`.
+//! The `voxgate` command: `serve` (the default), `emulator`, `stream`. Thin: parse arguments, call `run`.
 
 use std::process::ExitCode;
 
@@ -19,6 +19,8 @@ enum Command {
     Serve(voxgate::server::ServeArgs),
     /// Run the Google-compatible speech emulator, or encode words into audio it recognises.
     Emulator(voxgate::emulator::EmulatorArgs),
+    /// Stream an audio file to a running gateway and print the transcripts.
+    Stream(voxgate::client::stream::StreamArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => voxgate::server::run(args),
         None => voxgate::server::run(cli.serve),
         Some(Command::Emulator(args)) => voxgate::emulator::run(args),
+        Some(Command::Stream(args)) => voxgate::client::stream::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,4 +40,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

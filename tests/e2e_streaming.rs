@@ -32,7 +32,11 @@ async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Receive
     )
     .await;
     let ready = next_json(&mut ws, &mut rx, Duration::from_secs(10)).await;
-    assert_eq!(ready.as_ref().map(|v| v["type"].clone()), Some(json!("ready")), "{rx:?}");
+    assert_eq!(
+        ready.as_ref().map(|v| v["type"].clone()),
+        Some(json!("ready")),
+        "{rx:?}"
+    );
 
     let (mut sink, mut stream) = ws.split();
     let reader = tokio::spawn(async move {
@@ -106,7 +110,10 @@ fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
         let (Some(start), Some(end)) = (start, end) else {
             panic!("final without times: {m}");
         };
-        assert!(start >= last_end && end > start && end <= audio_ms, "{m}; {ctx}");
+        assert!(
+            start >= last_end && end > start && end <= audio_ms,
+            "{m}; {ctx}"
+        );
         last_end = end;
         for w in m["words"].as_array().into_iter().flatten() {
             let ws = w["start_ms"].as_u64().unwrap_or(0);
@@ -117,12 +124,18 @@ fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
     let acks = rx.of_type("ack");
     assert!(!acks.is_empty(), "acks are sent; {ctx}");
     if matches!(framing, Framing::Base64) {
-        assert!(acks.iter().any(|a| a["audio_id"].is_string()), "acks echo audio_id");
+        assert!(
+            acks.iter().any(|a| a["audio_id"].is_string()),
+            "acks echo audio_id"
+        );
     }
     let closed = rx.of_type("closed");
     assert_eq!(closed.len(), 1, "{ctx}");
     let closed_ms = closed[0]["audio_ms"].as_u64().unwrap_or(0);
-    assert!(closed_ms.abs_diff(audio_ms) <= 1, "closed.audio_ms {closed_ms} vs {audio_ms}");
+    assert!(
+        closed_ms.abs_diff(audio_ms) <= 1,
+        "closed.audio_ms {closed_ms} vs {audio_ms}"
+    );
     assert_eq!(rx.close.as_ref().map(|c| c.0), Some(1000), "{ctx}");
 }
 
