@@ -86,3 +86,133 @@ impl PipelineFactory for Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::audio::{AudioFormat, Encoding};
+    use crate::messages::*;
+    use crate::recognizer::probe::ProbeRecognizers;
+    use crate::testing::Probe;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn frames(msgs: &[UpstreamAudio]) -> Vec<AudioFrame> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                UpstreamAudio::Frame(f) => Some(f.clone()),
+                UpstreamAudio::End => None,
+            })
+            .collect()
+    }
+
+    /// The real buffer and supervisor wired together: audio reaches the stream, a final comes
+    /// back, a failed stream is replaced by one that replays from that final, `stop` half-closes
+    /// it, and its clean end finishes the pipeline and stops it.
+    #[actix_rt::test]
+    async fn buffer_and_supervisor_work_together() {
+        tokio::time::pause();
+        let recognizers = Rc::new(ProbeRecognizers::default());
+        let pipeline = Pipeline {
+            recognizers: recognizers.clone(),
+            audio: AudioSettings::default(),
+            supervision: SupervisionSettings {
+                jitter: 0.0,
+                ..SupervisionSettings::default()
+            },
+            ack_interval_ms: 500,
+        };
+        let (session, session_log) = Probe::start_new();
+        let config = Arc::new(StartConfig {
+            format: AudioFormat {
+                encoding: Encoding::Linear16,
+                sample_rate_hz: 16_000,
+            },
+            language_code: "en-US".into(),
+            interim_results: true,
+            enable_automatic_punctuation: false,
+            model: String::new(),
+            phrases: Vec::new(),
+            single_utterance: false,
+        });
+        let handle = pipeline.start(Arc::from("s1"), config, Probe::session_links(&session));
+        handle.audio.do_send(AudioIn {
+            data: Bytes::from(vec![7u8; 32_000]),
+            audio_id: None,
+        });
+        let requests = recognizers.wait_started(1, WAIT).await;
+        let Some(first) = recognizers.stream_log(0) else {
+            panic!("the first stream was not started: {}", requests.len());
+        };
+        assert_eq!(first.wait_count::<UpstreamAudio>(10, WAIT).await.len(), 10);
+        let events = requests[0].events.clone();
+        events.do_send(RecognizerEvent {
+            stream_id: 1,
+            kind: RecognizerEventKind::Result(Transcript {
+                is_final: true,
+                transcript: "hello".into(),
+                confidence: 0.9,
+                stability: 0.0,
+                start_ms: 100,
+                end_ms: 500,
+                words: Vec::new(),
+                language_code: "en-US".into(),
+            }),
+        });
+        events.do_send(RecognizerEvent {
+            stream_id: 1,
+            kind: RecognizerEventKind::Ended(Err(StreamFailure {
+                code: tonic::Code::Unavailable,
+                message: "connection reset".into(),
+            })),
+        });
+        let requests = recognizers.wait_started(2, WAIT).await;
+        let Some(second) = recognizers.stream_log(1) else {
+            panic!("no restart: {} streams", requests.len());
+        };
+        handle.end.do_send(EndOfAudio);
+        let got = second
+            .wait_for::<UpstreamAudio>(WAIT, |m| m.last() == Some(&UpstreamAudio::End))
+            .await;
+        let replay = frames(&got);
+        assert_eq!(
+            replay.first().map(|f| f.start_ms),
+            Some(500),
+            "replay from the final"
+        );
+        assert_eq!(replay.len(), 5);
+        assert_eq!(got.last(), Some(&UpstreamAudio::End));
+        requests[1].events.do_send(RecognizerEvent {
+            stream_id: 2,
+            kind: RecognizerEventKind::Ended(Ok(())),
+        });
+        let finished = session_log.wait_count::<PipelineFinished>(1, WAIT).await;
+        assert_eq!(
+            finished.first().map(|f| f.summary),
+            Some(PipelineSummary {
+                results: 1,
+                restarts: 1
+            })
+        );
+        assert_eq!(session_log.all::<Transcript>().len(), 1);
+        assert_eq!(session_log.all::<PipelineWarning>().len(), 1);
+        let acks = session_log.all::<AudioAcked>();
+        assert_eq!(acks.last().map(|a| a.audio_ms), Some(1_000));
+        let audio_after = handle
+            .audio
+            .send(AudioIn {
+                data: Bytes::from_static(&[0, 0]),
+                audio_id: None,
+            })
+            .await;
+        assert!(audio_after.is_err(), "the buffer stopped with the pipeline");
+        assert!(
+            handle.stop.send(StopPipeline).await.is_err(),
+            "the supervisor too"
+        );
+    }
+}

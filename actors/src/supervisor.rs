@@ -332,59 +332,15 @@ impl Handler<StopPipeline> for StreamSupervisor {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
     use std::time::Duration;
 
     use super::*;
     use crate::audio::{AudioFormat, Encoding};
+    use crate::recognizer::probe::ProbeRecognizers;
     use crate::settings::SupervisionSettings;
     use crate::testing::{Probe, ProbeLog};
 
     const WAIT: Duration = Duration::from_secs(5);
-
-    /// A recognizer factory that records each request and hands out probe streams.
-    #[derive(Default)]
-    struct ProbeRecognizers {
-        started: RefCell<Vec<(StreamRequest, ProbeLog)>>,
-        changed: Rc<tokio::sync::Notify>,
-    }
-
-    impl RecognizerFactory for ProbeRecognizers {
-        fn start(&self, request: StreamRequest) -> StreamHandle {
-            let (probe, log) = Probe::start_new();
-            self.started.borrow_mut().push((request, log));
-            self.changed.notify_waiters();
-            StreamHandle {
-                audio: probe.clone().recipient(),
-                cancel: probe.recipient(),
-            }
-        }
-    }
-
-    impl ProbeRecognizers {
-        /// Waits until `n` streams were started; returns the requests.
-        async fn wait_started(&self, n: usize) -> Vec<StreamRequest> {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let notified = self.changed.notified();
-                if self.started.borrow().len() >= n {
-                    break;
-                }
-                if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    break;
-                }
-            }
-            self.started
-                .borrow()
-                .iter()
-                .map(|(r, _)| r.clone())
-                .collect()
-        }
-
-        fn stream_log(&self, index: usize) -> Option<ProbeLog> {
-            self.started.borrow().get(index).map(|(_, l)| l.clone())
-        }
-    }
 
     struct Rig {
         supervisor: Addr<StreamSupervisor>,
@@ -489,7 +445,7 @@ mod tests {
     #[actix_rt::test]
     async fn starts_the_first_stream_from_zero() {
         let rig = rig();
-        let started = rig.recognizers.wait_started(1).await;
+        let started = rig.recognizers.wait_started(1, WAIT).await;
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].stream_id, 1);
         assert_eq!(&*started[0].session_id, "s1");
@@ -502,7 +458,7 @@ mod tests {
     #[actix_rt::test]
     async fn results_pass_through_and_finals_are_finalized() {
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor
             .do_send(event(1, result(false, "hel", 120, 480)));
         rig.supervisor
@@ -528,7 +484,7 @@ mod tests {
     async fn retryable_failure_restarts_with_replay_and_dedup() {
         tokio::time::pause();
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor
             .do_send(event(1, result(true, "one", 0, 1_000)));
         rig.supervisor
@@ -538,7 +494,7 @@ mod tests {
         let warnings = rig.session.wait_count::<PipelineWarning>(1, WAIT).await;
         assert_eq!(warnings[0].code, "upstream_reconnecting");
         let before = tokio::time::Instant::now();
-        let started = rig.recognizers.wait_started(2).await;
+        let started = rig.recognizers.wait_started(2, WAIT).await;
         assert_eq!(started.len(), 2);
         assert_eq!(started[1].stream_id, 2);
         assert!(
@@ -581,11 +537,11 @@ mod tests {
         let rig = rig();
         let mut gaps = Vec::new();
         for n in 1..=3u64 {
-            rig.recognizers.wait_started(n as usize).await;
+            rig.recognizers.wait_started(n as usize, WAIT).await;
             rig.supervisor
                 .do_send(event(n, failed(tonic::Code::Internal, "boom")));
             let failed_at = tokio::time::Instant::now();
-            rig.recognizers.wait_started(n as usize + 1).await;
+            rig.recognizers.wait_started(n as usize + 1, WAIT).await;
             gaps.push(failed_at.elapsed().as_millis());
         }
         // The paused clock jumps to each timer's deadline, give or take its millisecond tick.
@@ -607,7 +563,7 @@ mod tests {
             false,
         );
         for n in 1..=3u64 {
-            rig.recognizers.wait_started(n as usize).await;
+            rig.recognizers.wait_started(n as usize, WAIT).await;
             rig.supervisor
                 .do_send(event(n, failed(tonic::Code::ResourceExhausted, "quota")));
         }
@@ -619,7 +575,7 @@ mod tests {
             "{}",
             errors[0].message
         );
-        assert_eq!(rig.recognizers.wait_started(3).await.len(), 3);
+        assert_eq!(rig.recognizers.wait_started(3, WAIT).await.len(), 3);
         rig.buffer.wait_count::<StopPipeline>(1, WAIT).await;
         assert_eq!(rig.buffer.all::<StopPipeline>().len(), 1);
         assert!(
@@ -632,7 +588,7 @@ mod tests {
     #[actix_rt::test]
     async fn non_retryable_failure_is_rejected_with_googles_message() {
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         let message = "Invalid recognition 'config': bad encoding.";
         rig.supervisor
             .do_send(event(1, failed(tonic::Code::InvalidArgument, message)));
@@ -645,7 +601,7 @@ mod tests {
             }]
         );
         rig.buffer.wait_count::<StopPipeline>(1, WAIT).await;
-        assert_eq!(rig.recognizers.started.borrow().len(), 1, "no restart");
+        assert_eq!(rig.recognizers.requests().len(), 1, "no restart");
         assert!(rig.session.all::<PipelineWarning>().is_empty());
     }
 
@@ -674,10 +630,10 @@ mod tests {
             Unauthenticated,
         ] {
             let rig = rig();
-            rig.recognizers.wait_started(1).await;
+            rig.recognizers.wait_started(1, WAIT).await;
             rig.supervisor.do_send(event(1, failed(code, "x")));
             if policy.is_retryable(code) {
-                let started = rig.recognizers.wait_started(2).await;
+                let started = rig.recognizers.wait_started(2, WAIT).await;
                 assert_eq!(started.len(), 2, "{code:?} restarts");
             } else {
                 let errors = rig.session.wait_count::<PipelineError>(1, WAIT).await;
@@ -692,13 +648,13 @@ mod tests {
     #[actix_rt::test]
     async fn finalize_rotates_to_the_next_stream() {
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor.do_send(event(1, result(true, "a", 0, 700)));
         rig.supervisor
             .do_send(half_closed(1, HalfCloseReason::Finalize));
         rig.supervisor
             .do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
-        rig.recognizers.wait_started(2).await;
+        rig.recognizers.wait_started(2, WAIT).await;
         rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
         assert_eq!(
             resumes(&rig.buffer),
@@ -723,7 +679,7 @@ mod tests {
     #[actix_rt::test]
     async fn upgraded_half_close_finishes_without_another_stream() {
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor
             .do_send(half_closed(1, HalfCloseReason::Finalize));
         rig.supervisor
@@ -731,7 +687,7 @@ mod tests {
         rig.supervisor
             .do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
         rig.session.wait_count::<PipelineFinished>(1, WAIT).await;
-        assert_eq!(rig.recognizers.started.borrow().len(), 1);
+        assert_eq!(rig.recognizers.requests().len(), 1);
     }
 
     /// A clean end nobody asked for is restarted with a replay, like a transient failure.
@@ -739,11 +695,11 @@ mod tests {
     async fn unrequested_clean_end_restarts() {
         tokio::time::pause();
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor.do_send(event(1, result(true, "a", 0, 400)));
         rig.supervisor
             .do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
-        rig.recognizers.wait_started(2).await;
+        rig.recognizers.wait_started(2, WAIT).await;
         rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
         assert_eq!(resumes(&rig.buffer)[1], (2, Resume::FromMs(400)));
     }
@@ -753,7 +709,7 @@ mod tests {
     #[actix_rt::test]
     async fn single_utterance_end_finishes() {
         let rig = rig_with(&settings(), true);
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor
             .do_send(event(1, RecognizerEventKind::EndOfSingleUtterance));
         rig.supervisor
@@ -763,7 +719,7 @@ mod tests {
         let fin = rig.session.wait_count::<PipelineFinished>(1, WAIT).await;
         assert_eq!(fin[0].summary.results, 1);
         assert_eq!(rig.buffer.all::<DetachStream>().len(), 1);
-        assert_eq!(rig.recognizers.started.borrow().len(), 1);
+        assert_eq!(rig.recognizers.requests().len(), 1);
     }
 
     /// A stream that fails after the client's `stop` was half-closed is restarted (the replay
@@ -772,12 +728,12 @@ mod tests {
     async fn failure_after_stop_restarts_then_finishes() {
         tokio::time::pause();
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor
             .do_send(half_closed(1, HalfCloseReason::EndOfAudio));
         rig.supervisor
             .do_send(event(1, failed(tonic::Code::Unavailable, "reset")));
-        rig.recognizers.wait_started(2).await;
+        rig.recognizers.wait_started(2, WAIT).await;
         rig.supervisor
             .do_send(half_closed(2, HalfCloseReason::EndOfAudio));
         rig.supervisor
@@ -786,7 +742,7 @@ mod tests {
         rig.supervisor
             .do_send(event(2, failed(tonic::Code::Unavailable, "late")));
         assert_eq!(
-            rig.recognizers.wait_started(3).await.len(),
+            rig.recognizers.wait_started(3, WAIT).await.len(),
             2,
             "no restart after the finish"
         );
@@ -797,17 +753,17 @@ mod tests {
     async fn stop_prevents_a_scheduled_restart() {
         tokio::time::pause();
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor
             .do_send(event(1, failed(tonic::Code::Unavailable, "x")));
-        rig.recognizers.wait_started(2).await;
+        rig.recognizers.wait_started(2, WAIT).await;
         rig.supervisor
             .do_send(event(2, failed(tonic::Code::Unavailable, "y")));
         rig.session.wait_count::<PipelineWarning>(2, WAIT).await;
         assert!(rig.supervisor.send(StopPipeline).await.is_ok());
         rig.buffer.wait_count::<StopPipeline>(1, WAIT).await;
         assert_eq!(
-            rig.recognizers.wait_started(3).await.len(),
+            rig.recognizers.wait_started(3, WAIT).await.len(),
             2,
             "scheduled restart cancelled"
         );
@@ -819,7 +775,7 @@ mod tests {
     #[actix_rt::test]
     async fn stop_cancels_the_running_stream() {
         let rig = rig();
-        rig.recognizers.wait_started(1).await;
+        rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor.do_send(StopPipeline);
         let cancels = match rig.recognizers.stream_log(0) {
             Some(log) => log.wait_count::<CancelStream>(1, WAIT).await.len(),

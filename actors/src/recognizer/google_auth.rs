@@ -183,16 +183,16 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
     /// A token provider that hands out a fixed token (or fails), counting its calls.
-    struct FixedTokens {
+    pub(crate) struct FixedTokens {
         token: Option<&'static str>,
         expires_in_secs: u64,
-        calls: AtomicUsize,
+        pub(crate) calls: AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -215,7 +215,7 @@ mod tests {
         }
     }
 
-    fn provider(token: Option<&'static str>, expires_in_secs: u64) -> Arc<FixedTokens> {
+    pub(crate) fn provider(token: Option<&'static str>, expires_in_secs: u64) -> Arc<FixedTokens> {
         Arc::new(FixedTokens {
             token,
             expires_in_secs,
