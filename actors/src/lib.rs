@@ -21,9 +21,11 @@
 //! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google).
 //! - [`pipeline`]: how a session starts its pipeline (a trait, so tests can substitute probes).
 //! - [`session`]: the session actor (socket, heartbeat, protocol).
-//! - [`audio_buffer`]: the audio buffer actor.
-//! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates them.
-//! - [`supervisor`]: the stream supervisor and its restart policy.
+//! - [`audio_buffer`]: the audio buffer actor (and its frame store: re-chunking, retention, replay).
+//! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates
+//!   them; [`recognizer::google`] talks to Google over a per-thread connection pool.
+//! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
+//! - [`restart_policy`]: the restart policy as data (retryable codes, backoff, intensity).
 //! - [`metrics`]: Prometheus metrics shared by every actor.
 //! - [`testing`]: a probe actor that records what it receives, for tests.
 
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod protocol;
 pub mod recognizer;
+pub mod restart_policy;
 pub mod session;
 pub mod settings;
 pub mod supervisor;

@@ -254,3 +254,22 @@ pub struct StreamHandle {
     pub audio: Recipient<UpstreamAudio>,
     pub cancel: Recipient<CancelStream>,
 }
+
+/// Where the audio buffer reports: acknowledgements and `buffer_full` go straight to the session,
+/// half-closes to the stream supervisor.
+#[derive(Clone)]
+pub struct AudioBufferLinks {
+    pub acks: Recipient<AudioAcked>,
+    pub errors: Recipient<PipelineError>,
+    pub half_closed: Recipient<UpstreamHalfClosed>,
+}
+
+/// How the stream supervisor drives the audio buffer. All four point at the same buffer, so their
+/// order is preserved.
+#[derive(Clone)]
+pub struct BufferControl {
+    pub attach: Recipient<AttachStream>,
+    pub detach: Recipient<DetachStream>,
+    pub finalized: Recipient<Finalized>,
+    pub stop: Recipient<StopPipeline>,
+}

@@ -1,5 +1,17 @@
 //! Recognizers: actors that each own one upstream recognition stream, and the factory trait the
 //! supervisor uses to start them (a test passes a factory of probes).
+//!
+//! - [`google`]: the Google Speech v1 recognizer actor and [`google::GoogleRecognizerFactory`].
+//! - [`google_convert`]: configuration, results and errors between voxgate's types and Google's.
+//! - [`google_auth`]: credentials (none, or Application Default Credentials) and call metadata.
+//! - [`google_pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
+//! - [`probe`]: a factory of probe streams, for tests.
+
+pub mod google;
+pub mod google_auth;
+pub mod google_convert;
+pub mod google_pool;
+pub mod probe;
 
 use crate::messages::{StreamHandle, StreamRequest};
 
