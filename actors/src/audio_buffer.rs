@@ -2,7 +2,9 @@
 //!
 //! It owns everything about the session's audio once accepted: its order, its bounds
 //! (`max_buffer_ms` unsent → `buffer_full`; `max_replay_ms` retained for replay), its
-//! re-chunking into upstream frames ([`frames::FrameStore`]), its acknowledgements to the client,
+//! re-chunking into upstream frames ([`frames::FrameStore`]), its acknowledgements to the client
+//! (of audio *forwarded upstream*, so that a client sending faster than real time can use them as
+//! flow control: what is acknowledged has left the buffer),
 //! the pacing of frames to the attached stream, the replay into a new stream after a restart, and
 //! the half-close of a stream at `finalize`/`stop`.
 //!
@@ -60,14 +62,16 @@ pub struct AudioBuffer {
     /// For logs.
     session_id: Arc<str>,
     settings: AudioSettings,
-    /// An acknowledgement is sent each time this much more audio was accepted.
+    /// An acknowledgement is sent each time this much more audio was forwarded upstream.
     ack_interval_ms: u64,
     links: AudioBufferLinks,
     /// The audio itself.
     store: FrameStore,
-    /// Accepted audio at the last acknowledgement.
+    /// Forwarded audio at the last acknowledgement.
     last_ack_ms: u64,
-    /// The client's id of the most recent JSON audio chunk accepted, echoed in acknowledgements.
+    /// Ids of JSON audio chunks not yet wholly forwarded, with the byte where each ends.
+    pending_ids: VecDeque<(u64, String)>,
+    /// The client's id of the most recent JSON audio chunk wholly forwarded, echoed in acks.
     last_audio_id: Option<String>,
     /// Where frames go; `None` between streams (failure, backoff, after a half-close).
     stream: Option<AttachedStream>,
@@ -107,6 +111,7 @@ impl AudioBuffer {
             links,
             store,
             last_ack_ms: 0,
+            pending_ids: VecDeque::new(),
             last_audio_id: None,
             stream: None,
             markers: VecDeque::new(),
@@ -118,12 +123,26 @@ impl AudioBuffer {
         }
     }
 
-    fn send_ack(&mut self) {
-        self.last_ack_ms = self.store.accepted_ms();
-        self.links.acks.do_send(AudioAcked {
-            audio_ms: self.last_ack_ms,
-            audio_id: self.last_audio_id.clone(),
-        });
+    /// Acknowledges the audio forwarded so far if it grew by `ack_interval_ms` since the last
+    /// acknowledgement, or (`force`) if it grew at all.
+    fn ack_forwarded(&mut self, force: bool) {
+        let sent = self.store.sent_bytes();
+        while self
+            .pending_ids
+            .front()
+            .is_some_and(|(end, _)| *end <= sent)
+        {
+            self.last_audio_id = self.pending_ids.pop_front().map(|(_, id)| id);
+        }
+        let sent_ms = self.store.byte_to_ms(sent);
+        let grown = sent_ms.saturating_sub(self.last_ack_ms);
+        if grown >= self.ack_interval_ms || (force && grown > 0) {
+            self.last_ack_ms = sent_ms;
+            self.links.acks.do_send(AudioAcked {
+                audio_ms: sent_ms,
+                audio_id: self.last_audio_id.clone(),
+            });
+        }
     }
 
     fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
@@ -198,6 +217,7 @@ impl AudioBuffer {
                 return;
             };
             stream.sink.do_send(UpstreamAudio::Frame(frame));
+            self.ack_forwarded(false);
             let dropped_ms = self.store.prune_replay();
             if dropped_ms > 0 {
                 if !self.replay_truncated {
@@ -214,16 +234,20 @@ impl AudioBuffer {
 
     /// The stream reached the front marker: end its audio, tell the supervisor, detach.
     fn half_close(&mut self) {
-        let (Some(stream), Some(marker)) = (self.stream.take(), self.markers.front_mut()) else {
+        let Some(marker) = self.markers.front_mut() else {
+            return;
+        };
+        let Some(stream) = self.stream.take() else {
             return;
         };
         marker.half_closed_on = Some(stream.id);
-        let at_ms = self.store.byte_to_ms(marker.at_byte);
-        debug!(session = %self.session_id, stream = stream.id, at_ms, reason = ?marker.reason, "half-closing stream");
+        let (reason, at_ms) = (marker.reason, self.store.byte_to_ms(marker.at_byte));
+        self.ack_forwarded(true);
+        debug!(session = %self.session_id, stream = stream.id, at_ms, ?reason, "half-closing stream");
         // The supervisor hears of the half-close before the stream can possibly end.
         self.links.half_closed.do_send(UpstreamHalfClosed {
             stream_id: stream.id,
-            reason: marker.reason,
+            reason,
             at_ms,
         });
         stream.sink.do_send(UpstreamAudio::End);
@@ -258,16 +282,14 @@ impl Handler<AudioIn> for AudioBuffer {
         }
         let before_ms = self.store.accepted_ms();
         self.store.push(msg.data);
-        if msg.audio_id.is_some() {
-            self.last_audio_id = msg.audio_id;
+        if let Some(id) = msg.audio_id {
+            self.pending_ids
+                .push_back((self.store.accepted_bytes(), id));
         }
         let accepted_ms = self.store.accepted_ms();
         METRICS
             .audio_seconds
             .inc_by((accepted_ms - before_ms) as f64 / 1_000.0);
-        if accepted_ms - self.last_ack_ms >= self.ack_interval_ms {
-            self.send_ack();
-        }
         self.pump(ctx);
     }
 }
@@ -280,7 +302,6 @@ impl Handler<Finalize> for AudioBuffer {
             return;
         }
         self.mark(HalfCloseReason::Finalize);
-        self.send_ack();
         self.pump(ctx);
     }
 }
@@ -294,7 +315,6 @@ impl Handler<EndOfAudio> for AudioBuffer {
         }
         self.audio_ended = true;
         self.mark(HalfCloseReason::EndOfAudio);
-        self.send_ack();
         self.pump(ctx);
     }
 }
@@ -722,11 +742,12 @@ mod tests {
         assert!((10..=10).contains(&later), "the rest at real time: {later}");
     }
 
-    /// Acknowledgements come every `ack_interval_ms` of accepted audio, carry the latest JSON
-    /// `audio_id`, and `finalize` acknowledges the total.
+    /// Acknowledgements come every `ack_interval_ms` of audio forwarded upstream, carry the id of
+    /// the latest JSON chunk wholly forwarded, and the half-close of `finalize` acknowledges the total.
     #[actix_rt::test]
     async fn acks_follow_the_interval_and_echo_audio_id() {
         let rig = rig(unpaced(), 500);
+        let _stream = attach(&rig, 1, Resume::FromMs(0));
         for i in 0..12 {
             let id = (i % 3 == 0).then(|| format!("a{i}"));
             rig.buffer.do_send(AudioIn {

@@ -110,6 +110,16 @@ impl FrameStore {
         self.format.bytes_to_ms(self.accepted_bytes)
     }
 
+    /// The end of the furthest audio ever handed to a stream, in bytes (never goes back).
+    pub fn sent_bytes(&self) -> u64 {
+        self.high_water
+    }
+
+    /// Every byte accepted from the client.
+    pub fn accepted_bytes(&self) -> u64 {
+        self.accepted_bytes
+    }
+
     /// Milliseconds of audio never sent to any stream if `extra` more bytes were accepted.
     pub fn unsent_ms_with(&self, extra: usize) -> u64 {
         let unsent = self.accepted_bytes + extra as u64 - self.high_water;
