@@ -1,5 +1,7 @@
 //! The Google-compatible speech emulator (skeleton: filled in by the emulator work).
 
+pub mod synth;
+
 /// `voxgate emulator` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulatorArgs {}
