@@ -8,16 +8,17 @@
 //! How it hears:
 //! - A sample is *loud* when `|x| ≥ 2000` (a quarter of the tone amplitude). A *run* starts at a loud
 //!   sample and ends once 2 ms pass without one; it spans first to last loud sample.
-//! - A run of 20–45 ms is a character: Goertzel over its interior (2 ms trimmed at each end) picks the
-//!   strongest symbol frequency; it is accepted when that frequency holds at least half of the power
-//!   over all 37 frequencies. Other runs (clicks, noise, speech) are ignored but still count as sound.
+//! - A run of 20–45 ms is a character. Over its interior (2 ms trimmed at each end), the zero-crossing
+//!   rate estimates the frequency, and Goertzel at the five nearest symbol frequencies picks the
+//!   strongest; it is accepted when that frequency carries at least half of the interior's energy.
+//!   Other runs (clicks, noise, chords, speech) are ignored but still count as sound.
 //! - 40 ms without sound after a character ends the word; 300 ms ends the utterance: a final result
 //!   is emitted at that moment (its `end_sample`).
 //! - Interim hypotheses (words so far plus the word in progress) are emitted when they change, at most
 //!   once per 100 ms of audio: a change closer than that to the previous interim is emitted when the
 //!   100 ms have passed (with the hypothesis as it is then), unless a final comes first.
 
-use super::{ms_to_samples, mulaw, tone_hz, SynthEncoding, ALPHABET, AMPLITUDE};
+use super::{ms_to_samples, mulaw, tone_hz, SynthEncoding, ALPHABET, AMPLITUDE, BASE_HZ, STEP_HZ};
 
 /// `|sample|` at or above this is part of a tone.
 const LOUD_LEVEL: u16 = (AMPLITUDE / 4.0) as u16;
@@ -35,8 +36,11 @@ const WORD_END_MS: u64 = 40;
 const FINAL_MS: u64 = 300;
 /// Interim results are at least this much audio apart.
 const INTERIM_INTERVAL_MS: u64 = 100;
-/// The winning frequency must carry at least this share of the power over all symbol frequencies.
-const MIN_PURITY: f64 = 0.5;
+/// The winning frequency must carry at least this share of the run's energy.
+const MIN_SHARE: f64 = 0.5;
+/// Goertzel runs on the symbol nearest to the zero-crossing estimate and this many either side (the
+/// estimate is within ±20 Hz; symbols are 80 Hz apart).
+const CANDIDATE_SPREAD: usize = 2;
 
 /// A recognised word; positions are in samples from the start of the stream's audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +128,8 @@ struct InterimState {
 #[derive(Debug)]
 pub struct Decoder {
     encoding: SynthEncoding,
+    /// Sample rate in Hz (for the zero-crossing frequency estimate).
+    rate: u32,
     /// Bytes per frame (all channels of one sample instant).
     frame_bytes: usize,
     /// An incomplete frame left over from the previous `push`.
@@ -156,6 +162,7 @@ impl Decoder {
         let samples = |ms| ms_to_samples(rate, ms).max(1);
         Decoder {
             encoding,
+            rate,
             frame_bytes: encoding.bytes_per_sample() * usize::from(channels.max(1)),
             carry: Vec::new(),
             position: 0,
@@ -318,13 +325,29 @@ impl Decoder {
         self.hypothesis_changed();
     }
 
-    /// Goertzel power at every symbol frequency; the strongest symbol and its confidence, or `None`
-    /// when no frequency dominates (not a synthetic tone).
+    /// The symbol a run carries: its zero-crossing rate names the neighbourhood, Goertzel over the
+    /// nearest symbol frequencies picks the strongest. Accepted when that frequency carries at least
+    /// half of the run's energy (a pure tone carries nearly all of it; noise or a chord much less).
+    /// Returns the symbol and its confidence, `best / (best + runner-up)` Goertzel power.
     fn identify(&self, samples: &[i16]) -> Option<(usize, f32)> {
+        let n = samples.len();
+        let energy: f64 = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        if n < 2 || energy <= 0.0 {
+            return None;
+        }
+        let crossings = samples
+            .windows(2)
+            .filter(|w| (w[0] < 0) != (w[1] < 0))
+            .count();
+        let hz = crossings as f64 * f64::from(self.rate) / (2.0 * n as f64);
+        let last = ALPHABET.len() - 1;
+        let nearest = ((hz - BASE_HZ) / STEP_HZ).round().clamp(0.0, last as f64) as usize;
+        let candidates =
+            nearest.saturating_sub(CANDIDATE_SPREAD)..=(nearest + CANDIDATE_SPREAD).min(last);
         let mut best = (0usize, 0.0f64);
         let mut runner_up = 0.0f64;
-        let mut total = 0.0f64;
-        for (symbol, &coefficient) in self.coefficients.iter().enumerate() {
+        for symbol in candidates {
+            let coefficient = self.coefficients[symbol];
             let (mut s1, mut s2) = (0.0f64, 0.0f64);
             for &x in samples {
                 let s0 = f64::from(x) + coefficient * s1 - s2;
@@ -332,7 +355,6 @@ impl Decoder {
                 s1 = s0;
             }
             let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
-            total += power;
             if power > best.1 {
                 runner_up = best.1;
                 best = (symbol, power);
@@ -340,7 +362,9 @@ impl Decoder {
                 runner_up = power;
             }
         }
-        if total <= 0.0 || best.1 / total < MIN_PURITY {
+        // A tone of amplitude A over n samples has Goertzel power (A·n/2)² and energy A²·n/2.
+        let share = best.1 / (energy * n as f64 / 2.0);
+        if share < MIN_SHARE {
             return None;
         }
         Some((best.0, (best.1 / (best.1 + runner_up)) as f32))

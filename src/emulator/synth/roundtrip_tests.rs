@@ -319,3 +319,57 @@ fn other_sounds_are_not_words() {
         assert!(events.is_empty(), "{events:?}");
     }
 }
+
+/// How much audio one core decodes per second (a measurement for the report and the benchmark,
+/// not a check): `cargo test --release --lib decoder_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, run explicitly"]
+fn decoder_throughput() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let text = random_text(&mut rng, 40);
+    for (rate, encoding) in [
+        (16_000, SynthEncoding::Linear16),
+        (8_000, SynthEncoding::Mulaw),
+        (48_000, SynthEncoding::Linear16),
+    ] {
+        let audio = encode(&text, rate, encoding);
+        let audio_secs = audio.len() as f64 / (rate as f64 * encoding.bytes_per_sample() as f64);
+        let chunk = ms_to_samples(rate, 100) as usize * encoding.bytes_per_sample();
+        let started = std::time::Instant::now();
+        let mut finals = 0;
+        for _ in 0..5 {
+            let mut decoder = Decoder::new(rate, encoding, 1, true);
+            for piece in audio.chunks(chunk) {
+                finals += decoder.push(piece).iter().filter(|e| e.is_final).count();
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(finals >= 5 * 39);
+        println!(
+            "{rate} Hz {encoding:?}: {:.0} s of audio per CPU second ({audio_secs:.1} s × 5 in {elapsed:.3} s)",
+            5.0 * audio_secs / elapsed
+        );
+    }
+}
+
+/// A stream may also start anywhere, even inside a tone (the gateway dropped old replay audio): the
+/// words cut into are garbled or lost, but every utterance that starts after the cut's next pause is
+/// heard exactly.
+#[test]
+fn starting_anywhere_leaves_later_utterances_intact() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for _ in 0..60 {
+        let text = random_text(&mut rng, 3);
+        let encoded = encode_with_timeline(&text, 16_000, SynthEncoding::Linear16);
+        let cut = rng.random_range(0..encoded.utterance_ends[0]);
+        let tail = &encoded.audio[cut as usize * 2..];
+        let events = decode_chunked(tail, 16_000, SynthEncoding::Linear16, true, &mut rng, 5_000);
+        let heard = finals(&events);
+        let expected = expected_transcripts(&text);
+        assert!(
+            heard.len() >= expected.len() - 1,
+            "{text:?} cut at {cut}: {heard:?}"
+        );
+        assert_eq!(heard[heard.len() - (expected.len() - 1)..], expected[1..]);
+    }
+}
