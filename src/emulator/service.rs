@@ -94,6 +94,8 @@ impl Speech for SpeechService {
             tracing::debug!(reason, "stream refused");
             return Err(Status::unavailable(rules::UNAVAILABLE));
         }
+        Stats::add(&shared.stats.streams_opened, 1);
+        Stats::add(&shared.stats.streams_active, 1);
         let context = StreamContext {
             id: shared.next_stream_id.fetch_add(1, Ordering::Relaxed),
             connection,

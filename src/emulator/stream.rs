@@ -118,15 +118,13 @@ struct Call<'a> {
     last_audio: Instant,
 }
 
-/// Runs one call to its end and reports it.
+/// Runs one admitted call (counted as opened and active by the service) to its end and reports it.
 pub(crate) async fn run(
     context: StreamContext,
     requests: Streaming<StreamingRecognizeRequest>,
     outbox: Outbox,
 ) {
     let stats = &context.shared.stats;
-    Stats::add(&stats.streams_opened, 1);
-    Stats::add(&stats.streams_active, 1);
     let connection = context.connection.as_ref().map(|c| c.id);
     tracing::debug!(stream = context.id, ?connection, fault = ?context.fault, "stream opened");
     let mut call = Call {
