@@ -1108,6 +1108,18 @@ async fn runs_inside_an_actix_system() {
     .await;
 }
 
+/// Kills and reaps the emulator process if a test fails before stopping it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `voxgate emulator --listen 127.0.0.1:0` prints its address, serves, and exits 0 on SIGTERM;
 /// `voxgate emulator encode` writes the encoder's bytes.
 #[tokio::test]
@@ -1134,19 +1146,25 @@ async fn the_command_serves_and_encodes() {
         synth::encode("hello there.", 8_000, SynthEncoding::Mulaw)
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voxgate"))
-        .args([
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--stream-limit-secs",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start voxgate emulator");
-    let stdout = child.stdout.take().expect("piped stdout");
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_voxgate"))
+            .args([
+                "emulator",
+                "--listen",
+                "127.0.0.1:0",
+                "--stream-limit-secs",
+                "30",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start voxgate emulator"),
+    ));
+    let stdout = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("piped stdout");
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
@@ -1176,12 +1194,13 @@ async fn the_command_serves_and_encodes() {
     .await;
     assert_eq!(outcome.final_transcripts(), vec!["over the wire"]);
 
+    let mut process = child.0.take().expect("process still owned");
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &process.id().to_string()])
         .status()
         .expect("send SIGTERM");
     assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || process.wait())
         .await
         .expect("waiter joins")
         .expect("process exits");

@@ -3,7 +3,8 @@
 //! Every decision is taken at a sample position and depends only on the samples, never on how they
 //! were cut into requests, so results are identical for any chunking, and a stream that starts inside a
 //! pause gives the same results shifted by whole samples. The per-sample work is a comparison; the
-//! frequency analysis (Goertzel over the 37 symbol frequencies) runs once per completed tone.
+//! frequency analysis (a zero-crossing count, then five Goertzel filters) runs once per completed
+//! tone.
 //!
 //! How it hears:
 //! - A sample is *loud* when `|x| ≥ 2000` (a quarter of the tone amplitude). A *run* starts at a loud
