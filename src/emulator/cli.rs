@@ -1,0 +1,199 @@
+//! `voxgate emulator`: serve the emulator until SIGINT/SIGTERM, or `voxgate emulator encode` to write
+//! synthetic audio for a text to stdout.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::config::{secs, EmulatorConfig, FaultConfig, FaultKind, Outage};
+use super::server::spawn;
+use super::synth::{self, SynthEncoding};
+
+/// `voxgate emulator` arguments.
+#[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EmulatorArgs {
+    #[command(subcommand)]
+    pub command: Option<EmulatorCommand>,
+    #[command(flatten)]
+    pub serve: ServeEmulatorArgs,
+}
+
+/// `voxgate emulator` subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum EmulatorCommand {
+    /// Write the synthetic audio the emulator recognises as TEXT to stdout (raw, mono).
+    Encode(EncodeArgs),
+}
+
+/// `voxgate emulator encode` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EncodeArgs {
+    /// The words to say; `.` `,` `!` `?` end an utterance (a final result).
+    pub text: String,
+    /// Sample rate in Hz (8000–48000).
+    #[arg(long, default_value_t = 16_000)]
+    pub rate: u32,
+    /// `linear16` (16-bit little-endian) or `mulaw`.
+    #[arg(long, default_value = "linear16", value_parser = parse_encoding)]
+    pub encoding: SynthEncoding,
+}
+
+fn parse_encoding(name: &str) -> Result<SynthEncoding, String> {
+    SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16 or mulaw"))
+}
+
+/// Flags of the emulator server (defaults are Google's behaviour).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeEmulatorArgs {
+    /// Address to listen on (port 0: any free port; the bound address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Longest stream, in seconds of wall time (OUT_OF_RANGE beyond).
+    #[arg(long, default_value_t = 305.0)]
+    pub stream_limit_secs: f64,
+    /// Longest time without audio (OUT_OF_RANGE "Audio Timeout Error").
+    #[arg(long, default_value_t = 10.0)]
+    pub audio_timeout_secs: f64,
+    /// Largest audio per request (INVALID_ARGUMENT beyond).
+    #[arg(long, default_value_t = 25_600)]
+    pub max_request_bytes: usize,
+    /// How far audio may run ahead of the wall clock at first ("streamed too fast" beyond)…
+    #[arg(long, default_value_t = 10.0)]
+    pub burst_secs: f64,
+    /// …and how much faster than real time it may arrive on average after that.
+    #[arg(long, default_value_t = 2.0)]
+    pub realtime_factor: f64,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    pub max_streams_per_connection: u32,
+    /// Inject faults: each stream fails after this much audio on average (exponential).
+    #[arg(long, requires = "fault_codes")]
+    pub fault_every_secs: Option<f64>,
+    /// Faults to draw from: gRPC code names and/or `drop` (cut the TCP connection).
+    #[arg(long, requires = "fault_every_secs")]
+    pub fault_codes: Option<String>,
+    /// Seed for reproducible faults.
+    #[arg(long)]
+    pub fault_seed: Option<u64>,
+    /// Hold every response back this long.
+    #[arg(long, default_value_t = 0)]
+    pub response_delay_ms: u64,
+    /// Refuse new streams with UNAVAILABLE for this long after start.
+    #[arg(long, default_value_t = 0.0)]
+    pub refuse_streams_secs: f64,
+    /// Start a full outage this long after start…
+    #[arg(long, requires = "outage_secs")]
+    pub outage_after_secs: Option<f64>,
+    /// …lasting this long.
+    #[arg(long, requires = "outage_after_secs")]
+    pub outage_secs: Option<f64>,
+}
+
+impl ServeEmulatorArgs {
+    /// The configuration these flags describe.
+    pub fn to_config(&self) -> Result<EmulatorConfig, String> {
+        let outage = match (self.outage_after_secs, self.outage_secs) {
+            (Some(after), Some(duration)) => Some(Outage {
+                after: secs("outage-after-secs", after)?,
+                duration: secs("outage-secs", duration)?,
+            }),
+            _ => None,
+        };
+        let config = EmulatorConfig {
+            stream_limit: secs("stream-limit-secs", self.stream_limit_secs)?,
+            audio_timeout: secs("audio-timeout-secs", self.audio_timeout_secs)?,
+            max_request_bytes: self.max_request_bytes,
+            burst: secs("burst-secs", self.burst_secs)?,
+            realtime_factor: self.realtime_factor,
+            max_streams_per_connection: self.max_streams_per_connection,
+            faults: FaultConfig {
+                every: self
+                    .fault_every_secs
+                    .map(|s| secs("fault-every-secs", s))
+                    .transpose()?,
+                kinds: match &self.fault_codes {
+                    Some(list) => {
+                        FaultKind::parse_list(list).map_err(|e| format!("--fault-codes: {e}"))?
+                    }
+                    None => Vec::new(),
+                },
+                seed: self.fault_seed,
+            },
+            response_delay: Duration::from_millis(self.response_delay_ms),
+            refuse_streams_for: secs("refuse-streams-secs", self.refuse_streams_secs)?,
+            outage,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs `voxgate emulator …`.
+pub fn run(args: EmulatorArgs) -> Result<(), String> {
+    match args.command {
+        Some(EmulatorCommand::Encode(encode)) => run_encode(&encode),
+        None => run_server(&args.serve),
+    }
+}
+
+fn run_encode(args: &EncodeArgs) -> Result<(), String> {
+    if !(8_000..=48_000).contains(&args.rate) {
+        return Err(format!("--rate {}: must be 8000–48000 Hz", args.rate));
+    }
+    let mut stdout = std::io::stdout().lock();
+    if stdout.is_terminal() {
+        return Err("refusing to write binary audio to a terminal: redirect stdout".to_string());
+    }
+    let audio = synth::encode(&args.text, args.rate, args.encoding);
+    stdout
+        .write_all(&audio)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing audio: {e}"))
+}
+
+fn run_server(args: &ServeEmulatorArgs) -> Result<(), String> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+        let mut emulator = spawn(listener, config).await?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "listening on {}", emulator.local_addr())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+        tokio::select! {
+            signal = termination() => {
+                signal?;
+                tracing::info!("signal received, shutting down");
+                emulator.shutdown().await
+            }
+            stopped = emulator.stopped() => stopped,
+        }
+    })
+}
+
+/// Completes at SIGINT or SIGTERM.
+async fn termination() -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate =
+            signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.map_err(|e| format!("SIGINT handler: {e}")),
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("Ctrl-C handler: {e}"))
+    }
+}
