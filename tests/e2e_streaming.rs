@@ -11,6 +11,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
+use voxgate::emulator::synth;
 
 const TEXT: &str = "the quick brown fox. jumps over the lazy dog. voxgate streams words";
 
@@ -85,17 +86,9 @@ async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Receive
     reader.await.unwrap_or_else(|e| panic!("reader: {e}"))
 }
 
-fn expected_words(text: &str) -> String {
-    text.to_lowercase()
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
     let ctx = format!("{framing:?}: {:#?}", rx.messages);
-    assert_eq!(rx.final_text(), expected_words(TEXT), "{ctx}");
+    assert_eq!(rx.final_text(), synth::expected_words(TEXT).join(" "), "{ctx}");
     let transcripts = rx.of_type("transcript");
     let first_final = transcripts.iter().position(|m| m["is_final"] == true);
     let first_interim = transcripts.iter().position(|m| m["is_final"] == false);
@@ -144,11 +137,7 @@ fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
 async fn real_time_stream_gets_exact_transcripts_in_every_framing() {
     let emulator = emulator(&[]);
     let gateway = gateway(&emulator, &[]);
-    let audio = voxgate::emulator::synth::encode(
-        TEXT,
-        16_000,
-        voxgate::emulator::synth::SynthEncoding::Linear16,
-    );
+    let audio = synth::encode(TEXT, 16_000, synth::SynthEncoding::Linear16);
     let audio_ms = audio.len() as u64 / 32;
     let sessions = [Framing::Binary, Framing::Base64, Framing::Mixed].map(|framing| {
         let addr = gateway.addr.clone();
