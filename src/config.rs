@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-use voxgate_actors::settings::{AudioSettings, GoogleSettings, SessionSettings, SupervisionSettings};
+use voxgate_actors::settings::{
+    AudioSettings, GoogleSettings, SessionSettings, SupervisionSettings,
+};
 
 /// The whole configuration. Sections mirror `config.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -112,13 +114,22 @@ impl Config {
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let checks: [(&str, bool); 13] = [
-            ("audio.frame_ms", (10..=1_000).contains(&self.audio.frame_ms)),
-            ("audio.max_request_bytes", self.audio.max_request_bytes >= 320),
+            (
+                "audio.frame_ms",
+                (10..=1_000).contains(&self.audio.frame_ms),
+            ),
+            (
+                "audio.max_request_bytes",
+                self.audio.max_request_bytes >= 320,
+            ),
             (
                 "audio.max_buffer_ms",
                 self.audio.max_buffer_ms >= self.audio.frame_ms,
             ),
-            ("session.max_frame_bytes", self.session.max_frame_bytes >= 1_024),
+            (
+                "session.max_frame_bytes",
+                self.session.max_frame_bytes >= 1_024,
+            ),
             ("session.max_sessions", self.session.max_sessions >= 1),
             ("session.ack_interval_ms", self.session.ack_interval_ms >= 1),
             (
@@ -129,7 +140,10 @@ impl Config {
                 "session.client_timeout_secs",
                 self.session.client_timeout_secs > self.session.heartbeat_interval_secs,
             ),
-            ("session.max_session_secs", self.session.max_session_secs > 0.0),
+            (
+                "session.max_session_secs",
+                self.session.max_session_secs > 0.0,
+            ),
             (
                 "supervision.backoff_multiplier",
                 self.supervision.backoff_multiplier >= 1.0,
@@ -142,10 +156,15 @@ impl Config {
                 "google.streams_per_connection",
                 self.google.streams_per_connection >= 1,
             ),
-            ("server.shutdown_grace_secs", self.server.shutdown_grace_secs >= 0.0),
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs >= 0.0,
+            ),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(ConfigError(format!("{key}: value out of range (see config.toml)")));
+            return Err(ConfigError(format!(
+                "{key}: value out of range (see config.toml)"
+            )));
         }
         for code in &self.supervision.retryable_codes {
             if voxgate_actors::settings::parse_grpc_code(code).is_none() {
@@ -211,8 +230,7 @@ mod tests {
     }
 
     fn uuid_like() -> String {
-        format!("{}-{:?}", std::process::id(), std::thread::current().id())
-            .replace(['(', ')'], "")
+        format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "")
     }
 
     /// The documented default file is exactly the built-in defaults.
@@ -235,15 +253,22 @@ mod tests {
     /// Unknown keys are rejected with the key's path.
     #[test]
     fn unknown_key_is_named() {
-        let err = load_str("[server]\nlisen = \"127.0.0.1:9\"\n", &[]).err().map(|e| e.0);
+        let err = load_str("[server]\nlisen = \"127.0.0.1:9\"\n", &[])
+            .err()
+            .map(|e| e.0);
         let err = err.unwrap_or_default();
-        assert!(err.contains("server.lisen") || err.contains("lisen"), "{err}");
+        assert!(
+            err.contains("server.lisen") || err.contains("lisen"),
+            "{err}"
+        );
     }
 
     /// Invalid values are rejected with the key's path.
     #[test]
     fn invalid_value_is_named() {
-        let err = load_str("[server]\nlisten = \"nowhere\"\n", &[]).err().map(|e| e.0);
+        let err = load_str("[server]\nlisten = \"nowhere\"\n", &[])
+            .err()
+            .map(|e| e.0);
         assert!(err.unwrap_or_default().contains("server.listen"));
         let err = load_str("[audio]\nframe_ms = 0\n", &[]).err().map(|e| e.0);
         assert!(err.unwrap_or_default().contains("audio.frame_ms"));
@@ -273,7 +298,9 @@ mod tests {
     /// An unknown key given through the environment is rejected too.
     #[test]
     fn env_unknown_key_is_named() {
-        let err = load_str("", &[("VOXGATE_SERVER__NOPE", "1")]).err().map(|e| e.0);
+        let err = load_str("", &[("VOXGATE_SERVER__NOPE", "1")])
+            .err()
+            .map(|e| e.0);
         assert!(err.unwrap_or_default().contains("nope"));
     }
 }

@@ -76,7 +76,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.audio_seconds.clone()))?;
     m.registry.register(Box::new(m.errors.clone()))?;
     m.registry.register(Box::new(m.transcripts.clone()))?;
-    m.registry.register(Box::new(m.transcript_latency.clone()))?;
+    m.registry
+        .register(Box::new(m.transcript_latency.clone()))?;
     Ok(m)
 }
 

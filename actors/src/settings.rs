@@ -200,7 +200,10 @@ mod tests {
             assert_eq!(parse_grpc_code(name), Some(code));
             assert_eq!(grpc_code_name(code), name);
         }
-        assert_eq!(parse_grpc_code("unavailable"), Some(tonic::Code::Unavailable));
+        assert_eq!(
+            parse_grpc_code("unavailable"),
+            Some(tonic::Code::Unavailable)
+        );
         assert_eq!(parse_grpc_code("NOPE"), None);
     }
 

@@ -27,7 +27,10 @@ impl ProbeLog {
     /// Every message of type `M` received so far, in order.
     pub fn all<M: Any + Clone>(&self) -> Vec<M> {
         match self.received.lock() {
-            Ok(v) => v.iter().filter_map(|m| m.downcast_ref::<M>().cloned()).collect(),
+            Ok(v) => v
+                .iter()
+                .filter_map(|m| m.downcast_ref::<M>().cloned())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
