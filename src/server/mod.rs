@@ -170,7 +170,12 @@ where
             .app_data(routes::WorkerPipelines(pipelines()))
             .configure(routes::configure)
     })
+    // Signals are ours (see `run`): the grace period needs the sessions told, not cut off.
     .disable_signals()
+    // No lingering after a response: a WebSocket's TCP connection should be closed by the server
+    // once the closing handshake is done (RFC 6455 §7.1.1), and clients wait for it; actix would
+    // otherwise wait up to a second for the client to close first.
+    .client_disconnect_timeout(std::time::Duration::ZERO)
     .shutdown_timeout(STOP_TIMEOUT_SECS);
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
