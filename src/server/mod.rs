@@ -13,6 +13,7 @@
 mod routes;
 mod shutdown;
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -68,37 +69,56 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         config.server.listen = listen;
     }
     actix_rt::System::new().block_on(async move {
+        // Registered first, so a signal during start-up is not fatal but a shutdown.
+        let signal = shutdown_signal()?;
         let pipelines = make_pipeline_factory(&config)?;
         let listener = TcpListener::bind(config.server.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
         let server = start(config, listener, move || pipelines()).await?;
         tracing::info!("voxgate listening on http://{}", server.local_addr());
-        let signal = shutdown_signal().await?;
-        tracing::info!("{signal} received: shutting down gracefully");
-        server.shutdown().await
+        serve_until(server, signal).await
     })
 }
 
-/// Waits for SIGTERM or SIGINT (Ctrl-C); returns the signal's name.
-async fn shutdown_signal() -> Result<&'static str, String> {
+/// Serves until `signal` resolves (with the signal's name), then shuts down gracefully.
+pub async fn serve_until(
+    server: ServerHandle,
+    signal: impl Future<Output = &'static str>,
+) -> Result<(), String> {
+    let name = signal.await;
+    tracing::info!("{name} received: shutting down gracefully");
+    server.shutdown().await
+}
+
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now (within a tokio runtime); the returned
+/// future resolves with the name of the first of them to arrive. From then on these signals no
+/// longer end the process by themselves.
+pub fn shutdown_signal() -> Result<impl Future<Output = &'static str>, String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut terminate =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        tokio::select! {
-            _ = terminate.recv() => Ok("SIGTERM"),
-            result = tokio::signal::ctrl_c() => result
-                .map(|()| "SIGINT")
-                .map_err(|e| format!("cannot watch SIGINT: {e}")),
-        }
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c()
-            .await
-            .map(|()| "Ctrl-C")
-            .map_err(|e| format!("cannot watch Ctrl-C: {e}"))
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(e) => {
+                    tracing::error!("cannot handle Ctrl-C: {e}");
+                    std::future::pending().await
+                }
+            }
+        })
     }
 }
 
