@@ -21,10 +21,11 @@ async fn sigterm_shuts_down_gracefully() {
     let serving = actix_rt::spawn(voxgate::server::serve_until(server.take_handle(), signal));
     client.quiet_for(Duration::from_millis(100)).await;
     assert!(!serving.is_finished(), "serving until the signal");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &std::process::id().to_string()])
+    // The shell's built-in kill: no dependency on a kill binary being installed.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", std::process::id())])
         .status()
-        .expect("run kill");
+        .expect("run sh");
     assert!(status.success(), "kill -TERM {status}");
     let warning = client.expect_type("warning").await;
     assert_eq!(warning["code"], "shutting_down");

@@ -1,8 +1,8 @@
 //! The HTTP server: `GET /v1/listen` (WebSocket upgrade → one session actor each), `GET /healthz`,
 //! `GET /metrics`, the session limit and graceful shutdown.
 //!
-//! - [`run`]: what `voxgate serve` does: load the configuration, bind, serve until SIGTERM/SIGINT,
-//!   shut down gracefully.
+//! - [`run`]: what `voxgate serve` does: load the configuration, install the signal handlers
+//!   ([`shutdown_signal`]), bind, serve until SIGTERM/SIGINT, shut down gracefully ([`serve_until`]).
 //! - [`start`]: the same server on a listener the caller bound (tests use `127.0.0.1:0`), returning
 //!   a [`ServerHandle`] whose [`ServerHandle::shutdown`] is the very path a signal takes.
 //! - `routes`: the request handlers. `shutdown`: the shared state that admits sessions and drains
