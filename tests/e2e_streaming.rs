@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::*;
+use common::process::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -24,22 +24,19 @@ enum Framing {
 
 /// Streams `audio` in 100 ms frames paced at real time, then `stop`; returns what the client saw.
 async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Received {
-    let mut ws = connect(addr, "").await;
-    let mut rx = Received::default();
-    send_json(
-        &mut ws,
-        json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+    let mut client = connect(addr, "").await;
+    client
+        .send_json(
+            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
                "language_code":"en-US","interim_results":true}),
-    )
-    .await;
-    let ready = next_json(&mut ws, &mut rx, Duration::from_secs(10)).await;
-    assert_eq!(
-        ready.as_ref().map(|v| v["type"].clone()),
-        Some(json!("ready")),
-        "{rx:?}"
-    );
-
-    let (mut sink, mut stream) = ws.split();
+        )
+        .await;
+    let ready = client.expect_type("ready").await;
+    let rx = Received {
+        messages: vec![ready],
+        close: None,
+    };
+    let (mut sink, mut stream) = client.ws.split();
     let reader = tokio::spawn(async move {
         let mut rx = rx;
         while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await
@@ -88,7 +85,11 @@ async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Receive
 
 fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
     let ctx = format!("{framing:?}: {:#?}", rx.messages);
-    assert_eq!(rx.final_text(), synth::expected_words(TEXT).join(" "), "{ctx}");
+    assert_eq!(
+        rx.final_text(),
+        synth::expected_words(TEXT).join(" "),
+        "{ctx}"
+    );
     let transcripts = rx.of_type("transcript");
     let first_final = transcripts.iter().position(|m| m["is_final"] == true);
     let first_interim = transcripts.iter().position(|m| m["is_final"] == false);
