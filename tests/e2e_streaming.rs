@@ -149,4 +149,32 @@ async fn real_time_stream_gets_exact_transcripts_in_every_framing() {
         let (framing, rx) = s.await.unwrap_or_else(|e| panic!("session task: {e}"));
         check_session(&rx, framing, audio_ms);
     }
+    // The gateway's metrics count what happened, once. A session's actor ends just after its
+    // close frame is sent, so the gauge is polled until it settles.
+    let addr = gateway.addr.parse().unwrap_or_else(|e| panic!("{e}"));
+    let value = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (status, text) = common::http_get(addr, "/metrics", "").await;
+        assert_eq!(status, 200);
+        metrics = text;
+        if value(&metrics, "voxgate_sessions_active ") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let value = |name: &str| value(&metrics, name);
+    let audio_s = value("voxgate_audio_seconds_total ");
+    assert!(
+        (audio_s - 3.0 * audio_ms as f64 / 1000.0).abs() < 0.01,
+        "{audio_s}"
+    );
+    assert_eq!(value("voxgate_sessions_total "), 3.0);
+    assert_eq!(value("voxgate_sessions_active "), 0.0);
+    assert_eq!(value("voxgate_transcripts_total{kind=\"final\"} "), 9.0);
 }

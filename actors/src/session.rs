@@ -717,12 +717,8 @@ impl Handler<AudioAcked> for Session {
     type Result = ();
 
     fn handle(&mut self, ack: AudioAcked, ctx: &mut Self::Context) {
-        if ack.audio_ms > self.acked_ms {
-            METRICS
-                .audio_seconds
-                .inc_by((ack.audio_ms - self.acked_ms) as f64 / 1000.0);
-            self.acked_ms = ack.audio_ms;
-        }
+        // (Audio seconds are counted where audio is accepted: the audio buffer.)
+        self.acked_ms = self.acked_ms.max(ack.audio_ms);
         if self.phase == Phase::Closing {
             return;
         }
