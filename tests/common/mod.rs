@@ -91,6 +91,20 @@ impl PipelineFactory for ProbePipelines {
     }
 }
 
+/// What `server::start` takes: a factory of probe pipelines, and where their starts are reported.
+pub fn probe_pipelines() -> (
+    impl Fn() -> Rc<dyn PipelineFactory> + Clone + Send + 'static,
+    mpsc::UnboundedReceiver<StartedPipeline>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let factory = move || {
+        Rc::new(ProbePipelines {
+            started: tx.clone(),
+        }) as Rc<dyn PipelineFactory>
+    };
+    (factory, rx)
+}
+
 /// A configuration for tests: one worker, no timer that fires during an ordinary test.
 pub fn test_config() -> Config {
     let mut config = Config::default();
@@ -101,7 +115,11 @@ pub fn test_config() -> Config {
     config.session.start_timeout_secs = 30.0;
     config.session.idle_timeout_secs = 30.0;
     config.session.max_frame_bytes = 4_096;
+    config.session.max_json_bytes = 4_096;
     config.session.max_phrases = 3;
+    // Tests open connections in quick succession; only the rate-limit tests lower this.
+    config.server.connection_rate_per_ip = 10_000.0;
+    config.server.connection_burst_per_ip = 10_000;
     config
 }
 
@@ -125,14 +143,10 @@ pub struct Refused {
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handle = server::start(config, listener, move || {
-            Rc::new(ProbePipelines {
-                started: tx.clone(),
-            }) as Rc<dyn PipelineFactory>
-        })
-        .await
-        .expect("server starts");
+        let (pipelines, rx) = probe_pipelines();
+        let handle = server::start(config, listener, pipelines)
+            .await
+            .expect("server starts");
         TestServer {
             addr: handle.local_addr(),
             handle: Some(handle),
