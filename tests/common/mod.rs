@@ -115,7 +115,7 @@ pub fn test_config() -> Config {
     config.session.start_timeout_secs = 30.0;
     config.session.idle_timeout_secs = 30.0;
     config.session.max_frame_bytes = 4_096;
-    config.session.max_json_bytes = 4_096;
+    config.session.max_json_bytes = 2_048;
     config.session.max_phrases = 3;
     // Tests open connections in quick succession; only the rate-limit tests lower this.
     config.server.connection_rate_per_ip = 10_000.0;
