@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::WAIT;
 
@@ -90,7 +91,9 @@ pub enum Read {
 }
 
 pub struct RawClient {
-    pub stream: TcpStream,
+    reader: OwnedReadHalf,
+    /// `None` once a test took it to write from elsewhere.
+    writer: Option<OwnedWriteHalf>,
     /// Bytes read but not yet parsed.
     buf: Vec<u8>,
 }
@@ -99,7 +102,28 @@ impl RawClient {
     /// Connects and sends an upgrade request for `path` with `extra_headers` (each ending in
     /// `\r\n`); returns the client and the response head once it has arrived.
     pub async fn upgrade(addr: SocketAddr, path: &str, extra_headers: &str) -> (RawClient, String) {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        RawClient::upgrade_on(stream, addr, path, extra_headers).await
+    }
+
+    /// The same with a small receive buffer (a client whose kernel holds little unread data).
+    pub async fn upgrade_small_buffer(addr: SocketAddr, recv_buffer: u32) -> RawClient {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(recv_buffer)
+            .expect("receive buffer size");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (client, head) = RawClient::upgrade_on(stream, addr, "/v1/listen", "").await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        client
+    }
+
+    async fn upgrade_on(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        extra_headers: &str,
+    ) -> (RawClient, String) {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
@@ -109,8 +133,10 @@ impl RawClient {
             .write_all(request.as_bytes())
             .await
             .expect("send upgrade");
+        let (reader, writer) = stream.into_split();
         let mut client = RawClient {
-            stream,
+            reader,
+            writer: Some(writer),
             buf: Vec::new(),
         };
         let head = loop {
@@ -120,7 +146,7 @@ impl RawClient {
                 break head;
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, client.stream.read(&mut chunk))
+            let n = tokio::time::timeout(WAIT, client.reader.read(&mut chunk))
                 .await
                 .expect("upgrade response in time")
                 .expect("read upgrade response");
@@ -138,12 +164,20 @@ impl RawClient {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
+        assert!(self.try_write(bytes).await, "write to the server");
     }
 
     /// Writes, but a server that closed the connection meanwhile is not a failure.
     pub async fn try_write(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
+        match &mut self.writer {
+            Some(writer) => writer.write_all(bytes).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// The write half, for writing from another task (the client then only reads).
+    pub fn take_writer(&mut self) -> OwnedWriteHalf {
+        self.writer.take().expect("the writer is still here")
     }
 
     /// The next frame from the server within `within`.
@@ -155,7 +189,7 @@ impl RawClient {
                 return Read::Frame(frame);
             }
             let mut chunk = vec![0u8; 64 * 1024];
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            match tokio::time::timeout_at(deadline, self.reader.read(&mut chunk)).await {
                 Err(_) => return Read::Nothing,
                 Ok(Ok(0)) | Ok(Err(_)) => return Read::End,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
