@@ -700,6 +700,9 @@ impl ServerMessage {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::messages::WordTiming;

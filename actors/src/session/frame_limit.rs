@@ -397,4 +397,130 @@ mod tests {
         }
         assert_eq!(out, input);
     }
+
+    mod properties {
+        //! Property tests over arbitrary frame sequences and chunkings ("fuzzing" on stable, a
+        //! few hundred cases each): the guard's output is exactly the input with every oversized
+        //! frame replaced by its marker, whatever the chunking and the read-ahead budget; garbage
+        //! never panics it.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A frame with any first byte (FIN, RSV, opcode), masked or not, of `len` bytes.
+        fn raw_frame(first: u8, masked: bool, len: usize) -> Vec<u8> {
+            let mut out = vec![first];
+            let mask_bit = if masked { 0x80 } else { 0 };
+            match len {
+                n if n < 126 => out.push(mask_bit | n as u8),
+                n if n <= 0xffff => {
+                    out.push(mask_bit | 126);
+                    out.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                n => {
+                    out.push(mask_bit | 127);
+                    out.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            if masked {
+                out.extend_from_slice(&[9, 8, 7, 6]);
+            }
+            out.extend((0..len).map(|i| i as u8));
+            out
+        }
+
+        fn expected_marker(declared: u64) -> Vec<u8> {
+            let mut out = vec![0x89, 0x80 | MARKER_PAYLOAD_LEN as u8, 0, 0, 0, 0];
+            out.extend_from_slice(&NONCE);
+            out.extend_from_slice(&declared.to_be_bytes());
+            out
+        }
+
+        /// Runs the guard over `input` cut at `cuts`, with a gate of `budget` that a simulated
+        /// session drains one frame whenever the guard waits.
+        fn run_gated(input: &[u8], cuts: &[usize], max: usize, budget: u64) -> Vec<u8> {
+            let mut chunks: Vec<Result<Bytes, String>> = Vec::new();
+            let mut at = 0;
+            for cut in cuts {
+                let end = (at + cut).min(input.len());
+                chunks.push(Ok(Bytes::copy_from_slice(&input[at..end])));
+                at = end;
+            }
+            chunks.push(Ok(Bytes::copy_from_slice(&input[at..])));
+            let gate = ReadGate::new(budget);
+            let mut guard = FrameLimit::new(
+                futures_util::stream::iter(chunks),
+                max,
+                NONCE,
+                gate.clone(),
+                "t".into(),
+            );
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut out = Vec::new();
+            loop {
+                match Pin::new(&mut guard).poll_next(&mut cx) {
+                    Poll::Ready(Some(Ok(piece))) => out.extend_from_slice(&piece),
+                    Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                    Poll::Ready(None) => return out,
+                    Poll::Pending => gate.frame_received(),
+                }
+            }
+        }
+
+        fn frame_spec() -> impl Strategy<Value = (u8, bool, usize)> {
+            (
+                any::<u8>(),
+                any::<bool>(),
+                prop_oneof![0usize..130, 120usize..300, 60_000usize..70_000],
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn output_is_input_with_oversized_frames_replaced(
+                frames in prop::collection::vec(frame_spec(), 0..12),
+                max in 125usize..70_000,
+                cuts in prop::collection::vec(1usize..5_000, 0..20),
+                budget in 1u64..200_000,
+            ) {
+                let mut input = Vec::new();
+                let mut expected = Vec::new();
+                for (first, masked, len) in frames {
+                    let bytes = raw_frame(first, masked, len);
+                    input.extend_from_slice(&bytes);
+                    if len > max {
+                        expected.extend(expected_marker(len as u64));
+                    } else {
+                        expected.extend(bytes);
+                    }
+                }
+                prop_assert_eq!(run_gated(&input, &cuts, max, budget), expected);
+            }
+
+            #[test]
+            fn garbage_never_panics_and_grows_by_markers_only(
+                input in prop::collection::vec(any::<u8>(), 0..4_000),
+                cuts in prop::collection::vec(1usize..500, 0..10),
+                max in 0usize..2_000,
+            ) {
+                let out = run_gated(&input, &cuts, max, 1_000);
+                // Input bytes pass or are dropped; a marker (30 bytes) stands for a header of at
+                // least 2.
+                prop_assert!(out.len() <= input.len() * 15);
+            }
+        }
+
+        /// Kept from the properties: a 64-bit length with the top bit set is a marker, not an
+        /// overflow.
+        #[actix_rt::test]
+        async fn regression_top_bit_length_is_a_marker() {
+            let mut input = vec![0x82, 0x80 | 127];
+            input.extend_from_slice(&u64::MAX.to_be_bytes());
+            input.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+            let out = run(&input, 3, 100).await;
+            assert_eq!(out, expected_marker(u64::MAX));
+        }
+    }
 }
