@@ -197,6 +197,16 @@ mod tests {
         }
     }
 
+    /// Kept from the properties: one chunk longer than the burst is paced even at real time.
+    #[test]
+    fn a_chunk_longer_than_the_burst_is_paced() {
+        let t0 = Instant::now();
+        let mut rate = InputRate::new(&settings(), t0);
+        rate.set_format(PCM16K, t0);
+        let at = t0 + Duration::from_millis(1_001);
+        assert!(rate.input(1_001 * 32, at).is_some());
+    }
+
     #[test]
     fn input_beyond_the_burst_is_paced_to_the_speed() {
         let t0 = Instant::now();
@@ -238,6 +248,54 @@ mod tests {
         rate.set_format(PCM16K, t0);
         for i in 0..6_000u64 {
             assert!(rate.audio(3_200, t0 + Duration::from_millis(i * 100)).is_ok());
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Audio at real time — each chunk sent once recorded — in chunks up to the burst, is
+            /// never paced nor rejected. (A chunk larger than the burst is paced however slowly it
+            /// comes: the burst must cover the largest chunk a client sends.)
+            #[test]
+            fn real_time_audio_is_never_held_back(chunks in prop::collection::vec(1u64..=1_000, 1..200)) {
+                let t0 = Instant::now();
+                let mut rate = InputRate::new(&settings(), t0);
+                rate.set_format(PCM16K, t0);
+                let mut at_ms = 0;
+                for chunk_ms in chunks {
+                    at_ms += chunk_ms;
+                    let now = t0 + Duration::from_millis(at_ms);
+                    let bytes = (chunk_ms * 32) as usize;
+                    prop_assert_eq!(rate.input(bytes, now), None);
+                    prop_assert!(rate.audio(bytes, now).is_ok());
+                }
+            }
+
+            /// Whatever arrives, a pause lies ahead of its arrival and no further than the debt
+            /// at the paced speed.
+            #[test]
+            fn pauses_are_bounded_by_the_debt(
+                inputs in prop::collection::vec((0usize..200_000, 0u64..500), 1..100)
+            ) {
+                let t0 = Instant::now();
+                let mut rate = InputRate::new(&settings(), t0);
+                rate.set_format(PCM16K, t0);
+                let mut now = t0;
+                let mut total = 0u64;
+                for (bytes, gap_ms) in inputs {
+                    now += Duration::from_millis(gap_ms);
+                    total += bytes as u64;
+                    if let Some(until) = rate.input(bytes, now) {
+                        prop_assert!(until > now);
+                        // 64 000 B/s at 2× real time: never longer than all input so far takes.
+                        let longest = Duration::from_secs_f64(total as f64 / 64_000.0);
+                        prop_assert!(until - now <= longest + Duration::from_millis(1));
+                    }
+                }
+            }
         }
     }
 }
