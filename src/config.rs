@@ -283,7 +283,10 @@ impl Config {
                 "server.connection_burst_per_ip",
                 server.connection_burst_per_ip >= 1,
             ),
-            ("session.max_sessions_per_ip", session.max_sessions_per_ip >= 1),
+            (
+                "session.max_sessions_per_ip",
+                session.max_sessions_per_ip >= 1,
+            ),
             (
                 "session.max_sessions_per_key",
                 session.max_sessions_per_key >= 1,

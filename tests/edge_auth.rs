@@ -32,7 +32,10 @@ fn bearer(credential: &str) -> String {
 }
 
 /// Connects with `headers`, sends `start`, expects `ready`.
-async fn start_with(server: &mut TestServer, headers: &[(&str, &str)]) -> (Client, StartedPipeline) {
+async fn start_with(
+    server: &mut TestServer,
+    headers: &[(&str, &str)],
+) -> (Client, StartedPipeline) {
     let (mut client, _) = server
         .connect_with("/v1/listen", headers)
         .await
@@ -56,10 +59,12 @@ async fn mint(server: &TestServer, authorization: Option<&str>, body: &str) -> (
     if let Some(a) = authorization {
         headers.push_str(&format!("Authorization: {a}\r\n"));
     }
-    let (status, head, body) = http_request(server.addr, "POST", "/v1/tokens", &headers, body).await;
+    let (status, head, body) =
+        http_request(server.addr, "POST", "/v1/tokens", &headers, body).await;
     if status == 200 {
         assert!(
-            head.to_ascii_lowercase().contains("cache-control: no-store"),
+            head.to_ascii_lowercase()
+                .contains("cache-control: no-store"),
             "tokens are not cached: {head}"
         );
     }
@@ -93,8 +98,14 @@ async fn api_keys_by_header_or_subprotocol() {
         let refused = server.connect_with("/v1/listen", &headers).await.err();
         let refused = refused.unwrap_or_else(|| panic!("{what}: the upgrade succeeded"));
         assert_eq!(refused.status, 401, "{what}");
-        assert_eq!(refused.body["error"], "unauthorized", "{what}: {}", refused.body);
-        assert!(refused.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            refused.body["error"], "unauthorized",
+            "{what}: {}",
+            refused.body
+        );
+        assert!(refused.body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
         assert!(
             refused.headers.get("www-authenticate").is_some(),
             "{what}: WWW-Authenticate"
@@ -102,7 +113,10 @@ async fn api_keys_by_header_or_subprotocol() {
     }
     // Subprotocol credential without voxgate.v1: the server could not answer a subprotocol.
     let refused = server
-        .connect_with("/v1/listen", &[("Sec-WebSocket-Protocol", &format!("bearer.{KEY_B}"))])
+        .connect_with(
+            "/v1/listen",
+            &[("Sec-WebSocket-Protocol", &format!("bearer.{KEY_B}"))],
+        )
         .await
         .err();
     assert_eq!(refused.as_ref().map(|r| r.status), Some(400));
@@ -168,12 +182,18 @@ async fn session_tokens() {
     let token = body["token"].as_str().unwrap_or_default().to_string();
     let now = voxgate::server::tokens::unix_now();
     let expires_at = body["expires_at"].as_u64().unwrap_or(0);
-    assert!((now + 299..=now + 301).contains(&expires_at), "default ttl: {body}");
+    assert!(
+        (now + 299..=now + 301).contains(&expires_at),
+        "default ttl: {body}"
+    );
     assert!(!token.contains(KEY_A) && !token.contains(SECRET));
 
     // A token cannot mint tokens.
     let (status, body) = mint(&server, Some(&bearer(&token)), "").await;
-    assert_eq!((status, body["error"].clone()), (401, json!("unauthorized")));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("unauthorized"))
+    );
 
     // A token opens a session, the browser way.
     let protocols = format!("voxgate.v1, bearer.{token}");
@@ -181,7 +201,12 @@ async fn session_tokens() {
     browser.send_binary(&[1]).await;
 
     // Scope: a token's max_session_secs ends its sessions.
-    let (status, body) = mint(&server, Some(&auth_a), r#"{"ttl_secs":60,"max_session_secs":0.3}"#).await;
+    let (status, body) = mint(
+        &server,
+        Some(&auth_a),
+        r#"{"ttl_secs":60,"max_session_secs":0.3}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["max_session_secs"], 0.3);
     let short = format!("Bearer {}", body["token"].as_str().unwrap_or_default());
@@ -201,7 +226,13 @@ async fn session_tokens() {
         .err();
     let body = refused.map(|r| (r.status, r.body)).unwrap_or_default();
     assert_eq!(body.0, 401);
-    assert!(body.1["message"].as_str().is_some_and(|m| m.contains("expired")), "{}", body.1);
+    assert!(
+        body.1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired")),
+        "{}",
+        body.1
+    );
     let foreign = TokenSigner::new(b"another-secret-of-at-least-32-chars!!").mint(&Claims {
         kid: "k-000000000000".into(),
         exp: now + 60,
@@ -243,7 +274,9 @@ async fn sessions_per_key() {
             .await
             .expect("upgraded, to be told why not");
         let error = third.expect_error(ErrorCode::TooManyClientSessions).await;
-        assert!(error["message"].as_str().is_some_and(|m| m.contains("API key")));
+        assert!(error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("API key")));
     }
     let (other, _) = start_with(&mut server, &[("Authorization", &bearer(KEY_B))]).await;
     still_works(&mut second, &second_pipeline, 1).await;
@@ -279,7 +312,9 @@ async fn sessions_per_address() {
     let (second, _, _) = server.started_session().await;
     let mut third = server.connect("/v1/listen").await;
     let error = third.expect_error(ErrorCode::TooManyClientSessions).await;
-    assert!(error["message"].as_str().is_some_and(|m| m.contains("address")));
+    assert!(error["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("address")));
     assert_eq!(error["retryable"], true);
     still_works(&mut first, &first_pipeline, 1).await;
     drop(second);
@@ -294,7 +329,10 @@ async fn origins() {
     let mut server = TestServer::start(test_config()).await;
     let (mut bystander, _, bystander_pipeline) = server.started_session().await;
     let same = format!("http://{}", server.addr);
-    assert!(server.connect_with("/v1/listen", &[("Origin", &same)]).await.is_ok());
+    assert!(server
+        .connect_with("/v1/listen", &[("Origin", &same)])
+        .await
+        .is_ok());
     for evil in ["http://evil.example", "null", "http://127.0.0.1:1"] {
         let refused = server
             .connect_with("/v1/listen", &[("Origin", evil)])
@@ -324,7 +362,10 @@ async fn origins() {
             .map(|r| r.status);
         assert_eq!(status, Some(403), "{refused}");
     }
-    assert!(server.connect_with("/v1/listen", &[]).await.is_ok(), "no Origin");
+    assert!(
+        server.connect_with("/v1/listen", &[]).await.is_ok(),
+        "no Origin"
+    );
     server.stop().await;
 }
 

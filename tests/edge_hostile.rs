@@ -195,7 +195,12 @@ async fn hostile_frames_get_their_error_and_close() {
         let error = raw.expect_error(case.code).await;
         eprintln!("{}: {error}", case.name);
         if let Some(pipeline) = pipeline {
-            assert_eq!(pipeline.stops(1).await, 1, "{}: pipeline stopped", case.name);
+            assert_eq!(
+                pipeline.stops(1).await,
+                1,
+                "{}: pipeline stopped",
+                case.name
+            );
         }
         sent += 1;
         bystander.send_binary(&[sent]).await;
@@ -227,7 +232,11 @@ async fn truncated_frames_and_half_open_connections_end_the_session() {
     truncated.truncate(40);
     raw.write(&truncated).await;
     drop(raw);
-    assert_eq!(pipeline.stops(1).await, 1, "the session ended with its client");
+    assert_eq!(
+        pipeline.stops(1).await,
+        1,
+        "the session ended with its client"
+    );
 
     // Truncated, then silence (a half-open connection: nothing more ever arrives).
     let (mut raw, pipeline) = raw_session(&mut server).await;
@@ -243,7 +252,11 @@ async fn truncated_frames_and_half_open_connections_end_the_session() {
     };
     assert_eq!(close, Some((1008, "client_timeout".to_string())));
     assert!(began.elapsed() >= Duration::from_millis(300));
-    assert_eq!(raw.read(WAIT).await, Read::End, "dropped without a handshake");
+    assert_eq!(
+        raw.read(WAIT).await,
+        Read::End,
+        "dropped without a handshake"
+    );
     assert_eq!(pipeline.stops(1).await, 1);
 
     // Both places are free again.
@@ -271,9 +284,14 @@ async fn audio_that_is_not_audio() {
         let pipeline = server.next_pipeline().await;
         client.send_binary(b"<html>not audio</html>").await;
         let error = client.expect_error(ErrorCode::InvalidAudio).await;
-        assert!(error["message"].as_str().is_some_and(|m| m.contains(encoding)));
+        assert!(error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(encoding)));
         assert_eq!(pipeline.stops(1).await, 1);
-        assert!(pipeline.log.all::<AudioIn>().is_empty(), "nothing forwarded");
+        assert!(
+            pipeline.log.all::<AudioIn>().is_empty(),
+            "nothing forwarded"
+        );
 
         // The signature split over two frames, then anything: accepted.
         let mut client = server.connect("/v1/listen").await;
@@ -281,14 +299,17 @@ async fn audio_that_is_not_audio() {
         client.expect_type("ready").await;
         let pipeline = server.next_pipeline().await;
         client.send_binary(&signature[..1]).await;
-        client.send_binary(&[&signature[1..], &b"payload"[..]].concat()).await;
+        client
+            .send_binary(&[&signature[1..], &b"payload"[..]].concat())
+            .await;
         client.send_binary(b"anything after the start").await;
         assert_eq!(pipeline.audio(3).await.len(), 3, "{encoding}: forwarded");
         client.quiet_for(Duration::from_millis(50)).await;
     }
     // LINEAR16 has no signature: any bytes are samples.
     let (mut pcm, _, pcm_pipeline) = server.started_session().await;
-    pcm.send_binary(b"<html>noise, as far as PCM goes</html>").await;
+    pcm.send_binary(b"<html>noise, as far as PCM goes</html>")
+        .await;
     assert_eq!(pcm_pipeline.audio(1).await.len(), 1);
     bystander.send_binary(&[1]).await;
     assert_eq!(bystander_pipeline.audio(1).await.len(), 1);

@@ -29,7 +29,11 @@ async fn raw_session(server: &mut TestServer) -> (RawClient, StartedPipeline) {
 /// The bystander session still carries audio (the `n`th chunk).
 async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
     client.send_binary(&[n as u8]).await;
-    assert_eq!(pipeline.audio(n).await.len(), n, "the bystander still streams");
+    assert_eq!(
+        pipeline.audio(n).await.len(),
+        n,
+        "the bystander still streams"
+    );
 }
 
 fn transcript(text: String) -> Transcript {
@@ -66,7 +70,10 @@ async fn floods_of_frames_are_too_many_messages() {
         }
     };
     assert_eq!(error["code"], "too_many_messages", "{error}");
-    assert!((40..=55).contains(&pongs), "pongs within the limit: {pongs}");
+    assert!(
+        (40..=55).contains(&pongs),
+        "pongs within the limit: {pongs}"
+    );
     raw.expect_close(1008, "too_many_messages").await;
     assert_eq!(pipeline.stops(1).await, 1);
 
@@ -253,7 +260,10 @@ async fn slow_request_heads_time_out() {
     assert!(read.is_ok(), "the server closed the connection");
     assert!(began.elapsed() >= Duration::from_millis(200));
     let text = String::from_utf8_lossy(&response);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
     still_works(&mut bystander, &bystander_pipeline, 1).await;
     drop(bystander);
     server.stop().await;
@@ -270,8 +280,11 @@ async fn clients_that_never_start_time_out() {
     let began = Instant::now();
     for _ in 0..3 {
         raw.write(&frame(PING, b"alive")).await;
-        raw.write(&frame(TEXT, json!({"type":"keepalive"}).to_string().as_bytes()))
-            .await;
+        raw.write(&frame(
+            TEXT,
+            json!({"type":"keepalive"}).to_string().as_bytes(),
+        ))
+        .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     raw.expect_error(ErrorCode::StartTimeout).await;

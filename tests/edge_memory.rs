@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::raw::{frame, frame_with, header_declaring, RawClient, Read, BINARY, CONTINUATION, PING, TEXT};
+use common::raw::{
+    frame, frame_with, header_declaring, RawClient, Read, BINARY, CONTINUATION, PING, TEXT,
+};
 use common::{rss_bytes, start_json, test_config, Client, StartedPipeline, TestServer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -64,7 +66,11 @@ fn check_growth(name: &str, baseline: u64, peak: u64, written: usize) {
 
 async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
     client.send_binary(&[n as u8]).await;
-    assert_eq!(pipeline.audio(n).await.len(), n, "the bystander still streams");
+    assert_eq!(
+        pipeline.audio(n).await.len(),
+        n,
+        "the bystander still streams"
+    );
 }
 
 #[actix_rt::test]
@@ -117,7 +123,8 @@ async fn memory_stays_bounded_under_abuse() {
 
     // 4. An endless fragmented message.
     let (mut raw, pipeline) = raw_session(&mut server).await;
-    raw.write(&frame_with(BINARY, false, true, &[1; 1_000])).await;
+    raw.write(&frame_with(BINARY, false, true, &[1; 1_000]))
+        .await;
     let baseline = rss_bytes();
     let writer = raw.take_writer();
     let pushing = actix_rt::spawn(flood(

@@ -78,7 +78,10 @@ async fn secrets_appear_nowhere() {
     assert_eq!(pipeline.audio(1).await.len(), 1);
     for headers in [
         vec![("Authorization", format!("Bearer {WRONG_KEY}"))],
-        vec![("Sec-WebSocket-Protocol", format!("voxgate.v1, bearer.{WRONG_KEY}"))],
+        vec![(
+            "Sec-WebSocket-Protocol",
+            format!("voxgate.v1, bearer.{WRONG_KEY}"),
+        )],
         vec![("Sec-WebSocket-Protocol", format!("bearer.{KEY}"))],
     ] {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -106,8 +109,15 @@ async fn secrets_appear_nowhere() {
         .connect_with("/v1/listen", &[("Sec-WebSocket-Protocol", &protocols)])
         .await
         .expect("token accepted");
-    browser.send_json(&serde_json::json!({"type":"start"})).await;
-    seen.push(browser.expect_error(ErrorCode::InvalidMessage).await.to_string());
+    browser
+        .send_json(&serde_json::json!({"type":"start"}))
+        .await;
+    seen.push(
+        browser
+            .expect_error(ErrorCode::InvalidMessage)
+            .await
+            .to_string(),
+    );
     let (status, head, body) = http_request(
         server.addr,
         "POST",
@@ -134,7 +144,12 @@ async fn secrets_appear_nowhere() {
     }
     // A client error on the keyed session.
     client.send_text(&format!("not json {KEY}")).await;
-    seen.push(client.expect_error(ErrorCode::InvalidJson).await.to_string());
+    seen.push(
+        client
+            .expect_error(ErrorCode::InvalidJson)
+            .await
+            .to_string(),
+    );
 
     let (_, metrics) = server.http_get("/metrics", "").await;
     drop((client, browser));
@@ -155,7 +170,10 @@ async fn secrets_appear_nowhere() {
         assert!(!logs.contains(secret), "{what} is in the logs");
         assert!(!metrics.contains(secret), "{what} is in the metrics");
         for told in &seen {
-            assert!(!told.contains(secret), "{what} was sent to a client: {told}");
+            assert!(
+                !told.contains(secret),
+                "{what} was sent to a client: {told}"
+            );
         }
     }
     // The token's signature part alone neither.

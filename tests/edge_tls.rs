@@ -23,7 +23,10 @@ fn tls_config(cert: std::path::PathBuf, key: std::path::PathBuf, reload_secs: f6
 }
 
 /// Whether a client trusting `client` completes a `wss://` upgrade now.
-async fn handshake_ok(server: &TestServer, client: Arc<rustls::ClientConfig>) -> Result<(), String> {
+async fn handshake_ok(
+    server: &TestServer,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<(), String> {
     match try_connect(&server.url("/v1/listen"), &[], Some(client)).await {
         Ok((mut c, _)) => {
             let _ = c.ws.close(None).await;
@@ -63,14 +66,20 @@ async fn wss_is_served_verified_and_reloaded_without_dropping_sessions() {
     // Reload with a certificate of the second CA (what SIGHUP does).
     second_ca.server_cert().write_to(&dir);
     server.handle().reload_tls().expect("reload");
-    assert!(handshake_ok(&server, second_ca.client_config()).await.is_ok());
-    assert!(handshake_ok(&server, first_ca.client_config()).await.is_err());
+    assert!(handshake_ok(&server, second_ca.client_config())
+        .await
+        .is_ok());
+    assert!(handshake_ok(&server, first_ca.client_config())
+        .await
+        .is_err());
 
     // The session opened before the reload is untouched.
     early.send_binary(&[4, 5]).await;
     let audio = early_pipeline.audio(2).await;
     assert_eq!(audio.get(1).map(|a| a.data.to_vec()), Some(vec![4, 5]));
-    early.send_json(&serde_json::json!({"type":"keepalive"})).await;
+    early
+        .send_json(&serde_json::json!({"type":"keepalive"}))
+        .await;
     early.quiet_for(Duration::from_millis(100)).await;
     drop(early);
     server.stop().await;
@@ -85,10 +94,14 @@ async fn changed_files_are_reloaded_and_broken_ones_ignored() {
     let second_ca = TestCa::new("voxgate test CA two");
     let dir = temp_dir("tls-watch");
     let (cert, key) = first_ca.server_cert().write_to(&dir);
-    let server =
-        TestServer::start_tls(tls_config(cert.clone(), key.clone(), 0.05), first_ca.client_config())
-            .await;
-    assert!(handshake_ok(&server, first_ca.client_config()).await.is_ok());
+    let server = TestServer::start_tls(
+        tls_config(cert.clone(), key.clone(), 0.05),
+        first_ca.client_config(),
+    )
+    .await;
+    assert!(handshake_ok(&server, first_ca.client_config())
+        .await
+        .is_ok());
 
     // A key that does not belong to the certificate: refused, the current certificate stays.
     let other = second_ca.server_cert();
@@ -96,20 +109,29 @@ async fn changed_files_are_reloaded_and_broken_ones_ignored() {
     let error = server.handle().reload_tls().err().unwrap_or_default();
     assert!(!error.is_empty(), "a mismatched key is not loaded");
     assert!(
-        !error.contains("PRIVATE KEY") && !error.contains(other.key_pem.lines().nth(1).unwrap_or("-")),
+        !error.contains("PRIVATE KEY")
+            && !error.contains(other.key_pem.lines().nth(1).unwrap_or("-")),
         "the error does not show the key: {error}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await; // the watcher saw the change too
-    assert!(handshake_ok(&server, first_ca.client_config()).await.is_ok());
+    assert!(handshake_ok(&server, first_ca.client_config())
+        .await
+        .is_ok());
 
     // A complete new pair: picked up without anyone asking.
     other.write_to(&dir);
     let began = Instant::now();
     loop {
-        if handshake_ok(&server, second_ca.client_config()).await.is_ok() {
+        if handshake_ok(&server, second_ca.client_config())
+            .await
+            .is_ok()
+        {
             break;
         }
-        assert!(began.elapsed() < WAIT, "the new certificate was not picked up");
+        assert!(
+            began.elapsed() < WAIT,
+            "the new certificate was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
@@ -130,7 +152,10 @@ async fn credentials_over_tls() {
     let (mut client, headers) = server
         .connect_with(
             "/v1/listen",
-            &[("Sec-WebSocket-Protocol", "voxgate.v1, bearer.tls-key-0123456789")],
+            &[(
+                "Sec-WebSocket-Protocol",
+                "voxgate.v1, bearer.tls-key-0123456789",
+            )],
         )
         .await
         .expect("authenticated upgrade");
@@ -230,8 +255,8 @@ async fn the_google_client_refuses_an_unverifiable_certificate() {
     let client_config = ca.client_config();
     let trusting = std::thread::spawn(move || -> Result<(), String> {
         let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
-            .map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
         let mut conn =
             rustls::ClientConnection::new(client_config, name).map_err(|e| e.to_string())?;
         while conn.is_handshaking() {

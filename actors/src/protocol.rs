@@ -956,12 +956,12 @@ mod tests {
             text
         };
         assert_eq!(parse(&nested(MAX_JSON_DEPTH)), Ok(ClientMessage::KeepAlive));
-        assert_eq!(code_of(&nested(MAX_JSON_DEPTH + 1)), Some(ErrorCode::InvalidJson));
-        // Brackets in strings, escaped quotes included, are text.
-        let in_string = format!(
-            r#"{{"type":"keepalive","x":"\"{}"}}"#,
-            "[".repeat(100)
+        assert_eq!(
+            code_of(&nested(MAX_JSON_DEPTH + 1)),
+            Some(ErrorCode::InvalidJson)
         );
+        // Brackets in strings, escaped quotes included, are text.
+        let in_string = format!(r#"{{"type":"keepalive","x":"\"{}"}}"#, "[".repeat(100));
         assert_eq!(parse(&in_string), Ok(ClientMessage::KeepAlive));
     }
 

@@ -284,7 +284,8 @@ mod tests {
     }
 
     fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 1)))
+        s.parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 1)))
     }
 
     #[test]
@@ -376,7 +377,10 @@ mod tests {
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
         assert_eq!(credential(&headers), Err(AuthError::BadScheme));
         let mut bare = HeaderMap::new();
-        bare.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("bearer.abc"));
+        bare.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("bearer.abc"),
+        );
         assert_eq!(check_subprotocols(&bare), Err(SubprotocolMissing));
     }
 

@@ -207,8 +207,12 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_their_64_prefix_and_mapped_v4_is_v4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap_or(IpAddr::from([0; 4]));
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap_or(IpAddr::from([0; 4]));
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:bbbb::9"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
         assert_eq!(ClientAddr::of(a), ClientAddr::of(b));
         assert_ne!(ClientAddr::of(a), ClientAddr::of(c));
@@ -226,7 +230,11 @@ mod tests {
         }
         let wait = rate.allow(v4(1), t0).err();
         assert_eq!(wait, Some(Duration::from_millis(100)));
-        assert_eq!(rate.allow(v4(2), t0), Ok(()), "another client is not affected");
+        assert_eq!(
+            rate.allow(v4(2), t0),
+            Ok(()),
+            "another client is not affected"
+        );
         assert_eq!(rate.allow(v4(1), t0 + Duration::from_millis(100)), Ok(()));
         // Ten per second for a minute is fine.
         for i in 1..600u64 {
@@ -243,7 +251,10 @@ mod tests {
             let addr = ClientAddr::V4(i.to_be_bytes());
             assert_eq!(rate.allow(addr, t0), Ok(()));
         }
-        assert!(rate.allow(ClientAddr::V6Prefix([1; 8]), t0).is_err(), "full");
+        assert!(
+            rate.allow(ClientAddr::V6Prefix([1; 8]), t0).is_err(),
+            "full"
+        );
         let later = t0 + Duration::from_millis(10);
         assert_eq!(rate.allow(ClientAddr::V6Prefix([1; 8]), later), Ok(()));
         assert_eq!(rate.tracked(), 1, "the idle ones were forgotten");

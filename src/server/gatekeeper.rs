@@ -10,13 +10,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HOST, ORIGIN};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpRequest;
 use voxgate_actors::protocol::{ErrorCode, Rejection};
 
 use super::auth::{self, Authenticator, Principal};
 use super::client_limits::{self, ClientAddr, ConnectionRate, CountGuard, SessionCounts};
 use super::origin::OriginPolicy;
-use super::refusal::Refusal;
+use super::refusal::{Refusal, Refused};
 use crate::config::Config;
 
 /// What a request that passed the gate is.
@@ -74,25 +74,22 @@ impl Gatekeeper {
     }
 
     /// Rate, then origin: the checks every endpoint that opens something passes.
-    pub fn check_client(&self, req: &HttpRequest) -> Result<ClientAddr, HttpResponse> {
+    pub fn check_client(&self, req: &HttpRequest) -> Result<ClientAddr, Refused> {
         let client = self.client(req);
         if let Err(wait) = self.rate.allow(client, Instant::now()) {
             tracing::info!(%client, "refused: connection rate exceeded");
-            let mut response = Refusal::RateLimited.response(
-                "too many new connections from this address; try again later".to_string(),
+            let mut refused = Refused::new(
+                Refusal::RateLimited,
+                "too many new connections from this address; try again later",
             );
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(value) = secs.to_string().parse() {
-                response
-                    .headers_mut()
-                    .insert(actix_web::http::header::RETRY_AFTER, value);
-            }
-            return Err(response);
+            refused.retry_after_secs = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+            return Err(refused);
         }
         let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
         if !self.origins.allows(header(ORIGIN), header(HOST)) {
             tracing::info!(%client, origin = header(ORIGIN).unwrap_or(""), "refused: origin not allowed");
-            return Err(Refusal::OriginNotAllowed.response(
+            return Err(Refused::new(
+                Refusal::OriginNotAllowed,
                 "this page's origin may not connect (see [auth] allowed_origins)",
             ));
         }
@@ -100,19 +97,22 @@ impl Gatekeeper {
     }
 
     /// Everything before a WebSocket upgrade: rate, origin, subprotocols, credential.
-    pub fn check_listen(&self, req: &HttpRequest) -> Result<Passed, HttpResponse> {
+    pub fn check_listen(&self, req: &HttpRequest) -> Result<Passed, Refused> {
         let client = self.check_client(req)?;
         if auth::check_subprotocols(req.headers()).is_err() {
-            return Err(Refusal::SubprotocolRequired.response(format!(
-                "a credential sent as a subprotocol needs `{}` offered too",
-                voxgate_actors::protocol::SUBPROTOCOL
-            )));
+            return Err(Refused::new(
+                Refusal::SubprotocolRequired,
+                format!(
+                    "a credential sent as a subprotocol needs `{}` offered too",
+                    voxgate_actors::protocol::SUBPROTOCOL
+                ),
+            ));
         }
         let principal = auth::credential(req.headers())
             .and_then(|credential| self.auth.authenticate(credential.as_deref()))
             .map_err(|e| {
                 tracing::info!(%client, "refused: {e}");
-                Refusal::Unauthorized.response(e.to_string())
+                Refused::new(Refusal::Unauthorized, e.to_string())
             })?;
         Ok(Passed { principal, client })
     }

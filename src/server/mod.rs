@@ -83,7 +83,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let server = start(config, listener, move || pipelines()).await?;
         // On stdout, for whoever started us with port 0 (scripts, tests).
         println!("listening on {}", server.local_addr());
-        let scheme = if server.tls.is_some() { "https" } else { "http" };
+        let scheme = if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!("voxgate listening on {scheme}://{}", server.local_addr());
         let reloads = actix_rt::spawn(reload_on_hangup(hangup, server.tls.clone()));
         let result = serve_until(server, signal).await;
@@ -160,7 +164,9 @@ async fn reload_on_hangup(mut hangup: Hangup, tls: Option<Arc<ReloadableCert>>) 
         match &tls {
             Some(cert) => {
                 if let Err(e) = cert.reload() {
-                    tracing::error!("SIGHUP: TLS certificate not reloaded, the current one stays: {e}");
+                    tracing::error!(
+                        "SIGHUP: TLS certificate not reloaded, the current one stays: {e}"
+                    );
                 }
             }
             None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),

@@ -35,7 +35,10 @@ fn normalize(origin: &str) -> Option<String> {
     if !valid {
         return None;
     }
-    Some(format!("{scheme}://{}", strip_port(authority, default_port)))
+    Some(format!(
+        "{scheme}://{}",
+        strip_port(authority, default_port)
+    ))
 }
 
 /// `host:port` without `:port` when it is `default_port`.
@@ -136,7 +139,13 @@ mod tests {
 
     #[test]
     fn entries_must_be_origins() {
-        for bad in ["app.example", "ftp://a", "https://a/path", "https://", "https://a?x"] {
+        for bad in [
+            "app.example",
+            "ftp://a",
+            "https://a/path",
+            "https://",
+            "https://a?x",
+        ] {
             assert!(parse_allowed(bad).is_err(), "{bad}");
         }
         assert_eq!(

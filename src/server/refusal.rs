@@ -60,15 +60,43 @@ impl Refusal {
 
     /// The response, counted in `voxgate_http_refusals_total`.
     pub fn response(self, message: impl Into<String>) -> HttpResponse {
+        Refused::new(self, message).response()
+    }
+}
+
+/// A refusal with its message (and, for `rate_limited`, when to retry), before it is a response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    /// For a human; never contains a credential.
+    pub message: String,
+    /// `Retry-After`, in seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Refused {
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> Refused {
+        Refused {
+            refusal,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// The response, counted in `voxgate_http_refusals_total`.
+    pub fn response(self) -> HttpResponse {
         METRICS
             .http_refusals
-            .with_label_values(&[self.as_str()])
+            .with_label_values(&[self.refusal.as_str()])
             .inc();
-        let mut response = HttpResponse::build(self.status());
-        if self == Refusal::Unauthorized {
+        let mut response = HttpResponse::build(self.refusal.status());
+        if self.refusal == Refusal::Unauthorized {
             response.insert_header(("WWW-Authenticate", "Bearer realm=\"voxgate\""));
         }
-        response.json(json!({"error": self.as_str(), "message": message.into()}))
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        response.json(json!({"error": self.refusal.as_str(), "message": self.message}))
     }
 }
 

@@ -46,7 +46,7 @@ async fn listen(
     };
     let passed = match gate.check_listen(&req) {
         Ok(passed) => passed,
-        Err(refused) => return refused,
+        Err(refused) => return refused.response(),
     };
     if let Err(UpgradeRefused(reason)) = session::check_upgrade(&req) {
         return Refusal::WebsocketUpgradeRequired.response(format!(
@@ -100,7 +100,7 @@ async fn mint_token(
 ) -> HttpResponse {
     let client = match gate.check_client(&req) {
         Ok(client) => client,
-        Err(refused) => return refused,
+        Err(refused) => return refused.response(),
     };
     let key_id = match auth::credential(req.headers())
         .and_then(|credential| gate.auth.authenticate_key(credential.as_deref()))

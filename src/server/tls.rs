@@ -53,8 +53,13 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
     // The error names the file, never its content.
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| format!("tls.key {}: {e}", key_path.display()))?;
-    let certified = CertifiedKey::from_der(certs, key, &provider())
-        .map_err(|e| format!("tls: {} and {}: {e}", cert_path.display(), key_path.display()))?;
+    let certified = CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+        format!(
+            "tls: {} and {}: {e}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
     Ok(certified)
 }
 

@@ -104,7 +104,9 @@ impl TokenSigner {
             .map_err(|_| TokenError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         if claims.kid.chars().count() > MAX_KEY_ID_CHARS
-            || claims.msl.is_some_and(|msl| !(msl > 0.0 && msl.is_finite()))
+            || claims
+                .msl
+                .is_some_and(|msl| !(msl > 0.0 && msl.is_finite()))
         {
             return Err(TokenError::Malformed);
         }

@@ -18,9 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use voxgate::config::Config;
@@ -184,12 +184,7 @@ impl TestServer {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<(Client, http::HeaderMap), Refused> {
-        connect_with(
-            &self.url(path_and_query),
-            headers,
-            self.tls_client.clone(),
-        )
-        .await
+        connect_with(&self.url(path_and_query), headers, self.tls_client.clone()).await
     }
 
     /// The pipeline of the next session that gets configured.

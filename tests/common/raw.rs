@@ -76,7 +76,10 @@ impl ServerFrame {
             return None;
         }
         let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
-        Some((code, String::from_utf8_lossy(&self.payload[2..]).to_string()))
+        Some((
+            code,
+            String::from_utf8_lossy(&self.payload[2..]).to_string(),
+        ))
     }
 }
 

@@ -29,7 +29,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "\\PC{0,40}".prop_map(Value::String),
         prop_oneof![
             Just("start"),
@@ -219,7 +221,9 @@ mod regressions {
     fn quoting_cuts_at_character_boundaries() {
         let text = json!({"type": "é".repeat(1_000)}).to_string();
         let rejection = parse_client_text(&text).err();
-        assert!(rejection.is_some_and(|r| r.code == ErrorCode::UnknownType && r.message.len() < 300));
+        assert!(
+            rejection.is_some_and(|r| r.code == ErrorCode::UnknownType && r.message.len() < 300)
+        );
     }
 
     /// A sample rate beyond u32 is `invalid_message`, not a wrap-around.

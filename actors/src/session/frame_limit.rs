@@ -271,7 +271,13 @@ mod tests {
         E: std::fmt::Display,
     {
         let gate = ReadGate::new(u64::MAX);
-        FrameLimit::new(futures_util::stream::iter(chunks), max, NONCE, gate, "t".into())
+        FrameLimit::new(
+            futures_util::stream::iter(chunks),
+            max,
+            NONCE,
+            gate,
+            "t".into(),
+        )
     }
 
     /// Feeds `input` in chunks of `chunk` bytes through a guard with `max` and returns its output.

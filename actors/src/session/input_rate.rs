@@ -247,7 +247,9 @@ mod tests {
         let mut rate = InputRate::new(&settings(), t0);
         rate.set_format(PCM16K, t0);
         for i in 0..6_000u64 {
-            assert!(rate.audio(3_200, t0 + Duration::from_millis(i * 100)).is_ok());
+            assert!(rate
+                .audio(3_200, t0 + Duration::from_millis(i * 100))
+                .is_ok());
         }
     }
 

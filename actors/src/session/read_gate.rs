@@ -134,7 +134,10 @@ mod tests {
         gate.frame_received();
         gate.frame_received();
         assert_eq!(gate.in_flight(), 0);
-        assert!(poll_admit(&gate, 500).is_ready(), "a lone frame always fits");
+        assert!(
+            poll_admit(&gate, 500).is_ready(),
+            "a lone frame always fits"
+        );
         gate.frame_received();
         gate.frame_received(); // more receipts than frames: ignored
         assert_eq!(gate.in_flight(), 0);
