@@ -53,7 +53,10 @@ async fn sighup_reloads_the_certificate_and_keeps_sessions() {
         {
             break;
         }
-        assert!(began.elapsed() < WAIT, "SIGHUP did not reload the certificate");
+        assert!(
+            began.elapsed() < WAIT,
+            "SIGHUP did not reload the certificate"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -153,4 +153,20 @@ mod tests {
             Ok("https://a.example".to_string())
         );
     }
+
+    proptest::proptest! {
+        /// Any `Origin` and `Host` header: an answer, never a panic; an origin that is not
+        /// `http(s)://…` is never same-origin.
+        #[test]
+        fn any_origin_is_answered(origin in "\\PC{0,60}", host in "\\PC{0,40}") {
+            let same_origin = policy(&[]);
+            let allowed = same_origin.allows(Some(&origin), Some(&host));
+            let lower = origin.trim().to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                proptest::prop_assert!(!allowed);
+            }
+            let _ = policy(&["https://a.example"]).allows(Some(&origin), Some(&host));
+            let _ = parse_allowed(&origin);
+        }
+    }
 }
