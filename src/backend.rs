@@ -8,6 +8,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use voxgate_actors::circuit_breaker::CircuitBreaker;
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
 use voxgate_actors::recognizer::google::GoogleRecognizerFactory;
 use voxgate_actors::recognizer::google_auth::Credentials;
@@ -64,11 +65,14 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
     let endpoint = GoogleEndpoint::new(&google).map_err(|e| e.to_string())?;
     let (audio, supervision) = (config.audio.clone(), config.supervision.clone());
     let ack_interval_ms = config.session.ack_interval_ms;
+    // One breaker for the whole process: every worker's sessions see the same upstream.
+    let breaker = Arc::new(CircuitBreaker::from_settings(&supervision));
     let pipelines: PipelineFactoryMaker = Arc::new(move || {
         Rc::new(Pipeline {
             recognizers: Rc::new(GoogleRecognizerFactory::new(&endpoint, credentials.clone())),
             audio: audio.clone(),
             supervision: supervision.clone(),
+            breaker: breaker.clone(),
             ack_interval_ms,
         }) as Rc<dyn PipelineFactory>
     });

@@ -113,7 +113,7 @@ impl Config {
 
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, bool); 13] = [
+        let checks: [(&str, bool); 23] = [
             (
                 "audio.frame_ms",
                 (10..=1_000).contains(&self.audio.frame_ms),
@@ -125,6 +125,42 @@ impl Config {
             (
                 "audio.max_buffer_ms",
                 self.audio.max_buffer_ms >= self.audio.frame_ms,
+            ),
+            (
+                "audio.max_replay_ms",
+                self.audio.max_replay_ms >= self.audio.max_buffer_ms,
+            ),
+            // Google's "too fast" rule: a burst of about 10 s, then about 2× real time.
+            ("audio.max_lead_ms", self.audio.max_lead_ms <= 10_000),
+            (
+                "audio.catchup_speed",
+                (1.0..=2.0).contains(&self.audio.catchup_speed),
+            ),
+            // Below Google's ~10 s audio timeout; 0 turns the gap close off.
+            ("audio.gap_close_ms", self.audio.gap_close_ms <= 9_000),
+            (
+                "supervision.rotate_after_secs",
+                self.supervision.rotate_after_secs > 0.0,
+            ),
+            (
+                "supervision.max_stream_secs",
+                self.supervision.max_stream_secs >= self.supervision.rotate_after_secs,
+            ),
+            (
+                "supervision.standby_max_wait_secs",
+                (0.1..=9.0).contains(&self.supervision.standby_max_wait_secs),
+            ),
+            (
+                "supervision.restart_period_secs",
+                self.supervision.restart_period_secs > 0.0,
+            ),
+            (
+                "supervision.breaker_open_ms",
+                self.supervision.breaker_open_ms >= 1,
+            ),
+            (
+                "supervision.breaker_max_open_ms",
+                self.supervision.breaker_max_open_ms >= self.supervision.breaker_open_ms,
             ),
             (
                 "session.max_frame_bytes",
@@ -166,11 +202,15 @@ impl Config {
                 "{key}: value out of range (see config.toml)"
             )));
         }
-        for code in &self.supervision.retryable_codes {
-            if voxgate_actors::settings::parse_grpc_code(code).is_none() {
-                return Err(ConfigError(format!(
-                    "supervision.retryable_codes: unknown gRPC code `{code}`"
-                )));
+        let code_lists = [
+            ("supervision.retryable_codes", &self.supervision.retryable_codes),
+            ("supervision.breaker_codes", &self.supervision.breaker_codes),
+        ];
+        for (key, codes) in code_lists {
+            for code in codes {
+                if voxgate_actors::settings::parse_grpc_code(code).is_none() {
+                    return Err(ConfigError(format!("{key}: unknown gRPC code `{code}`")));
+                }
             }
         }
         let endpoint = &self.google.endpoint;

@@ -26,11 +26,14 @@
 //!   them; [`recognizer::google`] talks to Google over a per-thread connection pool.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
 //! - [`restart_policy`]: the restart policy as data (retryable codes, backoff, intensity).
+//! - [`circuit_breaker`]: the process-wide breaker that holds every session back while the
+//!   upstream is down.
 //! - [`metrics`]: Prometheus metrics shared by every actor.
 //! - [`testing`]: a probe actor that records what it receives, for tests.
 
 pub mod audio;
 pub mod audio_buffer;
+pub mod circuit_breaker;
 pub mod messages;
 pub mod metrics;
 pub mod pipeline;

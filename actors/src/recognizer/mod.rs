@@ -18,4 +18,8 @@ use crate::messages::{StreamHandle, StreamRequest};
 /// Starts one recognizer actor for one upstream stream.
 pub trait RecognizerFactory {
     fn start(&self, request: StreamRequest) -> StreamHandle;
+
+    /// The upstream rejected the credentials (`UNAUTHENTICATED`): streams started from now on
+    /// must use freshly fetched ones. Engines without credentials ignore it.
+    fn refresh_credentials(&self) {}
 }
