@@ -156,7 +156,7 @@ impl Default for SupervisionSettings {
             .to_vec(),
             breaker_failures: 5,
             breaker_open_ms: 1_000,
-            breaker_max_open_ms: 10_000,
+            breaker_max_open_ms: 5_000,
         }
     }
 }
