@@ -203,7 +203,10 @@ impl Config {
             )));
         }
         let code_lists = [
-            ("supervision.retryable_codes", &self.supervision.retryable_codes),
+            (
+                "supervision.retryable_codes",
+                &self.supervision.retryable_codes,
+            ),
             ("supervision.breaker_codes", &self.supervision.breaker_codes),
         ];
         for (key, codes) in code_lists {
@@ -314,6 +317,40 @@ mod tests {
         assert!(err.unwrap_or_default().contains("audio.frame_ms"));
         let err = load_str("[supervision]\nretryable_codes = [\"NOPE\"]\n", &[]).err();
         assert!(err.map(|e| e.0).unwrap_or_default().contains("NOPE"));
+    }
+
+    /// The supervision and pacing bounds are enforced: catch-up within Google's "too fast" rule,
+    /// replay retention at least the buffer, rotation ages in order, breaker codes known.
+    #[test]
+    fn supervision_bounds_are_enforced() {
+        let cases = [
+            ("[audio]\ncatchup_speed = 2.5\n", "audio.catchup_speed"),
+            ("[audio]\ncatchup_speed = 0.9\n", "audio.catchup_speed"),
+            ("[audio]\nmax_lead_ms = 20000\n", "audio.max_lead_ms"),
+            ("[audio]\nmax_replay_ms = 1000\n", "audio.max_replay_ms"),
+            ("[audio]\ngap_close_ms = 12000\n", "audio.gap_close_ms"),
+            (
+                "[supervision]\nrotate_after_secs = 300.0\n",
+                "supervision.max_stream_secs",
+            ),
+            (
+                "[supervision]\nstandby_max_wait_secs = 15.0\n",
+                "supervision.standby_max_wait_secs",
+            ),
+            (
+                "[supervision]\nbreaker_max_open_ms = 10\n",
+                "supervision.breaker_max_open_ms",
+            ),
+            (
+                "[supervision]\nbreaker_codes = [\"SOMETIMES\"]\n",
+                "supervision.breaker_codes",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        assert!(load_str("[audio]\ncatchup_speed = 2.0\ngap_close_ms = 0\n", &[]).is_ok());
     }
 
     /// Environment variables override the file, typed as TOML when they parse as TOML.

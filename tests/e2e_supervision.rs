@@ -78,15 +78,13 @@ fn encoded(secs: u64, seed: u64) -> Encoded {
 
 /// What one client does: stream `audio` in 100 ms chunks at real time, pausing (sending nothing)
 /// for `pause` after `pause_at_ms` of audio, then `stop`; returns everything it received.
-async fn stream_session(
-    addr: &str,
-    audio: &[u8],
-    pause: Option<(u64, Duration)>,
-) -> Received {
+async fn stream_session(addr: &str, audio: &[u8], pause: Option<(u64, Duration)>) -> Received {
     let mut client = connect(addr, "").await;
     client
-        .send_json(&json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
-               "language_code":"en-US","interim_results":true}))
+        .send_json(
+            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+               "language_code":"en-US","interim_results":true}),
+        )
         .await;
     let ready = client.expect_type("ready").await;
     let (mut sink, mut stream) = client.ws.split();
@@ -168,7 +166,10 @@ fn check_exact(rx: &Received, expected: &Encoded, label: &str) {
     {
         let start = m["start_ms"].as_u64().unwrap_or(u64::MAX);
         let end = m["end_ms"].as_u64().unwrap_or(0);
-        assert!(start >= last_end && end >= start, "{label}: final {m} after {last_end}");
+        assert!(
+            start >= last_end && end >= start,
+            "{label}: final {m} after {last_end}"
+        );
         last_end = end;
         words.extend(m["words"].as_array().into_iter().flatten().cloned());
     }
@@ -358,7 +359,11 @@ async fn a_pause_in_the_audio_causes_no_error_and_no_restart() {
         metric(&gateway.addr, "voxgate_stream_restarts_total").await,
         0.0
     );
-    assert!(rx.of_type("warning").is_empty(), "{:?}", rx.of_type("warning"));
+    assert!(
+        rx.of_type("warning").is_empty(),
+        "{:?}",
+        rx.of_type("warning")
+    );
 }
 
 /// A non-retryable upstream error (PERMISSION_DENIED) reaches the client at once with Google's
@@ -396,12 +401,7 @@ async fn non_retryable_error_reaches_the_client_then_closes() {
 /// `upstream_unavailable` (`retryable: true`) and Close 1011 — never a silent hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_intensity_ends_with_upstream_unavailable() {
-    let emulator = emulator(&[
-        "--fault-every-secs",
-        "0.3",
-        "--fault-codes",
-        "INTERNAL",
-    ]);
+    let emulator = emulator(&["--fault-every-secs", "0.3", "--fault-codes", "INTERNAL"]);
     let gateway = gateway(
         &emulator,
         &[

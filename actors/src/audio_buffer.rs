@@ -1055,7 +1055,10 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let sent = sent_ms(&stream);
             let elapsed_ms = t0.elapsed().as_millis() as u64;
-            assert!(sent <= 10_000 + 2 * elapsed_ms, "too fast at {second} s: {sent} ms");
+            assert!(
+                sent <= 10_000 + 2 * elapsed_ms,
+                "too fast at {second} s: {sent} ms"
+            );
             let accepted = 20_000 + second * 1_000;
             if second <= 30 {
                 let expected = (2_000 + 1_500 * second).min(accepted);
@@ -1096,14 +1099,26 @@ mod tests {
             rig.buffer.do_send(audio(i * 500 * BPMS, 500 * BPMS));
         }
         tokio::time::sleep(Duration::from_millis(2_900)).await;
-        assert!(rig.supervisor.all::<UpstreamHalfClosed>().is_empty(), "audio kept coming");
-        let got = stream.wait_for::<UpstreamAudio>(Duration::from_secs(1), ended).await;
+        assert!(
+            rig.supervisor.all::<UpstreamHalfClosed>().is_empty(),
+            "audio kept coming"
+        );
+        let got = stream
+            .wait_for::<UpstreamAudio>(Duration::from_secs(1), ended)
+            .await;
         assert!(ended(&got), "half-closed after 3 s without audio");
         assert_eq!(bytes_of(&got), pattern(0, 2_500 * BPMS));
-        let hc = rig.supervisor.wait_count::<UpstreamHalfClosed>(1, WAIT).await;
+        let hc = rig
+            .supervisor
+            .wait_count::<UpstreamHalfClosed>(1, WAIT)
+            .await;
         assert_eq!((hc[0].reason, hc[0].at_ms), (HalfCloseReason::Gap, 2_500));
         tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(rig.supervisor.all::<UpstreamHalfClosed>().len(), 1, "one gap, one close");
+        assert_eq!(
+            rig.supervisor.all::<UpstreamHalfClosed>().len(),
+            1,
+            "one gap, one close"
+        );
         assert_eq!(rig.supervisor.all::<AudioPending>().len(), 1);
         rig.buffer.do_send(audio(2_500 * BPMS, 300 * BPMS));
         rig.buffer.do_send(audio(2_800 * BPMS, 300 * BPMS));
@@ -1113,7 +1128,11 @@ mod tests {
         let got = next.wait_count::<UpstreamAudio>(6, WAIT).await;
         assert_eq!(bytes_of(&got), pattern(2_500 * BPMS, 600 * BPMS));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(rig.supervisor.all::<AudioPending>().len(), 2, "once per half-close");
+        assert_eq!(
+            rig.supervisor.all::<AudioPending>().len(),
+            2,
+            "once per half-close"
+        );
     }
 
     /// Audio that arrived before a `finalize` half-close was reached is announced at the
@@ -1130,7 +1149,13 @@ mod tests {
         assert_eq!(pending.len(), 1);
 
         let rig = rig_fn_stop_only().await;
-        assert_eq!(rig.supervisor.wait_count::<AudioPending>(1, WAIT).await.len(), 1);
+        assert_eq!(
+            rig.supervisor
+                .wait_count::<AudioPending>(1, WAIT)
+                .await
+                .len(),
+            1
+        );
     }
 
     async fn rig_fn_stop_only() -> Rig {

@@ -255,7 +255,11 @@ mod tests {
     #[test]
     fn default_retryable_codes_are_valid_names() {
         let defaults = SupervisionSettings::default();
-        for name in defaults.retryable_codes.iter().chain(&defaults.breaker_codes) {
+        for name in defaults
+            .retryable_codes
+            .iter()
+            .chain(&defaults.breaker_codes)
+        {
             assert!(parse_grpc_code(name).is_some(), "{name}");
         }
     }

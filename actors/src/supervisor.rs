@@ -248,7 +248,12 @@ impl StreamSupervisor {
 
     /// `current` reached `rotate_after`: open the standby; switch at the next final.
     fn on_rotation_due(&mut self, ctx: &mut Context<Self>) {
-        if self.done || self.current.as_ref().is_none_or(|c| c.half_closed.is_some()) {
+        if self.done
+            || self
+                .current
+                .as_ref()
+                .is_none_or(|c| c.half_closed.is_some())
+        {
             return;
         }
         self.rotation_due = true;
@@ -1141,15 +1146,27 @@ mod tests {
         tokio::time::pause();
         let rig = rig_with(&rotating(), false);
         rig.recognizers.wait_started(1, WAIT).await;
-        rig.supervisor.do_send(event(1, result(true, "one", 0, 4_000)));
+        rig.supervisor
+            .do_send(event(1, result(true, "one", 0, 4_000)));
         tokio::time::sleep(Duration::from_millis(9_900)).await;
-        assert_eq!(rig.recognizers.requests().len(), 1, "no standby before 10 s");
+        assert_eq!(
+            rig.recognizers.requests().len(),
+            1,
+            "no standby before 10 s"
+        );
         let started = rig.recognizers.wait_started(2, WAIT).await;
         assert_eq!(started.len(), 2, "standby opened at 10 s");
-        assert_eq!(rig.buffer.all::<AttachStream>().len(), 1, "not attached yet");
-        rig.supervisor.do_send(event(2, RecognizerEventKind::Opened));
-        rig.supervisor.do_send(event(1, result(false, "tw", 9_000, 9_500)));
-        rig.supervisor.do_send(event(1, result(true, "two", 9_000, 9_800)));
+        assert_eq!(
+            rig.buffer.all::<AttachStream>().len(),
+            1,
+            "not attached yet"
+        );
+        rig.supervisor
+            .do_send(event(2, RecognizerEventKind::Opened));
+        rig.supervisor
+            .do_send(event(1, result(false, "tw", 9_000, 9_500)));
+        rig.supervisor
+            .do_send(event(1, result(true, "two", 9_000, 9_800)));
         rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
         assert_eq!(resumes(&rig.buffer)[1], (2, Resume::FromMs(9_800)));
         let cancels = match rig.recognizers.stream_log(0) {
@@ -1157,15 +1174,20 @@ mod tests {
             None => 0,
         };
         assert_eq!(cancels, 1, "the old stream is cancelled");
-        rig.supervisor.do_send(event(1, result(true, "late", 9_800, 10_500)));
-        rig.supervisor.do_send(event(2, result(true, "two", 9_000, 9_800)));
-        rig.supervisor.do_send(event(2, result(true, "three", 9_900, 11_000)));
+        rig.supervisor
+            .do_send(event(1, result(true, "late", 9_800, 10_500)));
+        rig.supervisor
+            .do_send(event(2, result(true, "two", 9_000, 9_800)));
+        rig.supervisor
+            .do_send(event(2, result(true, "three", 9_900, 11_000)));
         let got = rig.session.wait_count::<Transcript>(4, WAIT).await;
         let texts: Vec<&str> = got.iter().map(|t| t.transcript.as_str()).collect();
         assert_eq!(texts, vec!["one", "tw", "two", "three"]);
         assert!(rig.session.all::<PipelineWarning>().is_empty());
-        rig.supervisor.do_send(half_closed(2, HalfCloseReason::EndOfAudio));
-        rig.supervisor.do_send(event(2, RecognizerEventKind::Ended(Ok(()))));
+        rig.supervisor
+            .do_send(half_closed(2, HalfCloseReason::EndOfAudio));
+        rig.supervisor
+            .do_send(event(2, RecognizerEventKind::Ended(Ok(()))));
         let fin = rig.session.wait_count::<PipelineFinished>(1, WAIT).await;
         assert_eq!(
             fin[0].summary,
@@ -1183,9 +1205,13 @@ mod tests {
         tokio::time::pause();
         let rig = rig_with(&rotating(), false);
         rig.recognizers.wait_started(1, WAIT).await;
-        rig.supervisor.do_send(event(1, result(true, "one", 0, 1_500)));
+        rig.supervisor
+            .do_send(event(1, result(true, "one", 0, 1_500)));
         let t0 = tokio::time::Instant::now();
-        let started = rig.recognizers.wait_started(4, Duration::from_secs(19)).await;
+        let started = rig
+            .recognizers
+            .wait_started(4, Duration::from_secs(19))
+            .await;
         assert_eq!(started.len(), 4, "standbys at 10, 14 and 18 s");
         assert!(t0.elapsed() >= Duration::from_secs(18));
         for index in [1, 2] {
@@ -1196,7 +1222,10 @@ mod tests {
             assert_eq!(cancels, 1, "standby {} replaced", index + 1);
         }
         let attached = rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
-        assert!(t0.elapsed() >= Duration::from_secs(20), "switched at max age");
+        assert!(
+            t0.elapsed() >= Duration::from_secs(20),
+            "switched at max age"
+        );
         assert_eq!(attached.len(), 2);
         assert_eq!(resumes(&rig.buffer)[1], (4, Resume::FromMs(1_500)));
         assert_eq!(rig.recognizers.requests().len(), 4);
@@ -1209,18 +1238,27 @@ mod tests {
         tokio::time::pause();
         let rig = rig_with(&rotating(), false);
         rig.recognizers.wait_started(1, WAIT).await;
-        rig.recognizers.wait_started(2, Duration::from_secs(11)).await;
-        rig.supervisor.do_send(half_closed(1, HalfCloseReason::Finalize));
-        rig.supervisor.do_send(event(1, result(true, "a", 0, 10_300)));
+        rig.recognizers
+            .wait_started(2, Duration::from_secs(11))
+            .await;
+        rig.supervisor
+            .do_send(half_closed(1, HalfCloseReason::Finalize));
+        rig.supervisor
+            .do_send(event(1, result(true, "a", 0, 10_300)));
         let cancels = match rig.recognizers.stream_log(1) {
             Some(log) => log.wait_count::<CancelStream>(1, WAIT).await.len(),
             None => 0,
         };
         assert_eq!(cancels, 1, "the standby is cancelled");
         assert_eq!(rig.buffer.all::<AttachStream>().len(), 1, "no switch");
-        rig.supervisor.do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
+        rig.supervisor
+            .do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
         tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(rig.recognizers.requests().len(), 2, "nothing opened without audio");
+        assert_eq!(
+            rig.recognizers.requests().len(),
+            2,
+            "nothing opened without audio"
+        );
         rig.audio_comes();
         rig.recognizers.wait_started(3, WAIT).await;
         rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
@@ -1235,14 +1273,20 @@ mod tests {
         let rig = rig();
         rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor.do_send(half_closed(1, HalfCloseReason::Gap));
-        rig.supervisor.do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
-        let none = rig.recognizers.wait_started(2, Duration::from_secs(60)).await;
+        rig.supervisor
+            .do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
+        let none = rig
+            .recognizers
+            .wait_started(2, Duration::from_secs(60))
+            .await;
         assert_eq!(none.len(), 1, "a muted client holds no stream open");
         rig.audio_comes();
         rig.recognizers.wait_started(2, WAIT).await;
-        rig.supervisor.do_send(half_closed(2, HalfCloseReason::Finalize));
+        rig.supervisor
+            .do_send(half_closed(2, HalfCloseReason::Finalize));
         rig.audio_comes();
-        rig.supervisor.do_send(event(2, RecognizerEventKind::Ended(Ok(()))));
+        rig.supervisor
+            .do_send(event(2, RecognizerEventKind::Ended(Ok(()))));
         assert_eq!(rig.recognizers.wait_started(3, WAIT).await.len(), 3);
         rig.buffer.wait_count::<AttachStream>(3, WAIT).await;
         let all: Vec<Resume> = resumes(&rig.buffer).iter().map(|r| r.1).collect();
@@ -1265,17 +1309,22 @@ mod tests {
         rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor.do_send(event(1, result(true, "a", 0, 700)));
         let t0 = tokio::time::Instant::now();
-        rig.supervisor
-            .do_send(event(1, failed(tonic::Code::Unauthenticated, "token expired")));
+        rig.supervisor.do_send(event(
+            1,
+            failed(tonic::Code::Unauthenticated, "token expired"),
+        ));
         rig.recognizers.wait_started(2, WAIT).await;
         assert_eq!(t0.elapsed(), Duration::ZERO, "no backoff");
         assert_eq!(rig.recognizers.credential_refreshes(), 1);
         rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
         assert_eq!(resumes(&rig.buffer)[1], (2, Resume::FromMs(700)));
         // A stream that opens with the fresh token earns the next expiry its own retry.
-        rig.supervisor.do_send(event(2, RecognizerEventKind::Opened));
         rig.supervisor
-            .do_send(event(2, failed(tonic::Code::Unauthenticated, "token expired")));
+            .do_send(event(2, RecognizerEventKind::Opened));
+        rig.supervisor.do_send(event(
+            2,
+            failed(tonic::Code::Unauthenticated, "token expired"),
+        ));
         rig.recognizers.wait_started(3, WAIT).await;
         assert_eq!(rig.recognizers.credential_refreshes(), 2);
         rig.supervisor
@@ -1307,30 +1356,47 @@ mod tests {
         rig.recognizers.wait_started(1, WAIT).await;
         rig.supervisor.do_send(event(1, result(true, "a", 0, 900)));
         for n in 1..=12u64 {
-            rig.recognizers.wait_started(n as usize, Duration::from_secs(30)).await;
+            rig.recognizers
+                .wait_started(n as usize, Duration::from_secs(30))
+                .await;
             rig.supervisor
                 .do_send(event(n, failed(tonic::Code::Unavailable, "down")));
         }
-        let started = rig.recognizers.wait_started(13, Duration::from_secs(30)).await;
+        let started = rig
+            .recognizers
+            .wait_started(13, Duration::from_secs(30))
+            .await;
         assert_eq!(started.len(), 13, "still probing after 12 failures");
-        assert!(rig.session.all::<PipelineError>().is_empty(), "not given up");
+        assert!(
+            rig.session.all::<PipelineError>().is_empty(),
+            "not given up"
+        );
         let warnings = rig.session.all::<PipelineWarning>();
         let codes: Vec<&str> = warnings.iter().map(|w| w.code).collect();
         assert_eq!(
-            codes.iter().filter(|c| **c == WARNING_UPSTREAM_UNAVAILABLE).count(),
+            codes
+                .iter()
+                .filter(|c| **c == WARNING_UPSTREAM_UNAVAILABLE)
+                .count(),
             1,
             "{codes:?}"
         );
         assert_eq!(
-            codes.iter().filter(|c| **c == WARNING_UPSTREAM_RECONNECTING).count(),
+            codes
+                .iter()
+                .filter(|c| **c == WARNING_UPSTREAM_RECONNECTING)
+                .count(),
             2,
             "backoff restarts only before the breaker opened: {codes:?}"
         );
-        rig.supervisor.do_send(event(13, RecognizerEventKind::Opened));
+        rig.supervisor
+            .do_send(event(13, RecognizerEventKind::Opened));
         let warnings = rig.session.wait_count::<PipelineWarning>(4, WAIT).await;
         assert_eq!(warnings[3].code, WARNING_UPSTREAM_RECOVERED);
         let attached = rig.buffer.all::<AttachStream>();
-        assert!(attached[1..].iter().all(|a| a.resume == Resume::FromMs(900)));
+        assert!(attached[1..]
+            .iter()
+            .all(|a| a.resume == Resume::FromMs(900)));
     }
 
     /// The breaker is shared: failures of other sessions open it, and then this session's failure
@@ -1372,10 +1438,35 @@ mod tests {
         let rig = rig_sharing(&settings, false, breaker.clone());
         for n in 1..=6u64 {
             rig.recognizers.wait_started(n as usize, WAIT).await;
-            rig.supervisor
-                .do_send(event(n, failed(tonic::Code::OutOfRange, "Audio Timeout Error")));
+            rig.supervisor.do_send(event(
+                n,
+                failed(tonic::Code::OutOfRange, "Audio Timeout Error"),
+            ));
         }
         rig.recognizers.wait_started(7, WAIT).await;
         assert!(!breaker.is_open());
+    }
+
+    /// A session stopped while it waits for the open breaker starts nothing more: the wait is
+    /// cancelled with the supervisor.
+    #[actix_rt::test]
+    async fn stop_while_waiting_for_the_breaker_starts_nothing() {
+        tokio::time::pause();
+        let settings = breaker_settings();
+        let breaker = Arc::new(CircuitBreaker::from_settings(&settings));
+        for _ in 0..3 {
+            breaker.record_failure(tonic::Code::Unavailable, tokio::time::Instant::now());
+        }
+        let rig = rig_sharing(&settings, false, breaker.clone());
+        let warnings = rig.session.wait_count::<PipelineWarning>(1, WAIT).await;
+        assert_eq!(warnings[0].code, WARNING_UPSTREAM_UNAVAILABLE);
+        assert!(rig.recognizers.requests().is_empty(), "held back");
+        assert!(rig.supervisor.send(StopPipeline).await.is_ok());
+        rig.buffer.wait_count::<StopPipeline>(1, WAIT).await;
+        let none = rig
+            .recognizers
+            .wait_started(1, Duration::from_secs(60))
+            .await;
+        assert!(none.is_empty(), "no stream after the stop");
     }
 }

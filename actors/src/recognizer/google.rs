@@ -405,6 +405,38 @@ mod tests {
         assert_eq!(log.all::<RecognizerEvent>().len(), 1, "exactly one Ended");
     }
 
+    /// `refresh_credentials` (the supervisor's answer to UNAUTHENTICATED) makes the next stream
+    /// fetch a new token instead of using the cached one.
+    #[actix_rt::test]
+    async fn refresh_credentials_invalidates_the_token_cache() {
+        let tokens = crate::recognizer::google_auth::tests::provider(Some("tok"), 3_600);
+        let Ok(credentials) = Credentials::from_provider(tokens.clone(), None) else {
+            panic!("credentials without a quota project are valid");
+        };
+        let settings = GoogleSettings {
+            endpoint: format!("http://127.0.0.1:{}", closed_port()),
+            auth: GoogleAuth::None,
+            connect_timeout_secs: 2.0,
+            ..GoogleSettings::default()
+        };
+        let f = match GoogleEndpoint::new(&settings) {
+            Ok(endpoint) => GoogleRecognizerFactory::new(&endpoint, credentials),
+            Err(e) => panic!("loopback endpoint is valid: {e}"),
+        };
+        let calls = || tokens.calls.load(std::sync::atomic::Ordering::SeqCst);
+        for expected_calls in [1, 1] {
+            let (_handle, log) = start(&f);
+            log.wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+                .await;
+            assert_eq!(calls(), expected_calls, "cached token reused");
+        }
+        f.refresh_credentials();
+        let (_handle, log) = start(&f);
+        log.wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+            .await;
+        assert_eq!(calls(), 2, "a fresh token after refresh_credentials");
+    }
+
     /// A peer that accepts connections but never speaks HTTP/2: audio piles up in the queue and
     /// the stream fails as "upstream not reading" instead of blocking or dropping audio.
     #[actix_rt::test]

@@ -155,8 +155,13 @@ impl TokenSource {
     async fn token(&self) -> Result<Arc<Token>, StreamFailure> {
         let mut cached = self.cached.lock().await;
         let invalidated = self.invalidated.swap(false, Ordering::SeqCst);
-        let fresh_enough = |t: &&Arc<Token>| seconds_left(t) > REFRESH_BEFORE_EXPIRY.as_secs() as i64;
-        if let Some(token) = cached.as_ref().filter(fresh_enough).filter(|_| !invalidated) {
+        let fresh_enough =
+            |t: &&Arc<Token>| seconds_left(t) > REFRESH_BEFORE_EXPIRY.as_secs() as i64;
+        if let Some(token) = cached
+            .as_ref()
+            .filter(fresh_enough)
+            .filter(|_| !invalidated)
+        {
             return Ok(token.clone());
         }
         let provider = self.provider.clone();
