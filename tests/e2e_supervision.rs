@@ -294,7 +294,7 @@ async fn soak_rotations_and_faults_lose_and_repeat_nothing() {
 }
 
 /// RESOURCE_EXHAUSTED faults all along and a 30 s full outage in the middle: the session is held
-/// back by the circuit breaker (told `upstream_unavailable`, then `upstream_recovered`), keeps
+/// back by the circuit breaker (told `upstream_outage`, then `upstream_recovered`), keeps
 /// buffering, catches up afterwards, and its transcript is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_and_quota_bursts_lose_and_repeat_nothing() {
@@ -330,7 +330,7 @@ async fn outage_and_quota_bursts_lose_and_repeat_nothing() {
             .collect::<Vec<_>>()
     );
     assert!(opens >= 1.0, "the outage opened the circuit breaker");
-    assert!(warnings(&rx, "upstream_unavailable") >= 1);
+    assert!(warnings(&rx, "upstream_outage") >= 1);
     assert!(warnings(&rx, "upstream_recovered") >= 1);
     assert_eq!(
         metric(&gateway.addr, "voxgate_breaker_open").await,

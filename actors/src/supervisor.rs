@@ -42,7 +42,7 @@
 //! A failure with a retryable code restarts after the policy's backoff, counted against the restart
 //! intensity. An `UNAUTHENTICATED` is retried once at once with fresh credentials. While the shared
 //! [`CircuitBreaker`] is open (the upstream failed for everyone) the supervisor does not retry on
-//! its own: it waits for the breaker, warns the client once (`upstream_unavailable`), keeps
+//! its own: it waits for the breaker, warns the client once (`upstream_outage`), keeps
 //! buffering, and those waits are not counted; when a stream opens again the client gets
 //! `upstream_recovered`.
 
@@ -64,8 +64,8 @@ use crate::settings::grpc_code_name;
 /// Warning: a stream failed and is being restarted (the client loses nothing).
 pub const WARNING_UPSTREAM_RECONNECTING: &str = "upstream_reconnecting";
 /// Warning: the upstream is down for every session; audio is buffered until it is back.
-pub const WARNING_UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
-/// Warning: after `upstream_unavailable`, a stream is open again.
+pub const WARNING_UPSTREAM_OUTAGE: &str = "upstream_outage";
+/// Warning: after `upstream_outage`, a stream is open again.
 pub const WARNING_UPSTREAM_RECOVERED: &str = "upstream_recovered";
 
 /// One upstream stream this supervisor started.
@@ -217,7 +217,7 @@ impl StreamSupervisor {
                 if !self.told_unavailable {
                     self.told_unavailable = true;
                     self.session.warnings.do_send(PipelineWarning {
-                        code: WARNING_UPSTREAM_UNAVAILABLE,
+                        code: WARNING_UPSTREAM_OUTAGE,
                         message: "the recognizer is unavailable; audio is kept and will be \
                                   transcribed when it is back"
                             .to_string(),
@@ -1376,7 +1376,7 @@ mod tests {
         assert_eq!(
             codes
                 .iter()
-                .filter(|c| **c == WARNING_UPSTREAM_UNAVAILABLE)
+                .filter(|c| **c == WARNING_UPSTREAM_OUTAGE)
                 .count(),
             1,
             "{codes:?}"
@@ -1422,7 +1422,7 @@ mod tests {
         last.supervisor
             .do_send(event(1, failed(tonic::Code::Internal, "boom")));
         let warnings = last.session.wait_count::<PipelineWarning>(1, WAIT).await;
-        assert_eq!(warnings[0].code, WARNING_UPSTREAM_UNAVAILABLE);
+        assert_eq!(warnings[0].code, WARNING_UPSTREAM_OUTAGE);
     }
 
     /// A failure that does not concern the upstream as a whole (OUT_OF_RANGE) never opens the
@@ -1459,7 +1459,7 @@ mod tests {
         }
         let rig = rig_sharing(&settings, false, breaker.clone());
         let warnings = rig.session.wait_count::<PipelineWarning>(1, WAIT).await;
-        assert_eq!(warnings[0].code, WARNING_UPSTREAM_UNAVAILABLE);
+        assert_eq!(warnings[0].code, WARNING_UPSTREAM_OUTAGE);
         assert!(rig.recognizers.requests().is_empty(), "held back");
         assert!(rig.supervisor.send(StopPipeline).await.is_ok());
         rig.buffer.wait_count::<StopPipeline>(1, WAIT).await;
