@@ -270,6 +270,7 @@ async fn soak_rotations_and_faults_lose_and_repeat_nothing() {
     }
     let rotations = metric(&gateway.addr, "voxgate_stream_rotations_total").await;
     let restarts = metric(&gateway.addr, "voxgate_stream_restarts_total").await;
+    let breaker_opens = metric(&gateway.addr, "voxgate_breaker_opens_total").await;
     let expired = metric_with(
         &gateway.addr,
         "voxgate_stream_restarts_total{code=\"OUT_OF_RANGE\"}",
@@ -278,12 +279,14 @@ async fn soak_rotations_and_faults_lose_and_repeat_nothing() {
     eprintln!(
         "soak: {sessions} sessions × {secs} s of audio in {:.0} s: {words} words exact, \
          {rotations} rotations, {restarts} restarts ({reconnecting} upstream_reconnecting warnings), \
-         {expired} forced by the stream limit",
+         {expired} forced by the stream limit, circuit breaker opened {breaker_opens} times",
         started.elapsed().as_secs_f64()
     );
     let audio_secs = (secs * sessions) as f64;
+    // About one stream in two outlives 2.5 s with faults every ~3 s (a drop fails every stream on
+    // the connection): a rotation per ~6 s of audio was measured; the bound leaves room.
     assert!(
-        rotations >= audio_secs / 8.0,
+        rotations >= audio_secs / 15.0,
         "streams were rotated before the 4 s limit: {rotations} in {audio_secs} s"
     );
     assert!(
