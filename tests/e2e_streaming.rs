@@ -88,7 +88,11 @@ async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Receive
 
 fn check_session(rx: &Received, framing: Framing, audio_ms: u64) {
     let ctx = format!("{framing:?}: {:#?}", rx.messages);
-    assert_eq!(rx.final_text(), synth::expected_words(TEXT).join(" "), "{ctx}");
+    assert_eq!(
+        rx.final_text(),
+        synth::expected_words(TEXT).join(" "),
+        "{ctx}"
+    );
     let transcripts = rx.of_type("transcript");
     let first_final = transcripts.iter().position(|m| m["is_final"] == true);
     let first_interim = transcripts.iter().position(|m| m["is_final"] == false);

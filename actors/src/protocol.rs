@@ -68,6 +68,8 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// A bug or an unexpected failure inside voxgate.
     Internal,
+    /// The local speech engine has no free decoder (`[local] workers` streams are running).
+    Busy,
 }
 
 impl ErrorCode {
@@ -93,6 +95,7 @@ impl ErrorCode {
             ErrorCode::UpstreamRejected => "upstream_rejected",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Busy => "busy",
         }
     }
 
@@ -111,7 +114,7 @@ impl ErrorCode {
             | ErrorCode::SessionTooLong
             | ErrorCode::BufferFull => Some(1008),
             ErrorCode::FrameTooLarge => Some(1009),
-            ErrorCode::TooManySessions => Some(1013),
+            ErrorCode::TooManySessions | ErrorCode::Busy => Some(1013),
             ErrorCode::ShuttingDown => Some(1001),
             ErrorCode::UpstreamRejected | ErrorCode::UpstreamUnavailable | ErrorCode::Internal => {
                 Some(1011)
@@ -124,6 +127,7 @@ impl ErrorCode {
         matches!(
             self,
             ErrorCode::TooManySessions
+                | ErrorCode::Busy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::UpstreamUnavailable
                 | ErrorCode::Internal

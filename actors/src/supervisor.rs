@@ -307,6 +307,13 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
                     Err(failure) => self.on_failure(stream, failure, ctx),
                 }
             }
+            RecognizerEventKind::Busy(message) => {
+                // No capacity now: retrying inside the session would only queue it silently
+                // behind the streams that hold the decoders; the client may retry later.
+                let stream = self.current.take().map(|s| s.id);
+                warn!(session = %self.session_id, ?stream, %message, "no recognizer capacity");
+                self.fail(ErrorCode::Busy, message, ctx);
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod google;
 pub mod google_auth;
 pub mod google_convert;
 pub mod google_pool;
+#[cfg(feature = "local")]
+pub mod local;
 pub mod probe;
 
 use crate::messages::{StreamHandle, StreamRequest};

@@ -1,0 +1,245 @@
+//! The local recognizer: one actor per stream, like the Google one, with a decoder worker of the
+//! [`LocalEngine`] in place of the gRPC call.
+//!
+//! On start it leases a worker; if none is free it reports [`RecognizerEventKind::Busy`] and stops
+//! (the supervisor ends the session with `busy`, no retry). Audio frames from the buffer go to the
+//! worker over a channel (never decoded here: the actor's event loop only forwards bytes);
+//! [`UpstreamAudio::End`] tells the worker to finish. The worker's results come back as a stream
+//! and become [`RecognizerEvent`]s on the session clock — the origin is the `start_ms` of the first
+//! frame this stream received, exactly as for Google. The actor reports exactly one `Ended`: `Ok`
+//! after the last final, `Err` on a decoder error or crash (`INTERNAL`, so the supervisor restarts
+//! the stream with a replay) or for audio the engine cannot decode (`INVALID_ARGUMENT`). On
+//! [`CancelStream`] it stops without one, which frees the worker.
+//!
+//! In `single_utterance` mode the first final ends the stream as Google does:
+//! `EndOfSingleUtterance`, the final, then a clean end.
+
+use std::sync::mpsc as std_mpsc;
+
+use actix::prelude::*;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tracing::debug;
+
+use super::engine::{Recognition, ENGINE_RATE_HZ, INTERIM_STABILITY};
+use super::pool::{LocalEngine, StreamInput, StreamOutput};
+use crate::messages::*;
+use crate::metrics::METRICS;
+use crate::recognizer::RecognizerFactory;
+use crate::settings::grpc_code_name;
+
+/// Engine samples per millisecond.
+const SAMPLES_PER_MS: u64 = ENGINE_RATE_HZ as u64 / 1_000;
+
+/// Starts [`LocalRecognizer`]s on the calling thread's arbiter, all sharing one [`LocalEngine`].
+pub struct LocalRecognizerFactory {
+    engine: LocalEngine,
+}
+
+impl LocalRecognizerFactory {
+    pub fn new(engine: LocalEngine) -> LocalRecognizerFactory {
+        LocalRecognizerFactory { engine }
+    }
+}
+
+impl RecognizerFactory for LocalRecognizerFactory {
+    fn start(&self, request: StreamRequest) -> StreamHandle {
+        let addr = LocalRecognizer::new(request, self.engine.clone()).start();
+        StreamHandle {
+            audio: addr.clone().recipient(),
+            cancel: addr.recipient(),
+        }
+    }
+}
+
+/// The recognizer actor for one local stream. See the module doc.
+pub struct LocalRecognizer {
+    request: StreamRequest,
+    engine: LocalEngine,
+    /// Audio to the worker; `None` before the lease, after `End`, and at the end.
+    input: Option<std_mpsc::Sender<StreamInput>>,
+    /// Session time of this stream's first frame: the origin of the engine's times.
+    origin_ms: Option<u64>,
+    /// End of this stream's last final (session clock).
+    last_final_end_ms: Option<u64>,
+    /// `Ended` (or `Busy`) was reported, or the stream was cancelled: nothing more is reported.
+    ended: bool,
+}
+
+impl LocalRecognizer {
+    pub fn new(request: StreamRequest, engine: LocalEngine) -> LocalRecognizer {
+        LocalRecognizer {
+            request,
+            engine,
+            input: None,
+            origin_ms: None,
+            last_final_end_ms: None,
+            ended: false,
+        }
+    }
+
+    fn report(&self, kind: RecognizerEventKind) {
+        self.request.events.do_send(RecognizerEvent {
+            stream_id: self.request.stream_id,
+            kind,
+        });
+    }
+
+    /// Reports the end of the stream (once) and stops; dropping the input frees the worker.
+    fn end(&mut self, result: Result<(), StreamFailure>, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.input = None;
+        if let Err(f) = &result {
+            debug!(
+                session = %self.request.session_id,
+                stream = self.request.stream_id,
+                code = grpc_code_name(f.code),
+                message = %f.message,
+                "local stream failed"
+            );
+        }
+        self.report(RecognizerEventKind::Ended(result));
+        ctx.stop();
+    }
+
+    /// A result of the engine on the session clock.
+    fn transcript(&self, recognition: Recognition) -> Transcript {
+        let origin = self.origin_ms.unwrap_or(0);
+        let at = |sample: u64| origin + sample / SAMPLES_PER_MS;
+        let words: Vec<WordTiming> = recognition
+            .words
+            .iter()
+            .map(|w| WordTiming {
+                word: w.word.clone(),
+                start_ms: at(w.start_sample),
+                end_ms: at(w.end_sample),
+                confidence: w.confidence,
+            })
+            .collect();
+        let end_ms = at(recognition.end_sample);
+        let previous = self.last_final_end_ms.unwrap_or(origin);
+        let start_ms = words.first().map_or(previous, |w| w.start_ms).min(end_ms);
+        Transcript {
+            is_final: recognition.is_final,
+            transcript: recognition.transcript,
+            confidence: recognition.confidence,
+            stability: if recognition.is_final {
+                0.0
+            } else {
+                INTERIM_STABILITY
+            },
+            start_ms,
+            end_ms,
+            words,
+            language_code: self.request.config.language_code.clone(),
+        }
+    }
+
+    fn on_recognition(&mut self, recognition: Recognition, ctx: &mut Context<Self>) {
+        let transcript = self.transcript(recognition);
+        if !transcript.is_final {
+            if self.request.config.interim_results {
+                self.report(RecognizerEventKind::Result(transcript));
+            }
+            return;
+        }
+        self.last_final_end_ms = Some(transcript.end_ms);
+        if self.request.config.single_utterance {
+            // Google stops listening at the end of the first utterance: so does this stream.
+            self.report(RecognizerEventKind::EndOfSingleUtterance);
+            self.report(RecognizerEventKind::Result(transcript));
+            self.end(Ok(()), ctx);
+            return;
+        }
+        self.report(RecognizerEventKind::Result(transcript));
+    }
+}
+
+impl Actor for LocalRecognizer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        METRICS.streams_total.inc();
+        METRICS.streams_active.inc();
+        let config = &self.request.config;
+        match self.engine.lease(config.format, config.interim_results) {
+            Ok(lease) => {
+                self.input = Some(lease.input);
+                ctx.add_stream(UnboundedReceiverStream::new(lease.output));
+            }
+            Err(busy) => {
+                debug!(session = %self.request.session_id, stream = self.request.stream_id, "local engine busy");
+                self.ended = true;
+                self.report(RecognizerEventKind::Busy(busy.to_string()));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        METRICS.streams_active.dec();
+        self.input = None;
+    }
+}
+
+impl Handler<UpstreamAudio> for LocalRecognizer {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpstreamAudio, _: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        match msg {
+            UpstreamAudio::Frame(frame) => {
+                let Some(input) = &self.input else {
+                    return; // half-closed: no more audio for this stream
+                };
+                self.origin_ms.get_or_insert(frame.start_ms);
+                // A closed channel means the worker already ended the stream; its `Ended` is on
+                // the way.
+                let _ = input.send(StreamInput::Audio(frame.data));
+            }
+            UpstreamAudio::End => {
+                if let Some(input) = self.input.take() {
+                    let _ = input.send(StreamInput::End);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<CancelStream> for LocalRecognizer {
+    type Result = ();
+
+    fn handle(&mut self, _: CancelStream, ctx: &mut Context<Self>) {
+        self.ended = true;
+        self.input = None;
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<StreamOutput> for LocalRecognizer {
+    fn handle(&mut self, item: StreamOutput, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        match item {
+            StreamOutput::Recognition(recognition) => self.on_recognition(recognition, ctx),
+            StreamOutput::Ended(result) => self.end(result, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The worker went away without a word (it cannot: it always reports `Ended`, or is
+        // dropped after a cancel) — still a failure to restart from, never a silent stop.
+        self.end(
+            Err(StreamFailure {
+                code: tonic::Code::Internal,
+                message: "the local decoder stopped without ending the stream".to_string(),
+            }),
+            ctx,
+        );
+    }
+}
