@@ -349,3 +349,194 @@ impl SpeechEngine for PocketSphinxEngine {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::resample::{mulaw_encode, AudioConverter, Resampler};
+    use super::super::test_support::{read_raw, GOFORWARD, GOFORWARD_WORDS};
+    use super::*;
+    use crate::audio::{AudioFormat, Encoding};
+
+    fn engine() -> PocketSphinxEngine {
+        PocketSphinxEngine::load(&LocalSettings::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Streams `samples` in pushes of `chunk` samples; returns every result.
+    fn stream(engine: &mut PocketSphinxEngine, samples: &[i16], chunk: usize) -> Vec<Recognition> {
+        engine.begin(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut results = Vec::new();
+        for piece in samples.chunks(chunk) {
+            results.extend(engine.push(piece).unwrap_or_else(|e| panic!("{e}")));
+        }
+        results.extend(engine.finish().unwrap_or_else(|e| panic!("{e}")));
+        results
+    }
+
+    fn final_text(results: &[Recognition]) -> String {
+        results
+            .iter()
+            .filter(|r| r.is_final && !r.transcript.is_empty())
+            .map(|r| r.transcript.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// goforward.raw, streamed in 100 ms pieces, is recognised word for word, with results that
+    /// come while the audio is still arriving and word times inside the audio, in order.
+    #[test]
+    fn goforward_streams_to_the_right_words() {
+        let samples = read_raw(GOFORWARD);
+        let mut engine = engine();
+        engine.begin(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut before_end = Vec::new();
+        for piece in samples.chunks(1_600) {
+            before_end.extend(engine.push(piece).unwrap_or_else(|e| panic!("{e}")));
+        }
+        let at_end = engine.finish().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !before_end.is_empty(),
+            "no interim or final while the audio arrived"
+        );
+        let all: Vec<Recognition> = before_end.into_iter().chain(at_end).collect();
+        assert_eq!(final_text(&all), GOFORWARD_WORDS, "{all:?}");
+        let last = all.iter().rfind(|r| r.is_final);
+        let Some(last) = last else {
+            panic!("no final: {all:?}")
+        };
+        let mut previous_end = 0;
+        for word in &last.words {
+            assert!(word.start_sample >= previous_end, "{:?}", last.words);
+            assert!(word.end_sample > word.start_sample);
+            assert!((0.0..=1.0).contains(&word.confidence));
+            previous_end = word.end_sample;
+        }
+        assert!(previous_end <= samples.len() as u64);
+        assert!(last.end_sample <= samples.len() as u64);
+        assert!(last.confidence > 0.0);
+    }
+
+    /// The same audio gives the same words and times whether it is pushed in 100 ms pieces, in
+    /// odd-sized pieces, or whole; and decoding it twice gives the same (each stream starts from
+    /// the model's initial state).
+    #[test]
+    fn results_do_not_depend_on_chunking_or_history() {
+        let samples = read_raw(GOFORWARD);
+        let mut engine = engine();
+        let words = |results: &[Recognition]| -> Vec<(bool, String, u64, Vec<(String, u64, u64)>)> {
+            results
+                .iter()
+                .map(|r| {
+                    (
+                        r.is_final,
+                        r.transcript.clone(),
+                        r.end_sample,
+                        r.words
+                            .iter()
+                            .map(|w| (w.word.clone(), w.start_sample, w.end_sample))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        let reference = words(&stream(&mut engine, &samples, 1_600));
+        assert_eq!(
+            words(&stream(&mut engine, &samples, samples.len())),
+            reference
+        );
+        assert_eq!(words(&stream(&mut engine, &samples, 333)), reference);
+        assert_eq!(words(&stream(&mut engine, &samples, 1_600)), reference);
+    }
+
+    /// Telephony audio: goforward resampled to 8 kHz and µ-law encoded, converted back to 16 kHz
+    /// as a MULAW stream is, still says "go forward ten meters".
+    #[test]
+    fn mulaw_8k_telephony_audio_is_recognised() {
+        let samples = read_raw(GOFORWARD);
+        let mut narrow = Vec::new();
+        let mut down = Resampler::new(16_000, 8_000);
+        down.push(&samples, &mut narrow);
+        down.finish(&mut narrow);
+        let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw_encode(s)).collect();
+        let format = AudioFormat {
+            encoding: Encoding::Mulaw,
+            sample_rate_hz: 8_000,
+        };
+        let mut converter =
+            AudioConverter::new(format).unwrap_or_else(|e| panic!("MULAW is supported: {e}"));
+        let mut wide = Vec::new();
+        for frame in mulaw.chunks(800) {
+            converter.push(frame, &mut wide);
+        }
+        converter.finish(&mut wide);
+        assert_eq!(wide.len(), samples.len() / 2 * 2);
+        let mut engine = engine();
+        let results = stream(&mut engine, &wide, 1_600);
+        assert_eq!(final_text(&results), GOFORWARD_WORDS, "{results:?}");
+    }
+
+    /// Silence gives no result at all.
+    #[test]
+    fn silence_gives_nothing() {
+        let mut engine = engine();
+        let results = stream(&mut engine, &vec![0i16; 32_000], 1_600);
+        assert_eq!(results, Vec::new());
+    }
+
+    /// A missing model file is named, with the package that provides it.
+    #[test]
+    fn missing_model_names_the_package() {
+        let settings = LocalSettings {
+            model_dir: "/nonexistent/en-us".into(),
+            ..LocalSettings::default()
+        };
+        let error = PocketSphinxEngine::load(&settings)
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("/nonexistent/en-us"), "{error}");
+        assert!(error.contains("pocketsphinx-en-us"), "{error}");
+        let settings = LocalSettings {
+            language_model: "/nonexistent/en-us.lm.bin".into(),
+            ..LocalSettings::default()
+        };
+        let error = PocketSphinxEngine::load(&settings)
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("[local] language_model"), "{error}");
+    }
+
+    /// A model file PocketSphinx cannot read is a load error (not a crash), naming the files.
+    #[test]
+    fn unreadable_language_model_is_a_load_error() {
+        let dir = std::env::temp_dir().join(format!("voxgate-lm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let lm = dir.join("garbage.lm");
+        std::fs::write(&lm, b"this is not a language model\n").unwrap_or_else(|e| panic!("{e}"));
+        let settings = LocalSettings {
+            language_model: lm.clone(),
+            ..LocalSettings::default()
+        };
+        let error = PocketSphinxEngine::load(&settings)
+            .err()
+            .unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(error.contains("could not load"), "{error}");
+        assert!(error.contains("garbage.lm"), "{error}");
+    }
+
+    /// Every stream starts from the model's cepstral mean (`-cmninit` in feat.params).
+    #[test]
+    fn initial_cepstral_mean_is_the_models() {
+        let engine = engine();
+        let cmn = engine.initial_cmn();
+        assert_eq!(cmn.len(), 13);
+        assert!((cmn[0] - 41.0).abs() < 1e-3, "{cmn:?}");
+    }
+
+    #[test]
+    fn fillers_and_alternates_become_words() {
+        assert_eq!(spoken_word("<sil>"), None);
+        assert_eq!(spoken_word("[NOISE]"), None);
+        assert_eq!(spoken_word("read(2)"), Some("read"));
+        assert_eq!(spoken_word("forward"), Some("forward"));
+    }
+}

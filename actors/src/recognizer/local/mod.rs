@@ -18,6 +18,8 @@ pub mod ffi;
 pub mod pool;
 pub mod recognizer;
 pub mod resample;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use pool::{Busy, LocalEngine};
 pub use recognizer::{LocalRecognizer, LocalRecognizerFactory};
