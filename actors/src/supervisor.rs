@@ -794,4 +794,36 @@ mod tests {
             1
         );
     }
+
+    /// A stream that cannot start for lack of capacity ends the session at once with `busy`
+    /// (close 1013, retryable): no restart, no backoff, the buffer is stopped.
+    #[actix_rt::test]
+    async fn busy_fails_the_session_at_once_without_restart() {
+        tokio::time::pause();
+        let rig = rig();
+        rig.recognizers.wait_started(1, WAIT).await;
+        rig.supervisor.do_send(event(
+            1,
+            RecognizerEventKind::Busy("all 2 decoders are in use".into()),
+        ));
+        let errors = rig.session.wait_count::<PipelineError>(1, WAIT).await;
+        assert_eq!(
+            errors,
+            vec![PipelineError {
+                code: ErrorCode::Busy,
+                message: "all 2 decoders are in use".into()
+            }]
+        );
+        assert_eq!(ErrorCode::Busy.as_str(), "busy");
+        assert_eq!(ErrorCode::Busy.close_code(), Some(1013));
+        assert!(ErrorCode::Busy.retryable());
+        assert_eq!(
+            rig.buffer.wait_count::<StopPipeline>(1, WAIT).await.len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(rig.recognizers.requests().len(), 1, "no restart");
+        assert!(rig.session.all::<PipelineWarning>().is_empty());
+        assert!(rig.buffer.all::<DetachStream>().is_empty());
+    }
 }

@@ -328,3 +328,164 @@ fn serve(engine: &mut dyn SpeechEngine, job: StreamJob) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::test_support::{scripted, Script};
+    use super::*;
+    use crate::audio::Encoding;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn linear16() -> AudioFormat {
+        AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate_hz: 16_000,
+        }
+    }
+
+    fn pool(workers: usize, script: Script) -> LocalEngine {
+        LocalEngine::with_loader(workers, scripted(script)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Receives outputs until `Ended` (or a timeout); returns them all.
+    async fn until_ended(lease: &mut StreamLease) -> Vec<StreamOutput> {
+        let mut got = Vec::new();
+        while let Ok(Some(output)) = tokio::time::timeout(WAIT, lease.output.recv()).await {
+            let ended = matches!(output, StreamOutput::Ended(_));
+            got.push(output);
+            if ended {
+                break;
+            }
+        }
+        got
+    }
+
+    async fn wait_idle(engine: &LocalEngine, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while engine.idle_workers() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A stream's audio is converted and decoded in order, `End` gives the last final then a clean
+    /// end, and the worker is free again.
+    #[tokio::test]
+    async fn a_stream_is_served_to_its_end() {
+        let engine = pool(1, Script::Count);
+        let Ok(mut lease) = engine.lease(linear16(), true) else {
+            panic!("a worker is idle");
+        };
+        assert_eq!(engine.idle_workers(), 0);
+        let _ = lease
+            .input
+            .send(StreamInput::Audio(Bytes::from(vec![0u8; 3_200])));
+        let _ = lease
+            .input
+            .send(StreamInput::Audio(Bytes::from(vec![0u8; 1_601])));
+        let _ = lease.input.send(StreamInput::End);
+        let got = until_ended(&mut lease).await;
+        let texts: Vec<String> = got
+            .iter()
+            .filter_map(|o| match o {
+                StreamOutput::Recognition(r) => Some(r.transcript.clone()),
+                StreamOutput::Ended(_) => None,
+            })
+            .collect();
+        // The odd byte is carried, not lost, and never decoded as half a sample.
+        assert_eq!(texts, vec!["1600", "800", "0", "total 2400"]);
+        assert_eq!(got.last(), Some(&StreamOutput::Ended(Ok(()))));
+        wait_idle(&engine, 1).await;
+        assert_eq!(engine.idle_workers(), 1);
+    }
+
+    /// With every worker leased, the next stream is refused at once; a cancelled stream (its
+    /// sender dropped) frees its worker for the next one.
+    #[tokio::test]
+    async fn busy_when_every_worker_is_leased() {
+        let engine = pool(2, Script::Count);
+        assert_eq!(engine.workers(), 2);
+        let first = engine.lease(linear16(), true);
+        let second = engine.lease(linear16(), true);
+        assert!(first.is_ok() && second.is_ok());
+        let third = engine.lease(linear16(), true);
+        assert_eq!(third.err(), Some(Busy { workers: 2 }));
+        drop(first);
+        wait_idle(&engine, 1).await;
+        assert!(
+            engine.lease(linear16(), true).is_ok(),
+            "the cancelled stream's worker is free"
+        );
+    }
+
+    /// A decoder error fails the stream with INTERNAL (restartable) and the worker serves on.
+    #[tokio::test]
+    async fn decoder_error_fails_the_stream_only() {
+        let engine = pool(1, Script::FailOnPush);
+        let Ok(mut lease) = engine.lease(linear16(), true) else {
+            panic!("idle");
+        };
+        let _ = lease
+            .input
+            .send(StreamInput::Audio(Bytes::from(vec![0u8; 320])));
+        let got = until_ended(&mut lease).await;
+        let Some(StreamOutput::Ended(Err(failure))) = got.last() else {
+            panic!("{got:?}");
+        };
+        assert_eq!(failure.code, tonic::Code::Internal);
+        assert!(failure.message.contains("scripted failure"), "{failure:?}");
+        wait_idle(&engine, 1).await;
+        assert!(engine.lease(linear16(), true).is_ok());
+    }
+
+    /// A panic in the decoder fails the stream with INTERNAL; the worker reloads its engine and
+    /// serves the next stream.
+    #[tokio::test]
+    async fn worker_crash_fails_the_stream_and_the_worker_recovers() {
+        let engine = pool(1, Script::PanicOnPush);
+        for _ in 0..2 {
+            wait_idle(&engine, 1).await;
+            let Ok(mut lease) = engine.lease(linear16(), true) else {
+                panic!("the worker came back");
+            };
+            let _ = lease
+                .input
+                .send(StreamInput::Audio(Bytes::from(vec![0u8; 320])));
+            let got = until_ended(&mut lease).await;
+            let Some(StreamOutput::Ended(Err(failure))) = got.last() else {
+                panic!("{got:?}");
+            };
+            assert_eq!(failure.code, tonic::Code::Internal);
+            assert!(failure.message.contains("crashed"), "{failure:?}");
+        }
+    }
+
+    /// Audio the engine cannot decode is refused as INVALID_ARGUMENT (not restartable).
+    #[tokio::test]
+    async fn compressed_audio_is_an_invalid_argument() {
+        let engine = pool(1, Script::Count);
+        let opus = AudioFormat {
+            encoding: Encoding::OggOpus,
+            sample_rate_hz: 48_000,
+        };
+        let Ok(mut lease) = engine.lease(opus, true) else {
+            panic!("idle");
+        };
+        let got = until_ended(&mut lease).await;
+        let Some(StreamOutput::Ended(Err(failure))) = got.last() else {
+            panic!("{got:?}");
+        };
+        assert_eq!(failure.code, tonic::Code::InvalidArgument);
+        assert!(failure.message.contains("OGG_OPUS"));
+    }
+
+    /// An engine that cannot load fails the start with its error.
+    #[test]
+    fn load_failure_fails_the_start() {
+        let loader: EngineLoader = Arc::new(|| Err("model missing: install it".to_string()));
+        let result = LocalEngine::with_loader(2, loader);
+        assert_eq!(result.err(), Some("model missing: install it".to_string()));
+    }
+}

@@ -243,3 +243,205 @@ impl StreamHandler<StreamOutput> for LocalRecognizer {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::super::test_support::{read_raw, scripted, Script, GOFORWARD, GOFORWARD_WORDS};
+    use super::*;
+    use crate::audio::{AudioFormat, Encoding};
+    use crate::protocol::StartConfig;
+    use crate::settings::LocalSettings;
+    use crate::testing::{Probe, ProbeLog};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn config(single_utterance: bool) -> Arc<StartConfig> {
+        Arc::new(StartConfig {
+            format: AudioFormat {
+                encoding: Encoding::Linear16,
+                sample_rate_hz: 16_000,
+            },
+            language_code: "en-US".into(),
+            interim_results: true,
+            enable_automatic_punctuation: false,
+            model: String::new(),
+            phrases: Vec::new(),
+            single_utterance,
+        })
+    }
+
+    fn start(engine: &LocalEngine, single_utterance: bool) -> (StreamHandle, ProbeLog) {
+        let (events, log) = Probe::start_new();
+        let handle = LocalRecognizerFactory::new(engine.clone()).start(StreamRequest {
+            stream_id: 3,
+            session_id: Arc::from("s1"),
+            config: config(single_utterance),
+            events: events.recipient(),
+        });
+        (handle, log)
+    }
+
+    /// Sends `samples` as 100 ms frames starting at `start_ms` on the session clock.
+    fn send_frames(handle: &StreamHandle, samples: &[i16], start_ms: u64) {
+        for (i, piece) in samples.chunks(1_600).enumerate() {
+            let ms = start_ms + i as u64 * 100;
+            let data: Vec<u8> = piece.iter().flat_map(|s| s.to_le_bytes()).collect();
+            handle.audio.do_send(UpstreamAudio::Frame(AudioFrame {
+                start_ms: ms,
+                start_byte: ms * 32,
+                data: Bytes::from(data),
+            }));
+        }
+    }
+
+    fn ended(events: &[RecognizerEvent]) -> Vec<Result<(), StreamFailure>> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                RecognizerEventKind::Ended(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn transcripts(events: &[RecognizerEvent]) -> Vec<Transcript> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                RecognizerEventKind::Result(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn real_engine(workers: usize) -> LocalEngine {
+        let settings = LocalSettings {
+            workers,
+            ..LocalSettings::default()
+        };
+        LocalEngine::start(&settings).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// goforward.raw streamed from 5 s into the session: interims, then the final "go forward
+    /// ten meters" with word times on the session clock, then one clean end; the worker is free
+    /// again afterwards.
+    #[actix_rt::test]
+    async fn transcribes_real_speech_on_the_session_clock() {
+        let engine = real_engine(1);
+        let samples = read_raw(GOFORWARD);
+        let (handle, log) = start(&engine, false);
+        send_frames(&handle, &samples, 5_000);
+        handle.audio.do_send(UpstreamAudio::End);
+        let events = log
+            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+            .await;
+        assert_eq!(ended(&events), vec![Ok(())], "{events:?}");
+        assert!(events.iter().all(|e| e.stream_id == 3));
+        let got = transcripts(&events);
+        let finals: Vec<&Transcript> = got.iter().filter(|t| t.is_final).collect();
+        let text: Vec<&str> = finals.iter().map(|t| t.transcript.as_str()).collect();
+        assert_eq!(text.join(" "), GOFORWARD_WORDS, "{got:?}");
+        assert!(got.iter().any(|t| !t.is_final), "interims while speaking");
+        let audio_end_ms = 5_000 + samples.len() as u64 / 16;
+        for t in &got {
+            assert!(t.start_ms >= 5_000 && t.end_ms <= audio_end_ms, "{t:?}");
+            assert_eq!(t.language_code, "en-US");
+        }
+        let words = &finals[0].words;
+        assert_eq!(words.len(), 4);
+        assert!(words[0].start_ms >= 5_000 && words[3].end_ms <= audio_end_ms);
+        assert_eq!(finals[0].start_ms, words[0].start_ms);
+        assert!(
+            handle.cancel.send(CancelStream).await.is_err(),
+            "stopped after Ended"
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while engine.idle_workers() < 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(engine.idle_workers(), 1);
+    }
+
+    /// In single-utterance mode the first final ends the stream: the event, the final, a clean
+    /// end — without waiting for the buffer's `End`.
+    #[actix_rt::test]
+    async fn single_utterance_ends_at_the_first_final() {
+        let engine = real_engine(1);
+        let samples = read_raw(GOFORWARD);
+        let (handle, log) = start(&engine, true);
+        send_frames(&handle, &samples, 0);
+        // Two seconds of silence: the utterance ends without a half-close.
+        send_frames(&handle, &vec![0i16; 32_000], samples.len() as u64 / 16);
+        let events = log
+            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+            .await;
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                RecognizerEventKind::Result(t) if !t.is_final => None,
+                RecognizerEventKind::Result(_) => Some("final"),
+                RecognizerEventKind::EndOfSingleUtterance => Some("end_of_utterance"),
+                RecognizerEventKind::Ended(Ok(())) => Some("ended_ok"),
+                RecognizerEventKind::Ended(Err(_)) => Some("ended_err"),
+                RecognizerEventKind::Busy(_) => Some("busy"),
+            })
+            .collect();
+        assert_eq!(kinds, vec!["end_of_utterance", "final", "ended_ok"]);
+    }
+
+    /// No free decoder: the stream's only event is `Busy`, and it stops.
+    #[actix_rt::test]
+    async fn busy_engine_reports_busy() {
+        let engine =
+            LocalEngine::with_loader(1, scripted(Script::Count)).unwrap_or_else(|e| panic!("{e}"));
+        let (_first, first_log) = start(&engine, false);
+        let (second, log) = start(&engine, false);
+        let events = log.wait_count::<RecognizerEvent>(1, WAIT).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        let RecognizerEventKind::Busy(message) = &events[0].kind else {
+            panic!("{events:?}");
+        };
+        assert!(message.contains("busy"), "{message}");
+        assert!(second.cancel.send(CancelStream).await.is_err(), "stopped");
+        assert!(first_log.all::<RecognizerEvent>().is_empty());
+    }
+
+    /// A decoder error ends the stream with INTERNAL, once; later events are not reported.
+    #[actix_rt::test]
+    async fn decoder_error_ends_the_stream_internal() {
+        let engine = LocalEngine::with_loader(1, scripted(Script::FailOnPush))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (handle, log) = start(&engine, false);
+        send_frames(&handle, &[0i16; 3_200], 0);
+        let events = log.wait_count::<RecognizerEvent>(1, WAIT).await;
+        let ends = ended(&events);
+        assert_eq!(ends.len(), 1, "{events:?}");
+        assert_eq!(
+            ends[0].as_ref().err().map(|f| f.code),
+            Some(tonic::Code::Internal)
+        );
+        assert!(handle.cancel.send(CancelStream).await.is_err(), "stopped");
+        assert_eq!(log.all::<RecognizerEvent>().len(), 1);
+    }
+
+    /// Cancelling a stream frees its worker and reports nothing.
+    #[actix_rt::test]
+    async fn cancel_frees_the_worker_silently() {
+        let engine =
+            LocalEngine::with_loader(1, scripted(Script::Count)).unwrap_or_else(|e| panic!("{e}"));
+        let (handle, log) = start(&engine, false);
+        send_frames(&handle, &[0i16; 1_600], 0);
+        let _ = handle.cancel.send(CancelStream).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while engine.idle_workers() < 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(engine.idle_workers(), 1);
+        assert!(ended(&log.all::<RecognizerEvent>()).is_empty());
+    }
+}
