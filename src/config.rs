@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use voxgate_actors::settings::{
-    AudioSettings, GoogleSettings, SessionSettings, SupervisionSettings,
+    AudioSettings, GoogleSettings, LocalSettings, SessionSettings, SupervisionSettings,
 };
 
 /// The whole configuration. Sections mirror `config.toml`.
@@ -22,6 +22,7 @@ pub struct Config {
     pub audio: AudioSettings,
     pub supervision: SupervisionSettings,
     pub google: GoogleSettings,
+    pub local: LocalSettings,
 }
 
 /// `[server]`: the HTTP/WebSocket listener and the process.
@@ -50,6 +51,9 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// The offline speech engine on PocketSphinx, inside the process (`[local]`; needs the Debian
+    /// packages `libpocketsphinx3` and `pocketsphinx-en-us`, and a build with the `local` feature).
+    Local,
     /// Google Speech-to-Text v1 at `[google] endpoint`.
     Google,
     /// The Google-compatible emulator, started inside the process on a loopback port and reached
@@ -68,7 +72,7 @@ pub struct RecognizerSettings {
 impl Default for RecognizerSettings {
     fn default() -> Self {
         RecognizerSettings {
-            backend: Backend::Emulator,
+            backend: Backend::Local,
         }
     }
 }
@@ -113,7 +117,7 @@ impl Config {
 
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, bool); 13] = [
+        let checks: [(&str, bool); 15] = [
             (
                 "audio.frame_ms",
                 (10..=1_000).contains(&self.audio.frame_ms),
@@ -159,6 +163,14 @@ impl Config {
             (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs >= 0.0,
+            ),
+            (
+                "local.end_silence_ms",
+                (100..=10_000).contains(&self.local.end_silence_ms),
+            ),
+            (
+                "local.interim_interval_ms",
+                (10..=10_000).contains(&self.local.interim_interval_ms),
             ),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {

@@ -6,6 +6,7 @@
 //! `voxgate-actors` crate (`actors/`); this crate is the service around them.
 //!
 //! Layout:
+//! - [`backend`]: the recogniser behind the sessions (Google, or the embedded emulator).
 //! - [`client`]: `voxgate stream`, a command-line client that streams an audio file.
 //! - [`config`]: `config.toml` + `VOXGATE_<SECTION>__<KEY>` environment overrides, validated.
 //! - [`server`]: the HTTP server: `/v1/listen` (WebSocket upgrade), `/healthz`, `/metrics`, and
@@ -14,6 +15,7 @@
 //!   synthetic recogniser, fault injection) for development and tests without a Google account.
 //! - `main.rs`: the `voxgate` command line (`serve`, `emulator`).
 
+pub mod backend;
 pub mod client;
 pub mod config;
 pub mod emulator;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::*;
+use common::process::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -24,22 +24,19 @@ enum Framing {
 
 /// Streams `audio` in 100 ms frames paced at real time, then `stop`; returns what the client saw.
 async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Received {
-    let mut ws = connect(addr, "").await;
-    let mut rx = Received::default();
-    send_json(
-        &mut ws,
-        json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+    let mut client = connect(addr, "").await;
+    client
+        .send_json(
+            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
                "language_code":"en-US","interim_results":true}),
-    )
-    .await;
-    let ready = next_json(&mut ws, &mut rx, Duration::from_secs(10)).await;
-    assert_eq!(
-        ready.as_ref().map(|v| v["type"].clone()),
-        Some(json!("ready")),
-        "{rx:?}"
-    );
-
-    let (mut sink, mut stream) = ws.split();
+        )
+        .await;
+    let ready = client.expect_type("ready").await;
+    let rx = Received {
+        messages: vec![ready],
+        close: None,
+    };
+    let (mut sink, mut stream) = client.ws.split();
     let reader = tokio::spawn(async move {
         let mut rx = rx;
         while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await
@@ -152,4 +149,78 @@ async fn real_time_stream_gets_exact_transcripts_in_every_framing() {
         let (framing, rx) = s.await.unwrap_or_else(|e| panic!("session task: {e}"));
         check_session(&rx, framing, audio_ms);
     }
+    // The gateway's metrics count what happened, once. A session's actor ends just after its
+    // close frame is sent, so the gauge is polled until it settles.
+    let addr = gateway.addr.parse().unwrap_or_else(|e| panic!("{e}"));
+    let value = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (status, text) = common::http_get(addr, "/metrics", "").await;
+        assert_eq!(status, 200);
+        metrics = text;
+        if value(&metrics, "voxgate_sessions_active ") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let value = |name: &str| value(&metrics, name);
+    let audio_s = value("voxgate_audio_seconds_total ");
+    assert!(
+        (audio_s - 3.0 * audio_ms as f64 / 1000.0).abs() < 0.01,
+        "{audio_s}"
+    );
+    assert_eq!(value("voxgate_sessions_total "), 3.0);
+    assert_eq!(value("voxgate_sessions_active "), 0.0);
+    assert_eq!(value("voxgate_transcripts_total{kind=\"final\"} "), 9.0);
+}
+
+/// With the emulator allowing 5 streams per HTTP/2 connection (Google: 100), 12 concurrent sessions
+/// on one gateway worker are spread over at least 3 connections, and every one is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_spread_over_a_connection_pool() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let config = voxgate::emulator::EmulatorConfig {
+        max_streams_per_connection: 5,
+        ..Default::default()
+    };
+    let emulator = voxgate::emulator::spawn(listener, config)
+        .await
+        .unwrap_or_else(|e| panic!("emulator: {e}"));
+    let endpoint = emulator.endpoint();
+    let gateway = Process::start(
+        &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
+        &[
+            ("VOXGATE_RECOGNIZER__BACKEND", "google"),
+            ("VOXGATE_GOOGLE__AUTH", "none"),
+            ("VOXGATE_GOOGLE__ENDPOINT", endpoint.as_str()),
+            ("VOXGATE_GOOGLE__STREAMS_PER_CONNECTION", "5"),
+            ("VOXGATE_SERVER__WORKERS", "1"),
+        ],
+    );
+    let text = "pooled streams. all exact";
+    let audio = synth::encode(text, 16_000, synth::SynthEncoding::Linear16);
+    let sessions: Vec<_> = (0..12)
+        .map(|_| {
+            let (addr, audio) = (gateway.addr.clone(), audio.clone());
+            tokio::spawn(async move { stream_session(&addr, audio, Framing::Binary).await })
+        })
+        .collect();
+    for s in sessions {
+        let rx = s.await.unwrap_or_else(|e| panic!("session task: {e}"));
+        assert_eq!(
+            rx.final_text(),
+            synth::expected_words(text).join(" "),
+            "{rx:?}"
+        );
+    }
+    let stats = emulator.stats();
+    assert_eq!(stats.streams_opened, 12, "{stats:?}");
+    assert!(stats.connections_accepted >= 3, "{stats:?}");
 }

@@ -1,1 +1,778 @@
-//! TODO(skeleton): filled in by the pipeline work.
+//! The session actor: one per WebSocket connection on `/v1/listen`. It owns the socket, the
+//! heartbeat, the start/idle/session timers and the client protocol v1 (`docs/protocol.md`); it
+//! starts its pipeline through a [`PipelineFactory`] once configured and turns what the pipeline
+//! reports into client messages. It knows nothing of audio buffering or Google.
+//!
+//! Every line of socket handling is in this file (with its byte-level helper
+//! [`frame_limit`]): `actix-web-actors` is deprecated upstream in favour of `actix-ws`, and keeping
+//! the socket here means that move touches this file only. The server calls [`upgrade`] and never
+//! sees the socket.
+//!
+//! Lifecycle, in phases:
+//! - `AwaitingStart`: waits for `start` (or was configured from the query string at once).
+//! - `Streaming`: audio, `finalize` and `stop` go to the pipeline in arrival order; results come back.
+//! - `Ending`: `EndOfAudio` was sent (client `stop`, or the end of a shutdown grace period); waits
+//!   for `PipelineFinished` to send `closed` (or the shutdown error).
+//! - `Closing`: a Close frame was sent; waits briefly for the client's Close, then stops.
+//!
+//! When the actor stops, for whatever reason, it sends `StopPipeline` and releases its session
+//! permit.
+
+mod frame_limit;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio_stream::wrappers::WatchStream;
+
+use crate::messages::{
+    AudioAcked, AudioIn, EndOfAudio, Finalize, PipelineError, PipelineFinished, PipelineHandle,
+    PipelineSummary, PipelineWarning, SessionLinks, StopPipeline, Transcript,
+};
+use crate::metrics::METRICS;
+use crate::pipeline::PipelineFactory;
+use crate::protocol::{
+    parse_client_text, parse_query_config, ClientMessage, ErrorCode, ServerMessage, StartConfig,
+};
+use crate::settings::SessionSettings;
+
+/// How long the session waits for the client's Close frame after sending its own.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Warning code: audio or `finalize` after `stop` was dropped (sent once per session).
+pub const WARNING_AUDIO_AFTER_STOP: &str = "audio_after_stop";
+
+/// Close reason of a connection from which nothing arrived for `client_timeout_secs`.
+pub const CLIENT_TIMEOUT_REASON: &str = "client_timeout";
+
+/// The server is shutting down: what every session is told (through a `watch` channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownNotice {
+    /// End of the grace period: then the session flushes its pipeline and closes with 1001.
+    pub deadline: Instant,
+    /// After the grace period, how long the session waits for its last results.
+    pub flush_timeout: Duration,
+}
+
+/// Whether the server let this connection have a session.
+pub enum Admission {
+    /// Holds one of the server's `max_sessions` permits for as long as the session lives.
+    Admitted(OwnedSemaphorePermit),
+    /// Upgraded only to be told why not (`too_many_sessions`, `shutting_down`): a browser cannot
+    /// read the body of a refused HTTP upgrade, but it can read an error message.
+    Refused(ErrorCode),
+}
+
+/// What the server gives each new session.
+pub struct SessionParams {
+    pub settings: Arc<SessionSettings>,
+    /// This worker's way of starting pipelines.
+    pub pipelines: Rc<dyn PipelineFactory>,
+    pub admission: Admission,
+    /// The raw query string of the upgrade request (it may carry the configuration).
+    pub query: String,
+    /// `Some` once the server is shutting down.
+    pub shutdown: watch::Receiver<Option<ShutdownNotice>>,
+}
+
+/// The request was not a valid WebSocket upgrade (the server answers HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRefused(pub String);
+
+/// Upgrades `req` to a WebSocket served by a new [`Session`].
+pub fn upgrade(
+    req: &HttpRequest,
+    payload: web::Payload,
+    params: SessionParams,
+) -> Result<HttpResponse, UpgradeRefused> {
+    ws::handshake(req).map_err(|e| UpgradeRefused(e.to_string()))?;
+    let max_frame_bytes = params.settings.max_frame_bytes;
+    let session = Session::new(params);
+    let bytes = frame_limit::FrameLimit::new(
+        payload,
+        max_frame_bytes,
+        session.marker_nonce,
+        session.id.clone(),
+    );
+    ws::WsResponseBuilder::new(session, req, bytes)
+        .frame_size(max_frame_bytes)
+        .start()
+        .map_err(|e| UpgradeRefused(e.to_string()))
+}
+
+/// Where the session is in its life (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingStart,
+    Streaming,
+    Ending(EndCause),
+    Closing,
+}
+
+/// Why the session sent `EndOfAudio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndCause {
+    /// The client sent `stop`: it gets `closed` and 1000.
+    ClientStop,
+    /// The shutdown grace period ended: the client gets `shutting_down` and 1001.
+    Shutdown,
+}
+
+/// A message arriving in fragments (continuation frames), reassembled up to `max_frame_bytes`.
+struct Fragments {
+    is_text: bool,
+    data: BytesMut,
+}
+
+/// The shutdown channel's value, as a stream item of its own type.
+struct ShutdownSignal(Option<ShutdownNotice>);
+
+pub struct Session {
+    /// uuid v4; in every log line and in `ready`/`closed`.
+    id: Arc<str>,
+    settings: Arc<SessionSettings>,
+    pipelines: Rc<dyn PipelineFactory>,
+    /// Taken in `started`: admitted (permit kept in `permit`) or refused.
+    admission: Option<Admission>,
+    /// The session's share of `max_sessions`; released when the actor stops.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Whether this session counts in `sessions_active` (refused ones do not).
+    counted_active: bool,
+    query: String,
+    /// Taken in `started` to become a stream.
+    shutdown_rx: Option<watch::Receiver<Option<ShutdownNotice>>>,
+    /// Identifies the frame guard's markers for oversized frames (see [`frame_limit`]).
+    marker_nonce: [u8; frame_limit::NONCE_LEN],
+    phase: Phase,
+    /// Set once configured; dropped (after `StopPipeline`) when the session closes.
+    pipeline: Option<PipelineHandle>,
+    /// Cancelled when the session is configured.
+    start_timer: Option<SpawnHandle>,
+    /// Any frame at all (heartbeat).
+    last_seen: Instant,
+    /// Audio, `keepalive` or `finalize` (idle timeout).
+    last_activity: Instant,
+    fragments: Option<Fragments>,
+    /// Highest `audio_ms` acknowledged by the pipeline (for `closed` and the audio metric).
+    acked_ms: u64,
+    /// The `audio_after_stop` warning is sent once.
+    warned_audio_after_stop: bool,
+    /// Set when the shutdown notice arrives.
+    shutdown: Option<ShutdownNotice>,
+}
+
+fn duration_secs(secs: f64) -> Duration {
+    // Settings are validated at start-up, but a negative or absurd value must not panic here.
+    const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+    Duration::try_from_secs_f64(secs.max(0.0)).map_or(LONGEST, |d| d.min(LONGEST))
+}
+
+impl Session {
+    pub fn new(params: SessionParams) -> Session {
+        let now = Instant::now();
+        Session {
+            id: uuid::Uuid::new_v4().to_string().into(),
+            settings: params.settings,
+            pipelines: params.pipelines,
+            admission: Some(params.admission),
+            permit: None,
+            counted_active: false,
+            query: params.query,
+            shutdown_rx: Some(params.shutdown),
+            marker_nonce: *uuid::Uuid::new_v4().as_bytes(),
+            phase: Phase::AwaitingStart,
+            pipeline: None,
+            start_timer: None,
+            last_seen: now,
+            last_activity: now,
+            fragments: None,
+            acked_ms: 0,
+            warned_audio_after_stop: false,
+            shutdown: None,
+        }
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+        ctx.text(message.to_json());
+    }
+
+    /// Sends `error`; closes when the code says so.
+    fn fail(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        METRICS.errors.with_label_values(&[code.as_str()]).inc();
+        match code {
+            ErrorCode::Internal | ErrorCode::UpstreamRejected | ErrorCode::UpstreamUnavailable => {
+                tracing::warn!(session_id = %self.id, code = code.as_str(), "error: {message}")
+            }
+            _ => tracing::info!(session_id = %self.id, code = code.as_str(), "error: {message}"),
+        }
+        self.send(ctx, &ServerMessage::error(code, message));
+        if let Some(close_code) = code.close_code() {
+            self.close(ctx, close_code, code.as_str());
+        }
+    }
+
+    /// Sends a Close frame and waits (bounded) for the client's; the pipeline is stopped now.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        self.stop_pipeline();
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code),
+            description: Some(reason.to_string()),
+        }));
+        self.phase = Phase::Closing;
+        ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |act, ctx| {
+            tracing::debug!(session_id = %act.id, "no Close from the client; dropping the connection");
+            ctx.stop();
+        });
+    }
+
+    fn stop_pipeline(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.stop.do_send(StopPipeline);
+        }
+    }
+
+    /// Admission, timers, the shutdown stream and a query-string configuration.
+    fn begin(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let heartbeat = duration_secs(self.settings.heartbeat_interval_secs);
+        ctx.run_interval(heartbeat, |act, ctx| act.heartbeat(ctx));
+        match self.admission.take() {
+            Some(Admission::Admitted(permit)) => {
+                self.permit = Some(permit);
+                self.counted_active = true;
+                METRICS.sessions_total.inc();
+                METRICS.sessions_active.inc();
+            }
+            Some(Admission::Refused(code)) => {
+                let message = match code {
+                    ErrorCode::TooManySessions => format!(
+                        "the server has {} sessions open, its maximum; try again later",
+                        self.settings.max_sessions
+                    ),
+                    ErrorCode::ShuttingDown => {
+                        "the server is shutting down; connect again later".to_string()
+                    }
+                    _ => "the server cannot take this session".to_string(),
+                };
+                self.fail(ctx, code, &message);
+                return;
+            }
+            None => {}
+        }
+        tracing::info!(session_id = %self.id, "session opened");
+        let max_session = self.settings.max_session_secs;
+        ctx.run_later(duration_secs(max_session), move |act, ctx| {
+            let message = format!("the session reached its maximum length of {max_session} s");
+            act.fail(ctx, ErrorCode::SessionTooLong, &message);
+        });
+        if let Some(rx) = self.shutdown_rx.take() {
+            ctx.add_stream(WatchStream::new(rx).map(ShutdownSignal));
+        }
+        match parse_query_config(&self.query) {
+            Ok(Some(request)) => match request.validate(self.settings.max_phrases) {
+                Ok(config) => self.configure(ctx, config),
+                Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+            },
+            Ok(None) => {
+                let secs = self.settings.start_timeout_secs;
+                let timer = ctx.run_later(duration_secs(secs), move |act, ctx| {
+                    if act.phase == Phase::AwaitingStart {
+                        let message = format!("no start message within {secs} s");
+                        act.fail(ctx, ErrorCode::StartTimeout, &message);
+                    }
+                });
+                self.start_timer = Some(timer);
+            }
+            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+        }
+    }
+
+    /// Starts the pipeline and tells the client it may send audio.
+    fn configure(&mut self, ctx: &mut ws::WebsocketContext<Self>, config: StartConfig) {
+        if let Some(timer) = self.start_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        tracing::info!(
+            session_id = %self.id,
+            encoding = config.format.encoding.as_str(),
+            sample_rate_hz = config.format.sample_rate_hz,
+            language_code = %config.language_code,
+            interim_results = config.interim_results,
+            single_utterance = config.single_utterance,
+            phrases = config.phrases.len(),
+            "session configured"
+        );
+        let me = ctx.address();
+        let links = SessionLinks {
+            transcripts: me.clone().recipient(),
+            acks: me.clone().recipient(),
+            warnings: me.clone().recipient(),
+            errors: me.clone().recipient(),
+            finished: me.recipient(),
+        };
+        let pipeline = self
+            .pipelines
+            .start(self.id.clone(), Arc::new(config), links);
+        self.pipeline = Some(pipeline);
+        self.phase = Phase::Streaming;
+        self.last_activity = Instant::now();
+        self.arm_idle(ctx, duration_secs(self.settings.idle_timeout_secs));
+        self.send(
+            ctx,
+            &ServerMessage::Ready {
+                session_id: self.id.to_string(),
+            },
+        );
+    }
+
+    /// Checks for idleness after `after`, and again as long as the client stays active.
+    fn arm_idle(&mut self, ctx: &mut ws::WebsocketContext<Self>, after: Duration) {
+        ctx.run_later(after, |act, ctx| {
+            if act.phase != Phase::Streaming {
+                return;
+            }
+            let limit = duration_secs(act.settings.idle_timeout_secs);
+            let idle = act.last_activity.elapsed();
+            if idle >= limit {
+                let message = format!(
+                    "no audio and no keepalive for {} s",
+                    act.settings.idle_timeout_secs
+                );
+                act.fail(ctx, ErrorCode::IdleTimeout, &message);
+            } else {
+                act.arm_idle(ctx, limit - idle);
+            }
+        });
+    }
+
+    /// Pings the client; drops a connection from which nothing arrived for `client_timeout_secs`.
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.last_seen.elapsed() > duration_secs(self.settings.client_timeout_secs) {
+            tracing::info!(session_id = %self.id, "nothing from the client for {} s; dropping it",
+                self.settings.client_timeout_secs);
+            self.stop_pipeline();
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Policy,
+                description: Some(CLIENT_TIMEOUT_REASON.to_string()),
+            }));
+            ctx.stop();
+            return;
+        }
+        ctx.ping(b"");
+    }
+
+    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        match parse_client_text(text) {
+            Ok(message) => self.on_message(ctx, message),
+            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, message: ClientMessage) {
+        match message {
+            ClientMessage::Start(request) => {
+                if self.phase != Phase::AwaitingStart {
+                    self.fail(
+                        ctx,
+                        ErrorCode::AlreadyStarted,
+                        "the session is configured already; this start is ignored",
+                    );
+                    return;
+                }
+                match request.validate(self.settings.max_phrases) {
+                    Ok(config) => self.configure(ctx, config),
+                    Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+                }
+            }
+            ClientMessage::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id),
+            ClientMessage::KeepAlive => self.last_activity = Instant::now(),
+            ClientMessage::Finalize => match self.phase {
+                Phase::AwaitingStart => self.fail(
+                    ctx,
+                    ErrorCode::AudioBeforeStart,
+                    "finalize before start: send start first",
+                ),
+                Phase::Streaming => {
+                    self.last_activity = Instant::now();
+                    if let Some(pipeline) = &self.pipeline {
+                        pipeline.finalize.do_send(Finalize);
+                    }
+                }
+                Phase::Ending(_) => self.warn_after_stop(ctx),
+                Phase::Closing => {}
+            },
+            ClientMessage::Stop => self.on_stop(ctx),
+        }
+    }
+
+    fn on_audio(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        data: Bytes,
+        audio_id: Option<String>,
+    ) {
+        match self.phase {
+            Phase::AwaitingStart => self.fail(
+                ctx,
+                ErrorCode::AudioBeforeStart,
+                "audio before start: send start first",
+            ),
+            Phase::Streaming => {
+                self.last_activity = Instant::now();
+                if data.is_empty() {
+                    return;
+                }
+                if let Some(pipeline) = &self.pipeline {
+                    pipeline.audio.do_send(AudioIn { data, audio_id });
+                }
+            }
+            Phase::Ending(_) => self.warn_after_stop(ctx),
+            Phase::Closing => {}
+        }
+    }
+
+    fn warn_after_stop(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.warned_audio_after_stop {
+            self.warned_audio_after_stop = true;
+            self.send(
+                ctx,
+                &ServerMessage::Warning {
+                    code: WARNING_AUDIO_AFTER_STOP.to_string(),
+                    message: "audio and finalize after stop are ignored".to_string(),
+                },
+            );
+        }
+    }
+
+    fn on_stop(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.phase {
+            Phase::AwaitingStart => {
+                // Nothing was configured, so nothing is pending: the session is over.
+                self.send_closed(ctx, PipelineSummary::default());
+            }
+            Phase::Streaming => {
+                tracing::info!(session_id = %self.id, "stop: flushing the pipeline");
+                if let Some(pipeline) = &self.pipeline {
+                    pipeline.end.do_send(EndOfAudio);
+                }
+                self.phase = Phase::Ending(EndCause::ClientStop);
+                // The wait for the last results is bounded; the pipeline reports its own
+                // upstream failures, so running out of time here means something is stuck.
+                let secs = self.settings.idle_timeout_secs;
+                ctx.run_later(duration_secs(secs), move |act, ctx| {
+                    if matches!(act.phase, Phase::Ending(_)) {
+                        let message =
+                            format!("the last results did not arrive within {secs} s of stop");
+                        act.fail(ctx, ErrorCode::Internal, &message);
+                    }
+                });
+            }
+            Phase::Ending(_) | Phase::Closing => {}
+        }
+    }
+
+    fn send_closed(&mut self, ctx: &mut ws::WebsocketContext<Self>, summary: PipelineSummary) {
+        self.send(
+            ctx,
+            &ServerMessage::Closed {
+                session_id: self.id.to_string(),
+                audio_ms: self.acked_ms,
+                audio_seconds: self.acked_ms as f64 / 1000.0,
+                results: summary.results,
+                restarts: summary.restarts,
+            },
+        );
+        tracing::info!(session_id = %self.id, audio_ms = self.acked_ms,
+            results = summary.results, restarts = summary.restarts, "session closed normally");
+        self.close(ctx, 1000, "closed");
+    }
+
+    /// Continuation frames: reassembled into one message, bounded by `max_frame_bytes`.
+    fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
+        let (start, is_text, piece, last) = match item {
+            actix_http::ws::Item::FirstText(b) => (true, true, b, false),
+            actix_http::ws::Item::FirstBinary(b) => (true, false, b, false),
+            actix_http::ws::Item::Continue(b) => (false, false, b, false),
+            actix_http::ws::Item::Last(b) => (false, false, b, true),
+        };
+        if start {
+            self.fragments = Some(Fragments {
+                is_text,
+                data: BytesMut::new(),
+            });
+        }
+        let Some(fragments) = self.fragments.as_mut() else {
+            // The codec enforces the sequence; without a first fragment there is nothing to add to.
+            return;
+        };
+        if fragments.data.len() + piece.len() > self.settings.max_frame_bytes {
+            self.fragments = None;
+            let message = format!(
+                "a fragmented message exceeds max_frame_bytes ({} bytes)",
+                self.settings.max_frame_bytes
+            );
+            self.fail(ctx, ErrorCode::FrameTooLarge, &message);
+            return;
+        }
+        fragments.data.extend_from_slice(&piece);
+        if !last {
+            return;
+        }
+        let Some(Fragments { is_text, data }) = self.fragments.take() else {
+            return;
+        };
+        if is_text {
+            match std::str::from_utf8(&data) {
+                Ok(text) => self.on_text(ctx, text),
+                Err(_) => self.fail(ctx, ErrorCode::InvalidJson, "a text message is not UTF-8"),
+            }
+        } else {
+            self.on_audio(ctx, data.freeze(), None);
+        }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut ws::WebsocketContext<Self>, notice: ShutdownNotice) {
+        if self.shutdown.is_some() || self.phase == Phase::Closing {
+            return;
+        }
+        self.shutdown = Some(notice);
+        let grace = notice.deadline.saturating_duration_since(Instant::now());
+        tracing::info!(session_id = %self.id, grace_secs = grace.as_secs_f64(), "server shutting down");
+        self.send(
+            ctx,
+            &ServerMessage::Warning {
+                code: ErrorCode::ShuttingDown.as_str().to_string(),
+                message: format!(
+                    "the server is shutting down; this session will be closed in {:.1} s",
+                    grace.as_secs_f64()
+                ),
+            },
+        );
+        ctx.run_later(grace, |act, ctx| act.on_grace_over(ctx));
+    }
+
+    /// End of the shutdown grace period: flush what the pipeline has, then close with 1001.
+    fn on_grace_over(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(notice) = self.shutdown else {
+            return;
+        };
+        match self.phase {
+            Phase::AwaitingStart => {
+                self.fail(ctx, ErrorCode::ShuttingDown, "the server is shutting down")
+            }
+            Phase::Streaming | Phase::Ending(_) => {
+                if self.phase == Phase::Streaming {
+                    if let Some(pipeline) = &self.pipeline {
+                        pipeline.end.do_send(EndOfAudio);
+                    }
+                    self.phase = Phase::Ending(EndCause::Shutdown);
+                }
+                ctx.run_later(notice.flush_timeout, |act, ctx| {
+                    if matches!(act.phase, Phase::Ending(_)) {
+                        act.fail(
+                            ctx,
+                            ErrorCode::ShuttingDown,
+                            "the server is shutting down (the last results did not arrive in time)",
+                        );
+                    }
+                });
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    fn on_protocol_error(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        error: ws::ProtocolError,
+    ) {
+        match error {
+            // The codec turns a text frame that is not UTF-8 into this (read errors of the
+            // connection end the stream in the frame guard instead); the frame was consumed, so
+            // the closing handshake can proceed.
+            ws::ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::Other => {
+                self.fail(ctx, ErrorCode::InvalidJson, "a text message is not UTF-8");
+            }
+            other => {
+                // The codec may be stuck on a malformed frame: no handshake, close now.
+                let code = match other {
+                    ws::ProtocolError::Overflow => ErrorCode::FrameTooLarge,
+                    _ => ErrorCode::InvalidMessage,
+                };
+                self.fail(ctx, code, &format!("WebSocket protocol error: {other}"));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.begin(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stop_pipeline();
+        self.permit = None;
+        if self.counted_active {
+            self.counted_active = false;
+            METRICS.sessions_active.dec();
+            tracing::info!(session_id = %self.id, audio_ms = self.acked_ms, "session ended");
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        let message = match item {
+            Ok(message) => message,
+            Err(error) => {
+                if self.phase != Phase::Closing {
+                    self.on_protocol_error(ctx, error);
+                } else {
+                    ctx.stop();
+                }
+                return;
+            }
+        };
+        match message {
+            ws::Message::Close(reason) => {
+                if self.phase != Phase::Closing {
+                    tracing::info!(session_id = %self.id, ?reason, "client closed the connection");
+                    self.stop_pipeline();
+                    ctx.close(reason);
+                }
+                ctx.stop();
+            }
+            ws::Message::Ping(payload) => {
+                if let Some(declared) = frame_limit::marker_length(&payload, &self.marker_nonce) {
+                    self.fragments = None;
+                    let message = format!(
+                        "a frame of {declared} bytes exceeds max_frame_bytes ({} bytes)",
+                        self.settings.max_frame_bytes
+                    );
+                    self.fail(ctx, ErrorCode::FrameTooLarge, &message);
+                } else {
+                    ctx.pong(&payload);
+                }
+            }
+            _ if self.phase == Phase::Closing => {}
+            ws::Message::Text(text) => self.on_text(ctx, &text),
+            ws::Message::Binary(data) => self.on_audio(ctx, data, None),
+            ws::Message::Continuation(item) => self.on_fragment(ctx, item),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+        }
+    }
+
+    /// The connection ended (the client went away without a Close, or after ours).
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.phase != Phase::Closing {
+            tracing::info!(session_id = %self.id, "connection ended without a Close");
+        }
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<ShutdownSignal> for Session {
+    fn handle(&mut self, signal: ShutdownSignal, ctx: &mut Self::Context) {
+        if let ShutdownSignal(Some(notice)) = signal {
+            self.on_shutdown(ctx, notice);
+        }
+    }
+
+    /// The server dropped its end of the channel; that alone is no reason to stop.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<Transcript> for Session {
+    type Result = ();
+
+    fn handle(&mut self, transcript: Transcript, ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let kind = if transcript.is_final {
+            "final"
+        } else {
+            "interim"
+        };
+        METRICS.transcripts.with_label_values(&[kind]).inc();
+        self.send(ctx, &ServerMessage::transcript(&transcript));
+    }
+}
+
+impl Handler<AudioAcked> for Session {
+    type Result = ();
+
+    fn handle(&mut self, ack: AudioAcked, ctx: &mut Self::Context) {
+        // (Audio seconds are counted where audio is accepted: the audio buffer.)
+        self.acked_ms = self.acked_ms.max(ack.audio_ms);
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.send(
+            ctx,
+            &ServerMessage::Ack {
+                audio_ms: ack.audio_ms,
+                audio_id: ack.audio_id,
+            },
+        );
+    }
+}
+
+impl Handler<PipelineWarning> for Session {
+    type Result = ();
+
+    fn handle(&mut self, warning: PipelineWarning, ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        tracing::info!(session_id = %self.id, code = warning.code, "warning: {}", warning.message);
+        self.send(
+            ctx,
+            &ServerMessage::Warning {
+                code: warning.code.to_string(),
+                message: warning.message,
+            },
+        );
+    }
+}
+
+impl Handler<PipelineError> for Session {
+    type Result = ();
+
+    fn handle(&mut self, error: PipelineError, ctx: &mut Self::Context) {
+        self.fail(ctx, error.code, &error.message);
+    }
+}
+
+impl Handler<PipelineFinished> for Session {
+    type Result = ();
+
+    fn handle(&mut self, finished: PipelineFinished, ctx: &mut Self::Context) {
+        match self.phase {
+            // `Streaming`: the pipeline ended by itself (single utterance) — a normal end too.
+            Phase::Streaming | Phase::Ending(EndCause::ClientStop) => {
+                self.send_closed(ctx, finished.summary)
+            }
+            Phase::Ending(EndCause::Shutdown) => self.fail(
+                ctx,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; every result has been sent",
+            ),
+            Phase::AwaitingStart | Phase::Closing => {}
+        }
+    }
+}

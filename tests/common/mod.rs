@@ -1,175 +1,354 @@
-//! Shared helpers of the end-to-end tests: start real `voxgate` processes on loopback (port 0, the
-//! bound address read from their stdout), and a small WebSocket client for the v1 protocol.
+//! Test scaffolding shared by the server tests: a real server on `127.0.0.1:0` whose sessions get
+//! probe pipelines, and a WebSocket client that reads the server's messages as JSON. Real
+//! `voxgate` processes (gateway, emulator) are in [`process`].
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+pub mod process;
+
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix::prelude::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use voxgate::config::Config;
+use voxgate::server::{self, ServerHandle};
+use voxgate_actors::messages::{
+    AudioIn, EndOfAudio, Finalize, PipelineHandle, SessionLinks, StopPipeline,
+};
+use voxgate_actors::pipeline::PipelineFactory;
+use voxgate_actors::protocol::StartConfig;
+use voxgate_actors::testing::{Probe, ProbeLog};
 
-/// A running `voxgate` process, killed when dropped.
-pub struct Process {
-    child: Child,
-    pub addr: String,
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A pipeline the server started for a session: a probe receives what the session sends it, and
+/// the test reports to the session through `links`.
+pub struct StartedPipeline {
+    pub session_id: Arc<str>,
+    pub config: Arc<StartConfig>,
+    pub links: SessionLinks,
+    pub log: ProbeLog,
+    /// Keeps the probe alive after the session drops its handle.
+    pub probe: Addr<Probe>,
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl StartedPipeline {
+    pub async fn audio(&self, n: usize) -> Vec<AudioIn> {
+        self.log.wait_count::<AudioIn>(n, WAIT).await
+    }
+    pub async fn finalizes(&self, n: usize) -> usize {
+        self.log.wait_count::<Finalize>(n, WAIT).await.len()
+    }
+    pub async fn ends(&self, n: usize) -> usize {
+        self.log.wait_count::<EndOfAudio>(n, WAIT).await.len()
+    }
+    pub async fn stops(&self, n: usize) -> usize {
+        self.log.wait_count::<StopPipeline>(n, WAIT).await.len()
     }
 }
 
-impl Process {
-    /// Starts `voxgate ARGS…` with `env`, waits for its `listening on ADDR` line on stdout.
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start voxgate: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                        break addr.to_string();
-                    }
-                }
-                other => {
-                    let _ = child.kill();
-                    panic!("voxgate {args:?} exited before listening: {other:?}");
-                }
-            }
+/// A [`PipelineFactory`] whose pipelines are probes, reported to the test as they start.
+struct ProbePipelines {
+    started: mpsc::UnboundedSender<StartedPipeline>,
+}
+
+impl PipelineFactory for ProbePipelines {
+    fn start(
+        &self,
+        session_id: Arc<str>,
+        config: Arc<StartConfig>,
+        links: SessionLinks,
+    ) -> PipelineHandle {
+        let (probe, log) = Probe::start_new();
+        let handle = PipelineHandle {
+            audio: probe.clone().recipient(),
+            finalize: probe.clone().recipient(),
+            end: probe.clone().recipient(),
+            stop: probe.clone().recipient(),
         };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Process { child, addr }
-    }
-
-    /// Sends SIGTERM (graceful shutdown) and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
-        std::mem::forget(self);
-        status
+        let _ = self.started.send(StartedPipeline {
+            session_id,
+            config,
+            links,
+            log,
+            probe,
+        });
+        handle
     }
 }
 
-/// Starts an emulator process with extra flags.
-pub fn emulator(flags: &[&str]) -> Process {
-    let mut args = vec!["emulator", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(flags);
-    Process::start(&args, &[])
+/// A configuration for tests: one worker, no timer that fires during an ordinary test.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server.workers = 1;
+    config.server.shutdown_grace_secs = 0.5;
+    config.session.heartbeat_interval_secs = 5.0;
+    config.session.client_timeout_secs = 30.0;
+    config.session.start_timeout_secs = 30.0;
+    config.session.idle_timeout_secs = 30.0;
+    config.session.max_frame_bytes = 4_096;
+    config.session.max_phrases = 3;
+    config
 }
 
-/// Starts `voxgate serve` on port 0 pointed at `emulator`, with extra `VOXGATE_…` settings.
-pub fn gateway(emulator: &Process, env: &[(&str, &str)]) -> Process {
-    let endpoint = format!("http://{}", emulator.addr);
-    let mut all = vec![
-        ("VOXGATE_RECOGNIZER__BACKEND", "google"),
-        ("VOXGATE_GOOGLE__AUTH", "none"),
-        ("VOXGATE_GOOGLE__ENDPOINT", endpoint.as_str()),
-    ];
-    all.extend_from_slice(env);
-    Process::start(
-        &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
-        &all,
-    )
+/// A running server and the pipelines its sessions started.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    handle: Option<ServerHandle>,
+    pub pipelines: mpsc::UnboundedReceiver<StartedPipeline>,
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Opens `ws://ADDR/v1/listen?QUERY`.
-pub async fn connect(addr: &str, query: &str) -> Ws {
-    let url = if query.is_empty() {
-        format!("ws://{addr}/v1/listen")
-    } else {
-        format!("ws://{addr}/v1/listen?{query}")
-    };
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = server::start(config, listener, move || {
+            Rc::new(ProbePipelines {
+                started: tx.clone(),
+            }) as Rc<dyn PipelineFactory>
+        })
         .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    ws
-}
-
-/// What a client saw on its socket.
-#[derive(Debug, Default)]
-pub struct Received {
-    pub messages: Vec<Value>,
-    pub close: Option<(u16, String)>,
-}
-
-impl Received {
-    pub fn of_type(&self, t: &str) -> Vec<&Value> {
-        self.messages.iter().filter(|m| m["type"] == t).collect()
-    }
-
-    /// The final transcripts, joined by spaces.
-    pub fn final_text(&self) -> String {
-        self.of_type("transcript")
-            .iter()
-            .filter(|m| m["is_final"] == true)
-            .filter_map(|m| m["transcript"].as_str())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-pub async fn send_json(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
-}
-
-pub async fn send_binary(ws: &mut Ws, data: &[u8]) {
-    ws.send(Message::Binary(data.to_vec().into()))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
-}
-
-/// Reads the next JSON text message (skipping pings), or `None` at close/timeout; a close frame is
-/// recorded in `rx`.
-pub async fn next_json(ws: &mut Ws, rx: &mut Received, timeout: Duration) -> Option<Value> {
-    loop {
-        let msg = tokio::time::timeout(timeout, ws.next()).await.ok()??;
-        match msg {
-            Ok(Message::Text(t)) => {
-                let v: Value = serde_json::from_str(&t)
-                    .unwrap_or_else(|e| panic!("server sent invalid JSON {t}: {e}"));
-                rx.messages.push(v.clone());
-                return Some(v);
-            }
-            Ok(Message::Close(frame)) => {
-                rx.close = Some(match frame {
-                    Some(f) => (u16::from(f.code), f.reason.to_string()),
-                    None => (u16::from(CloseCode::Status), String::new()),
-                });
-                return None;
-            }
-            Ok(_) => continue,
-            Err(_) => return None,
+        .expect("server starts");
+        TestServer {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+            pipelines: rx,
         }
     }
+
+    /// The pipeline of the next session that gets configured.
+    pub async fn next_pipeline(&mut self) -> StartedPipeline {
+        tokio::time::timeout(WAIT, self.pipelines.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("a session started its pipeline")
+    }
+
+    /// No further pipeline starts within `within`.
+    pub async fn no_pipeline(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.pipelines.recv())
+            .await
+            .is_err()
+    }
+
+    pub async fn connect(&self, path_and_query: &str) -> Client {
+        let url = format!("ws://{}{}", self.addr, path_and_query);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket upgrade");
+        Client { ws }
+    }
+
+    /// Connects, sends a LINEAR16 16 kHz `start`, reads `ready`; returns the client, its session
+    /// id and its pipeline.
+    pub async fn started_session(&mut self) -> (Client, String, StartedPipeline) {
+        let mut client = self.connect("/v1/listen").await;
+        client.send_json(&start_json()).await;
+        let ready = client.expect_json().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        let session_id = ready["session_id"].as_str().unwrap_or_default().to_string();
+        let pipeline = self.next_pipeline().await;
+        assert_eq!(&*pipeline.session_id, session_id.as_str());
+        (client, session_id, pipeline)
+    }
+
+    /// Takes the handle out to shut the server down from the test.
+    pub fn take_handle(&mut self) -> ServerHandle {
+        self.handle.take().expect("server handle present")
+    }
+
+    /// Graceful shutdown. Drop the test's clients first: a session still open is given the grace
+    /// period and then up to the flush bound, as in production.
+    pub async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await.expect("server shuts down");
+        }
+    }
+
+    /// A plain HTTP/1.1 GET; returns the status code and the body.
+    pub async fn http_get(&self, path: &str, extra_headers: &str) -> (u16, String) {
+        http_get(self.addr, path, extra_headers).await
+    }
 }
 
-/// Reads everything until the server closes (or `timeout` of silence).
-pub async fn drain(ws: &mut Ws, rx: &mut Received, timeout: Duration) {
-    while next_json(ws, rx, timeout).await.is_some() {}
+pub async fn http_get(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra_headers}\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn start_json() -> Value {
+    serde_json::json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000})
+}
+
+/// What the client read next.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    Json(Value),
+    Binary(Vec<u8>),
+    Ping,
+    Close(Option<(u16, String)>),
+    /// The connection ended (after a Close, or without one).
+    End,
+    /// Nothing within the time given.
+    Nothing,
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send to server");
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send(Message::text(value.to_string())).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send(Message::text(text.to_string())).await;
+    }
+
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.send(Message::binary(data.to_vec())).await;
+    }
+
+    /// A raw data frame (for fragments and invalid UTF-8).
+    pub async fn send_frame(&mut self, data: &[u8], opcode: Data, is_final: bool) {
+        let frame = Frame::message(data.to_vec(), OpCode::Data(opcode), is_final);
+        self.send(Message::Frame(frame)).await;
+    }
+
+    /// The next event within `within`, pongs skipped.
+    pub async fn next_event(&mut self, within: Duration) -> Event {
+        loop {
+            let next = match tokio::time::timeout(within, self.ws.next()).await {
+                Err(_) => return Event::Nothing,
+                Ok(next) => next,
+            };
+            return match next {
+                None | Some(Err(_)) => Event::End,
+                Some(Ok(Message::Text(text))) => {
+                    Event::Json(serde_json::from_str(text.as_str()).unwrap_or(Value::Null))
+                }
+                Some(Ok(Message::Binary(data))) => Event::Binary(data.to_vec()),
+                Some(Ok(Message::Ping(_))) => Event::Ping,
+                Some(Ok(Message::Pong(_))) | Some(Ok(Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(frame))) => {
+                    Event::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
+                }
+            };
+        }
+    }
+
+    /// The next JSON message (pings skipped); panics with what came instead.
+    pub async fn expect_json(&mut self) -> Value {
+        loop {
+            match self.next_event(WAIT).await {
+                Event::Json(value) => return value,
+                Event::Ping => continue,
+                other => panic!("expected a JSON message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next JSON message must be of `kind`.
+    pub async fn expect_type(&mut self, kind: &str) -> Value {
+        let value = self.expect_json().await;
+        assert_eq!(
+            value["type"], kind,
+            "expected a {kind} message, got {value}"
+        );
+        value
+    }
+
+    /// The next event (pings skipped) must be a Close with `code` and `reason`; then the
+    /// connection must end.
+    pub async fn expect_close(&mut self, code: u16, reason: &str) {
+        loop {
+            match self.next_event(WAIT).await {
+                Event::Ping => continue,
+                Event::Close(got) => {
+                    assert_eq!(got, Some((code, reason.to_string())));
+                    break;
+                }
+                other => panic!("expected Close {code} {reason}, got {other:?}"),
+            }
+        }
+        loop {
+            match self.next_event(WAIT).await {
+                Event::Ping => continue,
+                Event::End => return,
+                other => panic!("expected the connection to end, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message must be `error` with `code` and the right `retryable`; then, if the code
+    /// closes, a Close with its close code and the code as reason.
+    pub async fn expect_error(&mut self, code: voxgate_actors::protocol::ErrorCode) -> Value {
+        let error = self.expect_type("error").await;
+        assert_eq!(error["code"], code.as_str(), "{error}");
+        assert_eq!(error["retryable"], code.retryable(), "{error}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+        if let Some(close) = code.close_code() {
+            self.expect_close(close, code.as_str()).await;
+        }
+        error
+    }
+
+    /// Nothing but pings arrives within `within`.
+    pub async fn quiet_for(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.next_event(left).await {
+                Event::Nothing => return,
+                Event::Ping => continue,
+                other => panic!("expected nothing, got {other:?}"),
+            }
+        }
+    }
 }

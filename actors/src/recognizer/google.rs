@@ -29,11 +29,11 @@ use super::google_convert::{
     audio_request, config_request, failure_from_response, failure_from_status,
     is_end_of_single_utterance, transcript_from_result,
 };
-use super::google_pool::{ChannelLease, ConnectionPool, PoolError};
+use super::google_pool::{ChannelLease, ConnectionPool, GoogleEndpoint};
 use super::RecognizerFactory;
 use crate::messages::*;
 use crate::metrics::METRICS;
-use crate::settings::{grpc_code_name, GoogleSettings};
+use crate::settings::grpc_code_name;
 
 /// Requests that may wait for the call to take them: enough for the audio buffer's lead plus a
 /// slow connection set-up (with 100 ms frames, about 25 s of audio). Beyond it the upstream is
@@ -52,14 +52,11 @@ pub struct GoogleRecognizerFactory {
 impl GoogleRecognizerFactory {
     /// A factory for the endpoint of `settings`, authenticating with `credentials` (looked up
     /// once at service start and shared by every worker). Connects nothing until the first stream.
-    pub fn new(
-        settings: &GoogleSettings,
-        credentials: Credentials,
-    ) -> Result<GoogleRecognizerFactory, PoolError> {
-        Ok(GoogleRecognizerFactory {
-            pool: Rc::new(ConnectionPool::new(settings)?),
+    pub fn new(endpoint: &GoogleEndpoint, credentials: Credentials) -> GoogleRecognizerFactory {
+        GoogleRecognizerFactory {
+            pool: Rc::new(ConnectionPool::new(endpoint)),
             credentials,
-        })
+        }
     }
 
     /// This worker's connection pool (for tests and diagnostics).
@@ -302,6 +299,7 @@ impl StreamHandler<Result<StreamingRecognizeResponse, tonic::Status>> for Google
 
 #[cfg(test)]
 mod tests {
+    use crate::settings::GoogleSettings;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -345,8 +343,8 @@ mod tests {
             connect_timeout_secs: 2.0,
             ..GoogleSettings::default()
         };
-        match GoogleRecognizerFactory::new(&settings, Credentials::none()) {
-            Ok(f) => f,
+        match GoogleEndpoint::new(&settings) {
+            Ok(endpoint) => GoogleRecognizerFactory::new(&endpoint, Credentials::none()),
             Err(e) => panic!("loopback endpoint is valid: {e}"),
         }
     }
@@ -746,9 +744,10 @@ mod tests {
             endpoint: server.endpoint.clone(),
             ..GoogleSettings::default()
         };
-        let Ok(f) = GoogleRecognizerFactory::new(&settings, credentials) else {
+        let Ok(endpoint) = GoogleEndpoint::new(&settings) else {
             panic!("loopback endpoint is valid");
         };
+        let f = GoogleRecognizerFactory::new(&endpoint, credentials);
         let (handle, log) = start(&f);
         send_frames(&handle, 5_000, 10);
         handle.audio.do_send(UpstreamAudio::End);

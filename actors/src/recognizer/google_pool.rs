@@ -58,6 +58,25 @@ impl Drop for ChannelLease {
     }
 }
 
+/// How to connect to the configured endpoint (address, TLS, timeouts, keepalive, streams per
+/// connection), checked once at start-up and shared by every worker thread's pool.
+#[derive(Debug, Clone)]
+pub struct GoogleEndpoint {
+    endpoint: Endpoint,
+    /// Streams one connection may carry at once.
+    streams_per_connection: usize,
+}
+
+impl GoogleEndpoint {
+    /// Checks the endpoint settings, naming the bad key; connects nothing.
+    pub fn new(settings: &GoogleSettings) -> Result<GoogleEndpoint, PoolError> {
+        Ok(GoogleEndpoint {
+            endpoint: endpoint(settings)?,
+            streams_per_connection: settings.streams_per_connection.max(1),
+        })
+    }
+}
+
 /// The connections of one worker thread to one endpoint.
 pub struct ConnectionPool {
     /// How every connection is made (address, TLS, timeouts, keepalive).
@@ -69,13 +88,13 @@ pub struct ConnectionPool {
 }
 
 impl ConnectionPool {
-    /// Checks the endpoint and prepares the connection settings; connects nothing yet.
-    pub fn new(settings: &GoogleSettings) -> Result<ConnectionPool, PoolError> {
-        Ok(ConnectionPool {
-            endpoint: endpoint(settings)?,
-            streams_per_connection: settings.streams_per_connection.max(1),
+    /// An empty pool for `endpoint`; connects nothing yet.
+    pub fn new(endpoint: &GoogleEndpoint) -> ConnectionPool {
+        ConnectionPool {
+            endpoint: endpoint.endpoint.clone(),
+            streams_per_connection: endpoint.streams_per_connection,
             channels: RefCell::new(Vec::new()),
-        })
+        }
     }
 
     /// A channel with room for one more stream. Must be called on the pool's worker thread,
@@ -180,13 +199,14 @@ mod tests {
     /// Streams fill a connection up to the limit before another is opened; freed slots are reused.
     #[actix_rt::test]
     async fn fills_connections_up_to_the_limit() {
-        let pool = ConnectionPool::new(&settings("http://127.0.0.1:9", 3)).map_err(|e| e.0);
-        let Ok(pool) = pool else {
+        let pool = GoogleEndpoint::new(&settings("http://127.0.0.1:9", 3)).map_err(|e| e.0);
+        let Ok(endpoint) = pool else {
             panic!(
                 "a plain http endpoint is valid: {pool:?}",
                 pool = pool.err()
             );
         };
+        let pool = ConnectionPool::new(&endpoint);
         let mut leases: Vec<ChannelLease> = (0..7).map(|_| pool.lease()).collect();
         assert_eq!(pool.connections(), 3);
         assert_eq!(pool.streams(), 7);
@@ -204,9 +224,10 @@ mod tests {
     /// Idle connections beyond one are closed when the next lease is taken.
     #[actix_rt::test]
     async fn idle_connections_are_closed() {
-        let Ok(pool) = ConnectionPool::new(&settings("http://127.0.0.1:9", 1)) else {
+        let Ok(endpoint) = GoogleEndpoint::new(&settings("http://127.0.0.1:9", 1)) else {
             panic!("a plain http endpoint is valid");
         };
+        let pool = ConnectionPool::new(&endpoint);
         let leases: Vec<ChannelLease> = (0..4).map(|_| pool.lease()).collect();
         assert_eq!(pool.connections(), 4);
         drop(leases);
@@ -218,10 +239,10 @@ mod tests {
     /// https gets TLS (no connection is made here); bad endpoints and timeouts are named.
     #[actix_rt::test]
     async fn endpoints_are_checked() {
-        assert!(ConnectionPool::new(&settings("https://speech.googleapis.com", 100)).is_ok());
-        assert!(ConnectionPool::new(&settings("https://[::1]:8443", 100)).is_ok());
+        assert!(GoogleEndpoint::new(&settings("https://speech.googleapis.com", 100)).is_ok());
+        assert!(GoogleEndpoint::new(&settings("https://[::1]:8443", 100)).is_ok());
         let err = |s: GoogleSettings| {
-            ConnectionPool::new(&s)
+            GoogleEndpoint::new(&s)
                 .err()
                 .map(|e| e.0)
                 .unwrap_or_default()

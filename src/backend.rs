@@ -1,0 +1,119 @@
+//! The recogniser behind the sessions (`[recognizer] backend`): what each worker thread's pipeline
+//! factory is built from, and what the backend needs for the life of the process.
+//!
+//! - `google`: Google Speech-to-Text v1 at `[google] endpoint`, credentials looked up once here.
+//! - `emulator`: the project's Google-compatible emulator, started inside the process on a
+//!   loopback port; sessions reach it through the same Google client code as Google itself.
+//! - `local`: the offline PocketSphinx engine (cargo feature `local`): its decoder pool is loaded
+//!   here once (a missing library or model stops the start-up, naming the package to install) and
+//!   shared by every worker thread's recognizer factory.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
+use voxgate_actors::recognizer::google::GoogleRecognizerFactory;
+use voxgate_actors::recognizer::google_auth::Credentials;
+use voxgate_actors::recognizer::google_pool::GoogleEndpoint;
+use voxgate_actors::settings::{GoogleAuth, GoogleSettings};
+
+use crate::config::{Backend, Config};
+use crate::emulator::{EmulatorConfig, EmulatorHandle};
+
+/// Builds, once per worker thread, the pipeline factory every session of that worker uses.
+pub type PipelineFactoryMaker = Arc<dyn Fn() -> Rc<dyn PipelineFactory> + Send + Sync>;
+
+/// A started backend. Keep it for as long as the server runs.
+pub struct RunningBackend {
+    pub pipelines: PipelineFactoryMaker,
+    /// The in-process emulator of `backend = "emulator"`; stopped when this is dropped.
+    emulator: Option<EmulatorHandle>,
+}
+
+impl RunningBackend {
+    /// Stops what the backend started (the embedded emulator).
+    pub async fn shutdown(self) {
+        if let Some(emulator) = self.emulator {
+            if let Err(e) = emulator.shutdown().await {
+                tracing::warn!("embedded emulator: {e}");
+            }
+        }
+    }
+}
+
+/// Starts the configured backend (inside the current tokio runtime).
+pub async fn start(config: &Config) -> Result<RunningBackend, String> {
+    let mut google = config.google.clone();
+    let mut emulator = None;
+    let credentials = match config.recognizer.backend {
+        Backend::Google => Credentials::from_settings(&google)
+            .await
+            .map_err(|e| e.to_string())?,
+        Backend::Local => return start_local(config).await,
+        Backend::Emulator => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("embedded emulator: cannot listen on loopback: {e}"))?;
+            let handle = crate::emulator::spawn(listener, EmulatorConfig::default()).await?;
+            tracing::info!(endpoint = %handle.endpoint(), "embedded emulator started");
+            google = GoogleSettings {
+                endpoint: handle.endpoint(),
+                auth: GoogleAuth::None,
+                ..google
+            };
+            emulator = Some(handle);
+            Credentials::none()
+        }
+    };
+    let endpoint = GoogleEndpoint::new(&google).map_err(|e| e.to_string())?;
+    let (audio, supervision) = (config.audio.clone(), config.supervision.clone());
+    let ack_interval_ms = config.session.ack_interval_ms;
+    let pipelines: PipelineFactoryMaker = Arc::new(move || {
+        Rc::new(Pipeline {
+            recognizers: Rc::new(GoogleRecognizerFactory::new(&endpoint, credentials.clone())),
+            audio: audio.clone(),
+            supervision: supervision.clone(),
+            ack_interval_ms,
+        }) as Rc<dyn PipelineFactory>
+    });
+    Ok(RunningBackend {
+        pipelines,
+        emulator,
+    })
+}
+
+/// `backend = "local"`: loads the decoder pool (off the event loop: loading takes a while).
+#[cfg(feature = "local")]
+async fn start_local(config: &Config) -> Result<RunningBackend, String> {
+    use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
+
+    let settings = config.local.clone();
+    let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
+        .await
+        .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
+    let (audio, supervision) = (config.audio.clone(), config.supervision.clone());
+    let ack_interval_ms = config.session.ack_interval_ms;
+    let pipelines: PipelineFactoryMaker = Arc::new(move || {
+        Rc::new(Pipeline {
+            recognizers: Rc::new(LocalRecognizerFactory::new(engine.clone())),
+            audio: audio.clone(),
+            supervision: supervision.clone(),
+            ack_interval_ms,
+        }) as Rc<dyn PipelineFactory>
+    });
+    Ok(RunningBackend {
+        pipelines,
+        emulator: None,
+    })
+}
+
+/// `backend = "local"` in a build without the engine: a clear start-up error.
+#[cfg(not(feature = "local"))]
+async fn start_local(_config: &Config) -> Result<RunningBackend, String> {
+    Err(
+        "[recognizer] backend = \"local\": this voxgate was built without the local speech \
+         engine (cargo feature `local`); rebuild with default features, or set backend = \
+         \"google\" or \"emulator\""
+            .to_string(),
+    )
+}

@@ -1,0 +1,118 @@
+//! The server-wide state every request handler shares: who may open a session (a semaphore of
+//! `max_sessions` permits, each held by a session actor for its whole life) and graceful shutdown
+//! (a flag for `/healthz` and admission, a `watch` channel that tells every session the deadline,
+//! and the drain: waiting until every permit is back).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+use voxgate_actors::protocol::ErrorCode;
+use voxgate_actors::session::{Admission, ShutdownNotice, CLOSE_HANDSHAKE_TIMEOUT};
+use voxgate_actors::settings::SessionSettings;
+
+use crate::config::Config;
+
+/// The longest a session may take, after the grace period, to deliver its last results.
+pub const LONGEST_FLUSH: Duration = Duration::from_secs(5);
+/// Slack on top of grace + flush + closing handshake before the server stops regardless.
+const DRAIN_SLACK: Duration = Duration::from_secs(1);
+
+pub struct ServerState {
+    /// `[session]`, shared by every session.
+    pub settings: Arc<SessionSettings>,
+    /// One permit per open session.
+    sessions: Arc<Semaphore>,
+    /// `max_sessions`, as a permit count.
+    max_sessions: u32,
+    /// Set once shutdown has begun: no new sessions, `/healthz` 503.
+    draining: AtomicBool,
+    /// `Some` once shutdown has begun; every session holds a receiver.
+    notice: watch::Sender<Option<ShutdownNotice>>,
+    /// `[server] shutdown_grace_secs`.
+    grace: Duration,
+    /// How long a session may flush after the grace period: `idle_timeout_secs`, at most
+    /// [`LONGEST_FLUSH`].
+    flush_timeout: Duration,
+}
+
+impl ServerState {
+    pub fn new(config: &Config) -> Result<ServerState, String> {
+        let max_sessions = u32::try_from(config.session.max_sessions)
+            .ok()
+            .filter(|n| (*n as usize) <= Semaphore::MAX_PERMITS && *n > 0)
+            .ok_or_else(|| {
+                format!(
+                    "session.max_sessions: {} is out of range",
+                    config.session.max_sessions
+                )
+            })?;
+        let grace = Duration::try_from_secs_f64(config.server.shutdown_grace_secs)
+            .map_err(|e| format!("server.shutdown_grace_secs: {e}"))?;
+        let flush_timeout = Duration::try_from_secs_f64(config.session.idle_timeout_secs.max(0.0))
+            .map_or(LONGEST_FLUSH, |idle| idle.min(LONGEST_FLUSH));
+        Ok(ServerState {
+            settings: Arc::new(config.session.clone()),
+            sessions: Arc::new(Semaphore::new(max_sessions as usize)),
+            max_sessions,
+            draining: AtomicBool::new(false),
+            notice: watch::Sender::new(None),
+            grace,
+            flush_timeout,
+        })
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A new connection's admission: a permit, or the reason it gets none.
+    pub fn admit(&self) -> Admission {
+        if self.is_draining() {
+            return Admission::Refused(ErrorCode::ShuttingDown);
+        }
+        match self.sessions.clone().try_acquire_owned() {
+            Ok(permit) => Admission::Admitted(permit),
+            Err(_) => Admission::Refused(ErrorCode::TooManySessions),
+        }
+    }
+
+    /// For a new session: the shutdown notice, now or later.
+    pub fn subscribe(&self) -> watch::Receiver<Option<ShutdownNotice>> {
+        self.notice.subscribe()
+    }
+
+    /// Sessions open now.
+    pub fn open_sessions(&self) -> usize {
+        (self.max_sessions as usize).saturating_sub(self.sessions.available_permits())
+    }
+
+    /// Starts the shutdown (idempotent in effect: a second call only moves nothing forward) and
+    /// returns how long to wait for the sessions to end.
+    pub fn begin_shutdown(&self) -> Duration {
+        self.draining.store(true, Ordering::SeqCst);
+        let notice = ShutdownNotice {
+            deadline: Instant::now() + self.grace,
+            flush_timeout: self.flush_timeout,
+        };
+        self.notice.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(notice);
+                true
+            } else {
+                false
+            }
+        });
+        self.grace + self.flush_timeout + CLOSE_HANDSHAKE_TIMEOUT + DRAIN_SLACK
+    }
+
+    /// Waits until every session has ended (every permit is back), at most `wait`. True if they did.
+    pub async fn drain(&self, wait: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, self.sessions.acquire_many(self.max_sessions)).await,
+            Ok(Ok(_))
+        )
+    }
+}

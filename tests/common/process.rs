@@ -1,0 +1,127 @@
+//! Real `voxgate` processes on loopback for end-to-end tests (port 0, the bound address read from
+//! their stdout), and a collector of everything a streaming client receives.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A running `voxgate` process, killed when dropped.
+pub struct Process {
+    child: Child,
+    pub addr: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `voxgate ARGS…` with `env`, waits for its `listening on ADDR` line on stdout.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // Quiet unless a test run asks for more with RUST_LOG.
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start voxgate: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                        break addr.to_string();
+                    }
+                }
+                other => {
+                    let _ = child.kill();
+                    panic!("voxgate {args:?} exited before listening: {other:?}");
+                }
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Process { child, addr }
+    }
+
+    /// Sends SIGTERM (graceful shutdown) and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+        std::mem::forget(self);
+        status
+    }
+}
+
+/// Starts an emulator process with extra flags.
+pub fn emulator(flags: &[&str]) -> Process {
+    let mut args = vec!["emulator", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    Process::start(&args, &[])
+}
+
+/// Starts `voxgate serve` on port 0 pointed at `emulator`, with extra `VOXGATE_…` settings.
+pub fn gateway(emulator: &Process, env: &[(&str, &str)]) -> Process {
+    let endpoint = format!("http://{}", emulator.addr);
+    let mut all = vec![
+        ("VOXGATE_RECOGNIZER__BACKEND", "google"),
+        ("VOXGATE_GOOGLE__AUTH", "none"),
+        ("VOXGATE_GOOGLE__ENDPOINT", endpoint.as_str()),
+    ];
+    all.extend_from_slice(env);
+    Process::start(
+        &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
+        &all,
+    )
+}
+
+/// What a client saw on its socket.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub messages: Vec<Value>,
+    pub close: Option<(u16, String)>,
+}
+
+impl Received {
+    pub fn of_type(&self, t: &str) -> Vec<&Value> {
+        self.messages.iter().filter(|m| m["type"] == t).collect()
+    }
+
+    /// The final transcripts, joined by spaces.
+    pub fn final_text(&self) -> String {
+        self.of_type("transcript")
+            .iter()
+            .filter(|m| m["is_final"] == true)
+            .filter_map(|m| m["transcript"].as_str())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Opens `ws://ADDR/v1/listen?QUERY` on a running gateway process.
+pub async fn connect(addr: &str, query: &str) -> super::Client {
+    let url = if query.is_empty() {
+        format!("ws://{addr}/v1/listen")
+    } else {
+        format!("ws://{addr}/v1/listen?{query}")
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    super::Client { ws }
+}

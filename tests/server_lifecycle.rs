@@ -1,0 +1,150 @@
+//! The server around the sessions: `/healthz`, `/metrics`, non-upgrade requests, and graceful
+//! shutdown (the same path SIGTERM takes).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{test_config, TestServer, WAIT};
+use serde_json::{json, Value};
+use voxgate_actors::messages::{PipelineFinished, PipelineSummary, Transcript};
+use voxgate_actors::protocol::ErrorCode;
+
+/// `/healthz` is 200 with `{"status":"ok"}` while serving.
+#[actix_rt::test]
+async fn healthz_is_ok_while_serving() {
+    let server = TestServer::start(test_config()).await;
+    let (status, body) = server.http_get("/healthz", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).ok(),
+        Some(json!({"status":"ok"}))
+    );
+    server.stop().await;
+}
+
+/// `/metrics` serves the Prometheus text, and counts sessions.
+#[actix_rt::test]
+async fn metrics_are_served_and_count_sessions() {
+    let mut server = TestServer::start(test_config()).await;
+    let (client, _, _) = server.started_session().await;
+    let (status, body) = server.http_get("/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("voxgate_sessions_total"), "{body}");
+    assert!(body.contains("voxgate_sessions_active"), "{body}");
+    let active = body
+        .lines()
+        .find(|l| l.starts_with("voxgate_sessions_active "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(active >= 1.0, "this test's session is active: {body}");
+    drop(client);
+    server.stop().await;
+}
+
+/// A plain GET of `/v1/listen` is 400 with a JSON error body.
+#[actix_rt::test]
+async fn listen_without_upgrade_is_400_json() {
+    let mut server = TestServer::start(test_config()).await;
+    let (status, body) = server.http_get("/v1/listen", "").await;
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!(body["error"], "websocket_upgrade_required", "{body}");
+    assert!(server.no_pipeline(Duration::from_millis(50)).await);
+    server.stop().await;
+}
+
+/// Shutdown: every session is warned and served during the grace period (a `stop` gets its
+/// `closed`), new sessions are refused and /healthz is 503; after the grace period sessions are
+/// flushed — finals delivered — and closed with `shutting_down` 1001; then the server stops.
+#[actix_rt::test]
+async fn graceful_shutdown() {
+    let mut config = test_config();
+    config.server.shutdown_grace_secs = 1.0;
+    config.session.idle_timeout_secs = 2.0; // > grace; also bounds the flush after it
+    let mut server = TestServer::start(config).await;
+    let addr = server.addr;
+    let (mut streaming, _, streaming_pipeline) = server.started_session().await;
+    let (mut stopping, _, stopping_pipeline) = server.started_session().await;
+    let (mut stuck, _, stuck_pipeline) = server.started_session().await;
+    let mut unconfigured = server.connect("/v1/listen").await;
+
+    let shutdown_began = Instant::now();
+    let shutdown = actix_rt::spawn(server.take_handle().shutdown());
+
+    for client in [&mut streaming, &mut stopping, &mut stuck, &mut unconfigured] {
+        let warning = client.expect_type("warning").await;
+        assert_eq!(warning["code"], "shutting_down", "{warning}");
+    }
+    let (status, body) = common::http_get(addr, "/healthz", "").await;
+    assert_eq!(status, 503, "{body}");
+    let mut late = server.connect("/v1/listen").await;
+    late.expect_error(ErrorCode::ShuttingDown).await;
+
+    // During the grace period sessions work as usual; a stop gets its closed and 1000.
+    streaming.send_binary(&[1, 2, 3]).await;
+    assert_eq!(streaming_pipeline.audio(1).await.len(), 1);
+    stopping.send_json(&json!({"type":"stop"})).await;
+    assert_eq!(stopping_pipeline.ends(1).await, 1);
+    stopping_pipeline.links.finished.do_send(PipelineFinished {
+        summary: PipelineSummary::default(),
+    });
+    stopping.expect_type("closed").await;
+    stopping.expect_close(1000, "closed").await;
+
+    // After the grace period: the pipeline is flushed, its finals delivered, then 1001.
+    assert_eq!(streaming_pipeline.ends(1).await, 1);
+    assert!(
+        shutdown_began.elapsed() >= Duration::from_millis(900),
+        "the flush waits for the grace period"
+    );
+    streaming_pipeline.links.transcripts.do_send(Transcript {
+        is_final: true,
+        transcript: "last words".into(),
+        confidence: 0.5,
+        stability: 0.0,
+        start_ms: 0,
+        end_ms: 90,
+        words: vec![],
+        language_code: "en-us".into(),
+    });
+    streaming_pipeline.links.finished.do_send(PipelineFinished {
+        summary: PipelineSummary::default(),
+    });
+    let last = streaming.expect_type("transcript").await;
+    assert_eq!(last["transcript"], "last words");
+    streaming.expect_error(ErrorCode::ShuttingDown).await;
+    assert_eq!(streaming_pipeline.stops(1).await, 1);
+
+    // An unconfigured session is simply closed; a pipeline that never finishes is bounded.
+    unconfigured.expect_error(ErrorCode::ShuttingDown).await;
+    assert_eq!(stuck_pipeline.ends(1).await, 1);
+    stuck.expect_error(ErrorCode::ShuttingDown).await;
+    assert_eq!(stuck_pipeline.stops(1).await, 1);
+
+    let result = tokio::time::timeout(WAIT, shutdown).await;
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "shutdown completes: {result:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the server no longer accepts connections"
+    );
+}
+
+/// A shutdown with no session open completes promptly, without waiting for the grace period.
+#[actix_rt::test]
+async fn shutdown_without_sessions_is_prompt() {
+    let mut config = test_config();
+    config.server.shutdown_grace_secs = 30.0;
+    let mut server = TestServer::start(config).await;
+    let began = Instant::now();
+    tokio::time::timeout(WAIT, server.take_handle().shutdown())
+        .await
+        .map_err(|_| "timed out")
+        .and_then(|r| r.map_err(|_| "failed"))
+        .expect("shutdown completes");
+    assert!(began.elapsed() < Duration::from_secs(5));
+}
