@@ -422,7 +422,8 @@ mod tests {
     fn results_do_not_depend_on_chunking_or_history() {
         let samples = read_raw(GOFORWARD);
         let mut engine = engine();
-        let words = |results: &[Recognition]| -> Vec<(bool, String, u64, Vec<(String, u64, u64)>)> {
+        type Timed = (bool, String, u64, Vec<(String, u64, u64)>);
+        let words = |results: &[Recognition]| -> Vec<Timed> {
             results
                 .iter()
                 .map(|r| {

@@ -255,7 +255,11 @@ impl AudioConverter {
             return;
         }
         for sample in &mut out[from..] {
-            let sign = if self.produced % 2 == 0 { 1.0 } else { -1.0 };
+            let sign = if self.produced.is_multiple_of(2) {
+                1.0
+            } else {
+                -1.0
+            };
             let folded = f64::from(*sample) * (1.0 + FOLD_GAIN * sign);
             *sample = folded
                 .round()
