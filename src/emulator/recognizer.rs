@@ -67,12 +67,12 @@ impl Recognizers {
     pub fn open(&self, config: &AcceptedConfig) -> Result<StreamRecognizer, Status> {
         match self {
             Recognizers::Synthetic => Ok(match config.synth {
-                Some(encoding) => StreamRecognizer::Synthetic(Decoder::new(
+                Some(encoding) => StreamRecognizer::Synthetic(Box::new(Decoder::new(
                     config.sample_rate_hz,
                     encoding,
                     config.channels,
                     config.interim_results,
-                )),
+                ))),
                 None => StreamRecognizer::Deaf,
             }),
             #[cfg(feature = "local")]
@@ -83,7 +83,7 @@ impl Recognizers {
 
 /// One stream's recogniser.
 pub(crate) enum StreamRecognizer {
-    Synthetic(Decoder),
+    Synthetic(Box<Decoder>),
     #[cfg(feature = "local")]
     Engine(engine_stream::EngineStream),
     /// Audio this recogniser cannot decode (compressed encodings, several channels for the
