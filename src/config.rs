@@ -315,4 +315,24 @@ mod tests {
             .map(|e| e.0);
         assert!(err.unwrap_or_default().contains("nope"));
     }
+
+    /// `[local]` keys are read from the file and the environment, and checked.
+    #[test]
+    fn local_section_is_read_and_checked() {
+        let c = load_str(
+            "[recognizer]\nbackend = \"local\"\n[local]\nmodel_dir = \"/m\"\nworkers = 3\n",
+            &[("VOXGATE_LOCAL__END_SILENCE_MS", "800")],
+        )
+        .map_err(|e| e.0)
+        .unwrap_or_default();
+        assert_eq!(c.recognizer.backend, Backend::Local);
+        assert_eq!(c.local.model_dir, std::path::PathBuf::from("/m"));
+        assert_eq!(c.local.workers, 3);
+        assert_eq!(c.local.end_silence_ms, 800);
+        assert_eq!(c.local.dictionary, LocalSettings::default().dictionary);
+        let err = load_str("[local]\nend_silence_ms = 5\n", &[]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("local.end_silence_ms"));
+        let err = load_str("[local]\nmodel = \"x\"\n", &[]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("model"));
+    }
 }
