@@ -330,7 +330,9 @@ mod tests {
         assert_eq!(c.local.workers, 3);
         assert_eq!(c.local.end_silence_ms, 800);
         assert_eq!(c.local.dictionary, LocalSettings::default().dictionary);
-        let err = load_str("[local]\nend_silence_ms = 5\n", &[]).err().map(|e| e.0);
+        let err = load_str("[local]\nend_silence_ms = 5\n", &[])
+            .err()
+            .map(|e| e.0);
         assert!(err.unwrap_or_default().contains("local.end_silence_ms"));
         let err = load_str("[local]\nmodel = \"x\"\n", &[]).err().map(|e| e.0);
         assert!(err.unwrap_or_default().contains("model"));

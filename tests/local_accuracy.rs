@@ -170,7 +170,9 @@ async fn librivox_through_the_pipeline_is_word_for_word_the_engine_fed_directly(
         started.elapsed().as_secs_f64()
     );
 
-    println!("| clip | words | batch errors | direct errors | pipeline errors | 8 kHz MULAW errors |");
+    println!(
+        "| clip | words | batch errors | direct errors | pipeline errors | 8 kHz MULAW errors |"
+    );
     for ((clip, direct), streamed) in clips.iter().zip(&direct).zip(&streamed) {
         println!(
             "| {} | {} | {} | {} | {} | {} |",

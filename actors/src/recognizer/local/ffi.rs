@@ -114,23 +114,27 @@ fn dl_error() -> String {
     }
 }
 
-fn open_libraries() -> Result<Vec<*mut c_void>, String> {
-    let mut handles = Vec::new();
-    for (name, package) in LIBRARIES {
-        let c_name = CString::new(name).map_err(|e| e.to_string())?;
-        // SAFETY: a valid C string; the handle is never closed (the library stays loaded).
-        let handle = unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        if handle.is_null() {
-            return Err(format!(
-                "the local speech engine needs PocketSphinx: cannot load {name} ({}); install the \
-                 Debian package {package} (apt-get install libpocketsphinx3 libsphinxbase3 \
-                 pocketsphinx-en-us), or choose another [recognizer] backend",
-                dl_error()
-            ));
-        }
-        handles.push(handle);
+/// Opens one shared object; the error names the Debian `package` that ships it.
+fn open_library(name: &str, package: &str) -> Result<*mut c_void, String> {
+    let c_name = CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: a valid C string; the handle is never closed (the library stays loaded).
+    let handle = unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!(
+            "the local speech engine needs PocketSphinx: cannot load {name} ({}); install the \
+             Debian package {package} (apt-get install libpocketsphinx3 libsphinxbase3 \
+             pocketsphinx-en-us), or choose another [recognizer] backend",
+            dl_error()
+        ));
     }
-    Ok(handles)
+    Ok(handle)
+}
+
+fn open_libraries() -> Result<Vec<*mut c_void>, String> {
+    LIBRARIES
+        .iter()
+        .map(|(name, package)| open_library(name, package))
+        .collect()
 }
 
 /// Looks `name` up in any of `handles` as a function of type `F`.
@@ -493,5 +497,29 @@ impl Drop for Decoder {
         unsafe {
             (self.api.ps_free)(self.raw.as_ptr());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A missing library is a start-up error naming the package to install.
+    #[test]
+    fn missing_library_names_the_package() {
+        let error = open_library("libvoxgate-missing.so.3", "libvoxgate-missing3")
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("libvoxgate-missing.so.3"), "{error}");
+        assert!(
+            error.contains("install the Debian package libvoxgate-missing3"),
+            "{error}"
+        );
+    }
+
+    /// Debian's PocketSphinx loads, with every function this binding uses.
+    #[test]
+    fn the_installed_library_has_every_function() {
+        assert_eq!(check_library(), Ok(()));
     }
 }

@@ -12,7 +12,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, Weak};
+use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -70,6 +71,8 @@ struct PoolInner {
     /// Job queues of idle workers. A worker puts a fresh one here each time it becomes idle; when
     /// the pool is dropped they are dropped with it, and idle workers exit.
     idle: Mutex<Vec<std_mpsc::Sender<StreamJob>>>,
+    /// Notified each time a worker becomes idle.
+    idle_changed: Condvar,
     /// Workers configured.
     size: usize,
     /// Workers alive (one that cannot reload its engine after a crash exits).
@@ -115,6 +118,7 @@ impl LocalEngine {
     pub fn with_loader(workers: usize, loader: EngineLoader) -> Result<LocalEngine, String> {
         let inner = Arc::new(PoolInner {
             idle: Mutex::new(Vec::new()),
+            idle_changed: Condvar::new(),
             size: workers.max(1),
             alive: AtomicUsize::new(0),
         });
@@ -136,16 +140,30 @@ impl LocalEngine {
                 Err(_) => return Err("a decoder thread exited while loading".to_string()),
             }
         }
+        let engine = LocalEngine { inner };
         // Every worker is loaded; wait until each has also put its queue in the idle list, so a
         // lease right after start never sees a loaded worker as busy.
-        loop {
-            let idle = lock(&inner.idle).len();
-            if idle >= inner.size {
-                break;
-            }
-            std::thread::yield_now();
+        if !engine.wait_idle(engine.inner.size, Duration::from_secs(60)) {
+            return Err("the decoder threads did not become ready".to_string());
         }
-        Ok(LocalEngine { inner })
+        Ok(engine)
+    }
+
+    /// Blocks until at least `n` workers are idle, or `timeout` passes; whether they are.
+    pub fn wait_idle(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut idle = lock(&self.inner.idle);
+        while idle.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            idle = match self.inner.idle_changed.wait_timeout(idle, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
     }
 
     /// Workers configured.
@@ -220,7 +238,10 @@ fn worker(
     loop {
         let (queue, jobs) = std_mpsc::channel::<StreamJob>();
         match pool.upgrade() {
-            Some(inner) => lock(&inner.idle).push(queue),
+            Some(inner) => {
+                lock(&inner.idle).push(queue);
+                inner.idle_changed.notify_all();
+            }
             None => break,
         }
         // Returns an error once the pool (and with it this queue) is dropped.
@@ -363,11 +384,11 @@ mod tests {
         got
     }
 
+    /// Waits for `n` idle workers on a blocking thread (the workers are threads, not tasks).
     async fn wait_idle(engine: &LocalEngine, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while engine.idle_workers() < n && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let engine = engine.clone();
+        let ready = tokio::task::spawn_blocking(move || engine.wait_idle(n, WAIT)).await;
+        assert_eq!(ready.ok(), Some(true), "{n} workers idle");
     }
 
     /// A stream's audio is converted and decoded in order, `End` gives the last final then a clean

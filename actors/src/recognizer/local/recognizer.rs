@@ -360,11 +360,7 @@ mod tests {
             handle.cancel.send(CancelStream).await.is_err(),
             "stopped after Ended"
         );
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while engine.idle_workers() < 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(engine.idle_workers(), 1);
+        assert!(engine.wait_idle(1, WAIT), "the worker is free again");
     }
 
     /// In single-utterance mode the first final ends the stream: the event, the final, a clean
@@ -437,11 +433,60 @@ mod tests {
         let (handle, log) = start(&engine, false);
         send_frames(&handle, &[0i16; 1_600], 0);
         let _ = handle.cancel.send(CancelStream).await;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while engine.idle_workers() < 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(engine.idle_workers(), 1);
+        assert!(engine.wait_idle(1, WAIT), "the worker is free again");
         assert!(ended(&log.all::<RecognizerEvent>()).is_empty());
+    }
+
+    /// The same supervision as Google: a worker crash fails the stream, the supervisor restarts
+    /// it (the worker reloaded its decoder) with a replay of the audio, and the session gets its
+    /// results and a clean finish counting one restart.
+    #[actix_rt::test]
+    async fn a_crashed_worker_is_a_restart_with_replay() {
+        use crate::pipeline::{Pipeline, PipelineFactory};
+        use crate::settings::{AudioSettings, SupervisionSettings};
+        use std::rc::Rc;
+
+        let loader =
+            super::super::test_support::scripted_sequence(vec![Script::PanicOnPush, Script::Count]);
+        let engine = LocalEngine::with_loader(1, loader).unwrap_or_else(|e| panic!("{e}"));
+        let pipeline = Pipeline {
+            recognizers: Rc::new(LocalRecognizerFactory::new(engine)),
+            audio: AudioSettings::default(),
+            supervision: SupervisionSettings::default(),
+            ack_interval_ms: 500,
+        };
+        let (session, log) = Probe::start_new();
+        let handle = pipeline.start(
+            Arc::from("s1"),
+            config(false),
+            Probe::session_links(&session),
+        );
+        handle.audio.do_send(AudioIn {
+            data: Bytes::from(vec![0u8; 6_400]),
+            audio_id: None,
+        });
+        handle.end.do_send(EndOfAudio);
+        let finished = log.wait_count::<PipelineFinished>(1, WAIT).await;
+        assert_eq!(
+            finished.first().map(|f| f.summary),
+            Some(PipelineSummary {
+                results: 1,
+                restarts: 1
+            }),
+            "errors: {:?}",
+            log.all::<PipelineError>()
+        );
+        let warnings = log.all::<PipelineWarning>();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].code, "upstream_reconnecting");
+        let finals: Vec<Transcript> = log
+            .all::<Transcript>()
+            .into_iter()
+            .filter(|t| t.is_final)
+            .collect();
+        // The restarted stream got all 200 ms of audio again (3 200 samples).
+        assert_eq!(finals.len(), 1, "{finals:?}");
+        assert_eq!(finals[0].transcript, "total 3200");
+        assert_eq!((finals[0].start_ms, finals[0].end_ms), (0, 200));
     }
 }

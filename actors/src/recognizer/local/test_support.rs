@@ -83,3 +83,18 @@ impl SpeechEngine for ScriptedEngine {
 pub fn scripted(script: Script) -> EngineLoader {
     Arc::new(move || Ok(Box::new(ScriptedEngine { script, total: 0 }) as Box<dyn SpeechEngine>))
 }
+
+/// A loader whose n-th engine follows `scripts[n]` (the last one repeats): e.g. an engine that
+/// crashes, then the fresh ones its worker reloads.
+pub fn scripted_sequence(scripts: Vec<Script>) -> EngineLoader {
+    let loaded = std::sync::atomic::AtomicUsize::new(0);
+    Arc::new(move || {
+        let n = loaded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let script = scripts
+            .get(n)
+            .or(scripts.last())
+            .copied()
+            .unwrap_or(Script::Count);
+        Ok(Box::new(ScriptedEngine { script, total: 0 }) as Box<dyn SpeechEngine>)
+    })
+}
