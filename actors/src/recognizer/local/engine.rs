@@ -32,6 +32,10 @@ const PIECE: usize = SAMPLES_PER_FRAME as usize;
 /// The Debian package of the default model, named in errors about missing model files.
 const MODEL_PACKAGE: &str = "pocketsphinx-en-us";
 
+/// Speech without a pause this long is cut into utterances anyway (10 ms pieces): a final now and
+/// then keeps the search's memory bounded and lets the client see settled text.
+const MAX_UTTERANCE_PIECES: u64 = 30 * 100;
+
 /// Stability reported with interim results: PocketSphinx revises its partial hypotheses freely.
 pub const INTERIM_STABILITY: f32 = 0.1;
 
@@ -200,6 +204,8 @@ struct StreamState {
     last_interim: String,
     /// Pieces fed since the last interim check.
     pieces_since_interim: u64,
+    /// Pieces fed since the utterance started.
+    utterance_pieces: u64,
 }
 
 /// The PocketSphinx engine: one loaded decoder, streaming. See the module doc.
@@ -207,6 +213,8 @@ pub struct PocketSphinxEngine {
     decoder: Decoder,
     /// Interim results are checked once per this many pieces.
     interim_pieces: u64,
+    /// An utterance is cut after this many pieces of speech ([`MAX_UTTERANCE_PIECES`]).
+    max_utterance_pieces: u64,
     stream: StreamState,
 }
 
@@ -216,6 +224,7 @@ impl PocketSphinxEngine {
         Ok(PocketSphinxEngine {
             decoder: load_decoder(settings)?,
             interim_pieces: (settings.interim_interval_ms / 10).max(1),
+            max_utterance_pieces: MAX_UTTERANCE_PIECES,
             stream: StreamState::default(),
         })
     }
@@ -252,17 +261,24 @@ impl PocketSphinxEngine {
     fn feed_piece(&mut self, piece: &[i16], out: &mut Vec<Recognition>) -> Result<(), EngineError> {
         self.decoder.process(piece, false)?;
         self.stream.fed += piece.len() as u64;
+        self.stream.utterance_pieces += 1;
         let in_speech = self.decoder.in_speech();
-        if in_speech {
+        let too_long = self.stream.utterance_pieces >= self.max_utterance_pieces;
+        if in_speech && !too_long {
             self.stream.speaking = true;
         } else if self.stream.speaking {
-            // The silence after speech was long enough: the utterance is over.
+            // The silence after speech was long enough (or the speech too long): the utterance
+            // is over.
             self.stream.speaking = false;
             self.decoder.end_utterance()?;
             out.extend(self.final_result());
             self.decoder.start_utterance()?;
             self.stream.pieces_since_interim = 0;
+            self.stream.utterance_pieces = 0;
             return Ok(());
+        } else if !in_speech {
+            // No speech yet: silence before it does not count towards an utterance's length.
+            self.stream.utterance_pieces = 0;
         }
         if self.stream.speaking && self.stream.interim_results {
             self.stream.pieces_since_interim += 1;
@@ -473,6 +489,32 @@ mod tests {
         let mut engine = engine();
         let results = stream(&mut engine, &wide, 1_600);
         assert_eq!(final_text(&results), GOFORWARD_WORDS, "{results:?}");
+    }
+
+    /// Speech longer than the utterance limit is cut into several finals, in order, with the
+    /// words still recognised.
+    #[test]
+    fn long_speech_is_cut_into_utterances() {
+        let samples = read_raw(GOFORWARD);
+        let mut engine = engine();
+        engine.max_utterance_pieces = 100;
+        let results = stream(&mut engine, &samples, 1_600);
+        let finals: Vec<&Recognition> = results.iter().filter(|r| r.is_final).collect();
+        assert!(finals.len() >= 2, "{results:?}");
+        let mut previous_end = 0;
+        for f in &finals {
+            assert!(f.end_sample > previous_end, "{finals:?}");
+            for w in &f.words {
+                assert!(w.start_sample >= previous_end && w.end_sample <= f.end_sample);
+            }
+            previous_end = f.end_sample;
+        }
+        // A cut inside a word costs that word ("go for ten meters"), not the rest.
+        let text = final_text(&results);
+        assert!(
+            text.starts_with("go ") && text.ends_with(" ten meters"),
+            "{text}"
+        );
     }
 
     /// Silence gives no result at all.
