@@ -161,6 +161,7 @@ mod engine_stream {
     pub(crate) struct EngineStream {
         /// Audio to the worker; `None` after the half-close.
         input: Option<std_mpsc::Sender<StreamInput>>,
+        /// The worker's results.
         output: mpsc::UnboundedReceiver<StreamOutput>,
         /// The stream's sample rate: engine times (16 kHz samples) are converted to it.
         rate: u32,

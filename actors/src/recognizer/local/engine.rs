@@ -42,8 +42,11 @@ pub const INTERIM_STABILITY: f32 = 0.1;
 /// One recognised word; times in samples at [`ENGINE_RATE_HZ`] from the start of the stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecognizedWord {
+    /// The word as the dictionary spells it (alternate pronunciations folded).
     pub word: String,
+    /// First sample of the word.
     pub start_sample: u64,
+    /// One past its last sample.
     pub end_sample: u64,
     /// Posterior probability of the word (0–1).
     pub confidence: f32,
@@ -52,7 +55,9 @@ pub struct RecognizedWord {
 /// An interim hypothesis or a final result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recognition {
+    /// A final result (the utterance is over) or an interim hypothesis (it may change).
     pub is_final: bool,
+    /// The words, separated by single spaces.
     pub transcript: String,
     /// The words with times: finals only.
     pub words: Vec<RecognizedWord>,
@@ -199,6 +204,7 @@ struct StreamState {
     fed: u64,
     /// The detector heard speech and the utterance has not ended yet.
     speaking: bool,
+    /// The client wants interim results.
     interim_results: bool,
     /// The last interim sent in this utterance (empty: none).
     last_interim: String,
@@ -210,11 +216,13 @@ struct StreamState {
 
 /// The PocketSphinx engine: one loaded decoder, streaming. See the module doc.
 pub struct PocketSphinxEngine {
+    /// The loaded model, reused stream after stream.
     decoder: Decoder,
     /// Interim results are checked once per this many pieces.
     interim_pieces: u64,
     /// An utterance is cut after this many pieces of speech ([`MAX_UTTERANCE_PIECES`]).
     max_utterance_pieces: u64,
+    /// The current stream's progress.
     stream: StreamState,
 }
 

@@ -39,7 +39,9 @@ extern "C" {
     fn voxgate_pocketsphinx_log(user_data: *mut c_void, level: c_int, format: *const c_char, ...);
 }
 
-/// The start of sphinxbase's `feat_t` (`feat.h`), up to the CMN state this binding resets.
+/// The start of sphinxbase's `feat_t` (`feat.h`), up to the CMN state this binding resets. The
+/// fields mirror the C declaration one for one; only `cmn_struct` (and a few for a sanity check)
+/// are read.
 #[repr(C)]
 struct FeatHead {
     refcount: c_int,
@@ -60,7 +62,7 @@ struct FeatHead {
     cmn_struct: *mut c_void,
 }
 
-/// The functions used, resolved once.
+/// The functions used, resolved once; each field is the C function of the same name.
 struct Api {
     cmd_ln_parse_r: unsafe extern "C" fn(
         *mut c_void,
@@ -252,7 +254,9 @@ fn install_log_sink(api: &Api) {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("PocketSphinx {call} failed ({code})")]
 pub struct DecodeError {
+    /// The C function that failed.
     pub call: &'static str,
+    /// What it returned.
     pub code: i32,
 }
 
@@ -261,8 +265,9 @@ pub struct DecodeError {
 pub struct Segment {
     /// As in the dictionary: fillers (`<s>`, `<sil>`, `[NOISE]`) and alternates (`read(2)`) kept.
     pub word: String,
-    /// First and last 10 ms frame, counted from the start of the stream (`ps_start_stream`).
+    /// First 10 ms frame of the word, counted from the start of the stream (`ps_start_stream`).
     pub start_frame: u64,
+    /// Last frame of the word (inclusive).
     pub end_frame: u64,
     /// Posterior probability of the word (0–1).
     pub probability: f64,
@@ -272,7 +277,9 @@ pub struct Segment {
 /// about a second and tens of MB, so decoders live as long as their worker and serve stream after
 /// stream.
 pub struct Decoder {
+    /// The library's functions.
     api: &'static Api,
+    /// The `ps_decoder_t`, owned (freed on drop).
     raw: NonNull<c_void>,
     /// `cmn_t` of the feature computation: reset at every stream start.
     cmn: NonNull<c_void>,

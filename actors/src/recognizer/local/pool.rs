@@ -49,21 +49,28 @@ pub enum StreamOutput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the local speech engine is busy: all {workers} decoders are in use")]
 pub struct Busy {
+    /// The pool's size, for the message.
     pub workers: usize,
 }
 
 /// A stream's hold on a worker: audio in, results out. Dropping `input` (without
 /// [`StreamInput::End`]) abandons the stream and frees the worker.
 pub struct StreamLease {
+    /// To the worker: audio, then `End`.
     pub input: std_mpsc::Sender<StreamInput>,
+    /// From the worker: results, then exactly one `Ended`.
     pub output: mpsc::UnboundedReceiver<StreamOutput>,
 }
 
 /// What a worker is handed for one stream.
 struct StreamJob {
+    /// The stream's audio format (converted to 16 kHz by the worker).
     format: AudioFormat,
+    /// Whether to report interim results.
     interim_results: bool,
+    /// The stream's audio.
     input: std_mpsc::Receiver<StreamInput>,
+    /// Where results go.
     output: mpsc::UnboundedSender<StreamOutput>,
 }
 
@@ -83,6 +90,7 @@ struct PoolInner {
 /// worker thread can hold one; all clones share the same workers.
 #[derive(Clone)]
 pub struct LocalEngine {
+    /// Shared by every clone and (weakly) by the workers.
     inner: Arc<PoolInner>,
 }
 

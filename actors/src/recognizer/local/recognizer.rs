@@ -32,6 +32,7 @@ const SAMPLES_PER_MS: u64 = ENGINE_RATE_HZ as u64 / 1_000;
 
 /// Starts [`LocalRecognizer`]s on the calling thread's arbiter, all sharing one [`LocalEngine`].
 pub struct LocalRecognizerFactory {
+    /// The process-wide decoder pool.
     engine: LocalEngine,
 }
 
@@ -53,7 +54,9 @@ impl RecognizerFactory for LocalRecognizerFactory {
 
 /// The recognizer actor for one local stream. See the module doc.
 pub struct LocalRecognizer {
+    /// The stream's id, session, configuration and where its events go.
     request: StreamRequest,
+    /// Where the worker is leased from.
     engine: LocalEngine,
     /// Audio to the worker; `None` before the lease, after `End`, and at the end.
     input: Option<std_mpsc::Sender<StreamInput>>,

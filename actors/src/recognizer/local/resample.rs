@@ -76,6 +76,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 pub struct Resampler {
     /// `to / from` reduced: output sample `k` is at input position `k · step / up`.
     up: u64,
+    /// See `up`.
     step: u64,
     /// Kernel half-width in input samples.
     half_width: i64,
@@ -83,6 +84,7 @@ pub struct Resampler {
     cutoff: f64,
     /// Input samples from absolute index `base` on.
     input: Vec<f32>,
+    /// Absolute index of `input[0]`.
     base: i64,
     /// Input samples received so far.
     received: i64,
@@ -189,6 +191,7 @@ pub struct UnsupportedEncoding(pub &'static str);
 /// One stream's conversion from its declared format to 16 kHz samples.
 #[derive(Debug)]
 pub struct AudioConverter {
+    /// LINEAR16 or MULAW.
     encoding: Encoding,
     /// A LINEAR16 byte waiting for its pair.
     carry: Option<u8>,

@@ -37,7 +37,9 @@ pub enum Script {
 
 /// A [`SpeechEngine`] that follows a [`Script`].
 pub struct ScriptedEngine {
+    /// What it does.
     script: Script,
+    /// Samples pushed in the current stream.
     total: u64,
 }
 
