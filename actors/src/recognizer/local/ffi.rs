@@ -12,7 +12,7 @@
 //! The declarations follow Debian's 5prealpha headers (`/usr/include/pocketsphinx/pocketsphinx.h`,
 //! `/usr/include/<triplet>/sphinxbase/{cmd_ln,cmn,feat,err,logmath}.h`), soname `.so.3`.
 //!
-//! PocketSphinx logs through a global callback; [`install_log_sink`] routes it into `tracing`
+//! PocketSphinx logs through a global callback; `install_log_sink` routes it into `tracing`
 //! (target `pocketsphinx`: its errors and warnings as such, its chatter at `debug`). On a few fatal
 //! errors (a corrupt model file) the library calls `exit()` itself; its message is logged first.
 //! Model files are checked before loading (`engine::check_model`), so a missing one is an ordinary
