@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use voxgate_actors::settings::{
-    AudioSettings, GoogleSettings, SessionSettings, SupervisionSettings,
+    AudioSettings, GoogleSettings, LocalSettings, SessionSettings, SupervisionSettings,
 };
 
 /// The whole configuration. Sections mirror `config.toml`.
@@ -22,6 +22,7 @@ pub struct Config {
     pub audio: AudioSettings,
     pub supervision: SupervisionSettings,
     pub google: GoogleSettings,
+    pub local: LocalSettings,
 }
 
 /// `[server]`: the HTTP/WebSocket listener and the process.
@@ -50,6 +51,9 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// The offline speech engine on PocketSphinx, inside the process (`[local]`; needs the Debian
+    /// packages `libpocketsphinx3` and `pocketsphinx-en-us`, and a build with the `local` feature).
+    Local,
     /// Google Speech-to-Text v1 at `[google] endpoint`.
     Google,
     /// The Google-compatible emulator, started inside the process on a loopback port and reached
@@ -68,7 +72,7 @@ pub struct RecognizerSettings {
 impl Default for RecognizerSettings {
     fn default() -> Self {
         RecognizerSettings {
-            backend: Backend::Emulator,
+            backend: Backend::Local,
         }
     }
 }
@@ -113,7 +117,7 @@ impl Config {
 
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, bool); 23] = [
+        let checks: &[(&str, bool)] = &[
             (
                 "audio.frame_ms",
                 (10..=1_000).contains(&self.audio.frame_ms),
@@ -195,6 +199,14 @@ impl Config {
             (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs >= 0.0,
+            ),
+            (
+                "local.end_silence_ms",
+                (100..=10_000).contains(&self.local.end_silence_ms),
+            ),
+            (
+                "local.interim_interval_ms",
+                (10..=10_000).contains(&self.local.interim_interval_ms),
             ),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
@@ -379,5 +391,27 @@ mod tests {
             .err()
             .map(|e| e.0);
         assert!(err.unwrap_or_default().contains("nope"));
+    }
+
+    /// `[local]` keys are read from the file and the environment, and checked.
+    #[test]
+    fn local_section_is_read_and_checked() {
+        let c = load_str(
+            "[recognizer]\nbackend = \"local\"\n[local]\nmodel_dir = \"/m\"\nworkers = 3\n",
+            &[("VOXGATE_LOCAL__END_SILENCE_MS", "800")],
+        )
+        .map_err(|e| e.0)
+        .unwrap_or_default();
+        assert_eq!(c.recognizer.backend, Backend::Local);
+        assert_eq!(c.local.model_dir, std::path::PathBuf::from("/m"));
+        assert_eq!(c.local.workers, 3);
+        assert_eq!(c.local.end_silence_ms, 800);
+        assert_eq!(c.local.dictionary, LocalSettings::default().dictionary);
+        let err = load_str("[local]\nend_silence_ms = 5\n", &[])
+            .err()
+            .map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("local.end_silence_ms"));
+        let err = load_str("[local]\nmodel = \"x\"\n", &[]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("model"));
     }
 }

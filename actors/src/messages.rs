@@ -178,6 +178,10 @@ pub enum RecognizerEventKind {
     EndOfSingleUtterance,
     /// The stream is over: `Ok` after a clean end of the call, `Err` with the status otherwise.
     Ended(Result<(), StreamFailure>),
+    /// The stream could not start for lack of capacity (every local decoder is in use); reported
+    /// instead of `Ended`, as the stream's only event. Not a failure to restart from: the session
+    /// gets `busy` at once.
+    Busy(String),
 }
 
 #[derive(Message, Debug, Clone, PartialEq)]

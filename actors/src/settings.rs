@@ -1,6 +1,8 @@
 //! The configuration sections the actors obey. The service (`src/config.rs`) reads them from
 //! `config.toml` and the environment; every field has a default, and unknown keys are rejected.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// `[session]`: the client-facing limits of one WebSocket session.
@@ -194,6 +196,39 @@ impl Default for GoogleSettings {
             streams_per_connection: 100,
             connect_timeout_secs: 10.0,
             quota_project: None,
+        }
+    }
+}
+
+/// `[local]`: the offline speech engine on PocketSphinx (`[recognizer] backend = "local"`). The
+/// defaults are where Debian's `pocketsphinx-en-us` installs the US English model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalSettings {
+    /// Acoustic model directory (PocketSphinx `-hmm`: `mdef`, `means`, `variances`, …).
+    pub model_dir: PathBuf,
+    /// Pronunciation dictionary (`-dict`).
+    pub dictionary: PathBuf,
+    /// N-gram language model, ARPA or binary (`-lm`).
+    pub language_model: PathBuf,
+    /// Decoder threads, each with its own loaded model; one stream uses one decoder for its whole
+    /// life, and a stream that finds none free fails with `busy`. 0 = one per CPU core.
+    pub workers: usize,
+    /// Silence after speech that ends an utterance (a final result), in ms (10 ms steps).
+    pub end_silence_ms: u64,
+    /// Interim results come at most once per this much audio, in ms (10 ms steps).
+    pub interim_interval_ms: u64,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            model_dir: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us"),
+            dictionary: PathBuf::from("/usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict"),
+            language_model: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us.lm.bin"),
+            workers: 0,
+            end_silence_ms: 500,
+            interim_interval_ms: 200,
         }
     }
 }

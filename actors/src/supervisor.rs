@@ -542,6 +542,11 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
                     }
                     self.standby = None;
                 }
+                RecognizerEventKind::Busy(message) => {
+                    // No capacity for a second stream now: the current one carries on.
+                    debug!(session = %self.session_id, stream = msg.stream_id, %message, "standby stream refused: busy");
+                    self.standby = None;
+                }
                 // A standby has no audio: nothing else is expected from it.
                 RecognizerEventKind::Result(_) | RecognizerEventKind::EndOfSingleUtterance => {}
             }
@@ -568,6 +573,13 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
                     Ok(()) => self.on_clean_end(stream, ctx),
                     Err(failure) => self.on_failure(stream, failure, ctx),
                 }
+            }
+            RecognizerEventKind::Busy(message) => {
+                // No capacity now: retrying inside the session would only queue it silently
+                // behind the streams that hold the decoders; the client may retry later.
+                let stream = self.current.take().map(|s| s.id);
+                warn!(session = %self.session_id, ?stream, %message, "no recognizer capacity");
+                self.fail(ErrorCode::Busy, message, ctx);
             }
         }
     }
@@ -1468,5 +1480,37 @@ mod tests {
             .wait_started(1, Duration::from_secs(60))
             .await;
         assert!(none.is_empty(), "no stream after the stop");
+    }
+
+    /// A stream that cannot start for lack of capacity ends the session at once with `busy`
+    /// (close 1013, retryable): no restart, no backoff, the buffer is stopped.
+    #[actix_rt::test]
+    async fn busy_fails_the_session_at_once_without_restart() {
+        tokio::time::pause();
+        let rig = rig();
+        rig.recognizers.wait_started(1, WAIT).await;
+        rig.supervisor.do_send(event(
+            1,
+            RecognizerEventKind::Busy("all 2 decoders are in use".into()),
+        ));
+        let errors = rig.session.wait_count::<PipelineError>(1, WAIT).await;
+        assert_eq!(
+            errors,
+            vec![PipelineError {
+                code: ErrorCode::Busy,
+                message: "all 2 decoders are in use".into()
+            }]
+        );
+        assert_eq!(ErrorCode::Busy.as_str(), "busy");
+        assert_eq!(ErrorCode::Busy.close_code(), Some(1013));
+        assert!(ErrorCode::Busy.retryable());
+        assert_eq!(
+            rig.buffer.wait_count::<StopPipeline>(1, WAIT).await.len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(rig.recognizers.requests().len(), 1, "no restart");
+        assert!(rig.session.all::<PipelineWarning>().is_empty());
+        assert!(rig.buffer.all::<DetachStream>().is_empty());
     }
 }

@@ -903,6 +903,7 @@ mod tests {
                 RecognizerEventKind::EndOfSingleUtterance => "end_of_utterance",
                 RecognizerEventKind::Ended(Ok(())) => "ended_ok",
                 RecognizerEventKind::Ended(Err(_)) => "ended_err",
+                RecognizerEventKind::Busy(_) => "busy",
             })
             .collect();
         assert_eq!(
