@@ -90,11 +90,13 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// A bug or an unexpected failure inside voxgate.
     Internal,
+    /// The local speech engine has no free decoder (`[local] workers` streams are running).
+    Busy,
 }
 
 impl ErrorCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -120,6 +122,7 @@ impl ErrorCode {
         ErrorCode::UpstreamRejected,
         ErrorCode::UpstreamUnavailable,
         ErrorCode::Internal,
+        ErrorCode::Busy,
     ];
 
     /// The stable string sent as `code`.
@@ -150,6 +153,7 @@ impl ErrorCode {
             ErrorCode::UpstreamRejected => "upstream_rejected",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Busy => "busy",
         }
     }
 
@@ -174,7 +178,7 @@ impl ErrorCode {
             | ErrorCode::SlowConsumer
             | ErrorCode::TooManyClientSessions => Some(1008),
             ErrorCode::FrameTooLarge | ErrorCode::JsonTooLarge => Some(1009),
-            ErrorCode::TooManySessions => Some(1013),
+            ErrorCode::TooManySessions | ErrorCode::Busy => Some(1013),
             ErrorCode::ShuttingDown => Some(1001),
             ErrorCode::UpstreamRejected | ErrorCode::UpstreamUnavailable | ErrorCode::Internal => {
                 Some(1011)
@@ -189,6 +193,7 @@ impl ErrorCode {
             ErrorCode::TooManySessions
                 | ErrorCode::TooManyClientSessions
                 | ErrorCode::SlowConsumer
+                | ErrorCode::Busy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::UpstreamUnavailable
                 | ErrorCode::Internal

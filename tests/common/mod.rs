@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod librivox;
 pub mod process;
 pub mod raw;
 
