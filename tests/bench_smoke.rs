@@ -203,6 +203,7 @@ fn scenarios_run_end_to_end_and_write_the_tables() {
         "steady-4-base64",
         "churn-4-direct",
         "churn-4-binary",
+        "churn-4-binary-again",
     ] {
         let path = dir.join(format!("{name}.json"));
         let text =

@@ -66,6 +66,55 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
+/// Whole-machine CPU counters from `/proc/stat`: busy and total time, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineCpu {
+    pub busy_ticks: u64,
+    pub total_ticks: u64,
+}
+
+/// Reads the machine's CPU counters (all CPUs together).
+pub fn machine_cpu() -> Option<MachineCpu> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_cpu(&stat)
+}
+
+fn parse_machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some(MachineCpu {
+        busy_ticks: total.saturating_sub(idle),
+        total_ticks: total,
+    })
+}
+
+impl MachineCpu {
+    /// Busy cores on average between `self` and `later` over `secs` of wall time.
+    pub fn busy_cores_until(&self, later: &MachineCpu, secs: f64) -> f64 {
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        later.busy_ticks.saturating_sub(self.busy_ticks) as f64 / clock_ticks() / secs
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The gateway's gauges and counters of interest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct GatewayMetrics {
@@ -148,6 +197,18 @@ mod tests {
     fn the_bench_can_read_itself() {
         let me = sample(std::process::id());
         assert!(me.as_ref().is_ok_and(|s| s.rss_kib > 0), "{me:?}");
+    }
+
+    #[test]
+    fn machine_cpu_counts_idle_and_iowait_as_not_busy() {
+        let stat = "cpu  100 10 50 800 40 0 5 0 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(
+            parse_machine_cpu(stat),
+            Some(MachineCpu {
+                busy_ticks: 165,
+                total_ticks: 1005
+            })
+        );
     }
 
     #[test]

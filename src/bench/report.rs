@@ -102,6 +102,12 @@ pub struct Report {
     pub gateway_metrics_idle: Option<GatewayMetrics>,
     pub gateway_metrics_after: Option<GatewayMetrics>,
     pub bench_cpu_secs: f64,
+    /// Whole-machine busy cores over the window: with the server's, emulator's and bench's CPU
+    /// it tells how much else was running (the machine may be shared).
+    pub machine_busy_cores: Option<f64>,
+    /// 1-minute load average before and after the run.
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
 }
 
 fn process_figures(
@@ -221,6 +227,9 @@ impl Report {
             gateway_metrics_idle: result.metrics_idle,
             gateway_metrics_after: result.metrics_after,
             bench_cpu_secs: result.bench_cpu_secs,
+            machine_busy_cores: result.machine_busy_cores,
+            load_before: result.load_before,
+            load_after: result.load_after,
         }
     }
 
@@ -356,7 +365,26 @@ impl Report {
                 m.sessions_active, m.streams_active, m.stream_restarts, m.errors
             );
         }
-        let _ = writeln!(out, "  bench CPU              {:.2} s", self.bench_cpu_secs);
+        let _ = writeln!(
+            out,
+            "  bench CPU              {:.2} s ({:.2} cores over the wall time)",
+            self.bench_cpu_secs,
+            if self.wall_secs > 0.0 {
+                self.bench_cpu_secs / self.wall_secs
+            } else {
+                0.0
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  machine                {} busy cores in the window; load average {} → {}",
+            self.machine_busy_cores
+                .map_or("—".to_string(), |c| format!("{c:.2}")),
+            self.load_before
+                .map_or("—".to_string(), |l| format!("{l:.2}")),
+            self.load_after
+                .map_or("—".to_string(), |l| format!("{l:.2}")),
+        );
         out
     }
 }

@@ -31,8 +31,8 @@ use super::script::{Plan, Script, ScriptFormat};
 use super::ws::{self, WsUrl};
 
 /// How long after the last session the "after" readings are taken (the server drops its actors
-/// and connections meanwhile).
-const SETTLE_AFTER: Duration = Duration::from_secs(2);
+/// and connections, and its allocator returns what it purges, meanwhile).
+const SETTLE_AFTER: Duration = Duration::from_secs(5);
 /// RSS is sampled this often while streaming.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Consecutive sessions start this many utterances apart in the script (so finals of different
@@ -146,6 +146,12 @@ pub struct RunResult {
     pub wall_secs: f64,
     pub window_secs: f64,
     pub bench_cpu_secs: f64,
+    /// Whole-machine busy cores over the measured window (the processes under test, the bench,
+    /// and anything else running on the machine).
+    pub machine_busy_cores: Option<f64>,
+    /// 1-minute load average at the start and the end of the run.
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
 }
 
 /// Builds the frames every session sends.
@@ -275,6 +281,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         }
     };
 
+    let load_before = process::load_average();
     let metrics_before = metrics(metrics_addr).await;
     let server_before = read_proc(spec.server_pid);
     let emulator_before = read_proc(spec.emulator_pid);
@@ -289,8 +296,10 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
     });
     let churn = spec.churn_secs.is_some();
     let mut window_started = Instant::now();
+    let mut machine_start = None;
     if churn {
         window_start(&mut server, &mut emulator, &spec);
+        machine_start = process::machine_cpu();
     }
     // A churn runs for `duration` from the start of its ramp.
     let churn_end = Instant::now() + Duration::from_secs_f64(spec.duration_secs.max(0.0));
@@ -349,6 +358,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         }
         window_started = Instant::now();
         window_start(&mut server, &mut emulator, &spec);
+        machine_start = process::machine_cpu();
         pacer.go();
         let _ = go_tx.send(true);
     }
@@ -375,6 +385,10 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         }
     }
     let window_secs = window_started.elapsed().as_secs_f64();
+    let machine_busy_cores = match (machine_start, process::machine_cpu()) {
+        (Some(start), Some(end)) => Some(start.busy_cores_until(&end, window_secs)),
+        _ => None,
+    };
     for (readings, pid) in [
         (&mut server, spec.server_pid),
         (&mut emulator, spec.emulator_pid),
@@ -410,6 +424,9 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         wall_secs: epoch.elapsed().as_secs_f64(),
         window_secs,
         bench_cpu_secs: process::own_cpu_secs() - own_cpu_before,
+        machine_busy_cores,
+        load_before,
+        load_after: process::load_average(),
         spec,
     })
 }

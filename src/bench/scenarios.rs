@@ -2,7 +2,8 @@
 //! loopback, in one command. For each load it starts a fresh `voxgate emulator`, runs the load
 //! straight against it (`--direct`, the baseline), then starts a fresh emulator and a `voxgate
 //! serve` in front of it and runs the same load through the gateway, binary then base64, with the
-//! direct run as baseline; then the connection-churn scenario the same way. Every report is kept
+//! direct run as baseline; then the connection-churn scenario the same way — twice in a row on the
+//! same gateway, so that a leak would show as growth from one run to the next. Every report is kept
 //! as JSON; the tables are printed and, with `--markdown FILE`, written into FILE between the
 //! lines `<!-- bench:begin -->` and `<!-- bench:end -->`.
 //!
@@ -69,6 +70,23 @@ pub struct ScenarioArgs {
     /// Threads of the bench's runtime.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Linux: run this command and the processes it starts with this autogroup nice value (-20…19;
+    /// lowering it needs root). On a machine shared with other work, a negative value keeps the
+    /// measured processes from being starved by it; the figures then show what they can do.
+    #[arg(long, allow_hyphen_values = true)]
+    pub autogroup_nice: Option<i32>,
+}
+
+/// Sets this process's autogroup nice value (inherited by the processes it starts); returns the
+/// previous value to restore.
+fn set_autogroup_nice(nice: i32) -> Result<Option<i32>, String> {
+    const PATH: &str = "/proc/self/autogroup";
+    let before = std::fs::read_to_string(PATH)
+        .ok()
+        .and_then(|s| s.split("nice").nth(1).and_then(|n| n.trim().parse().ok()));
+    std::fs::write(PATH, nice.to_string())
+        .map_err(|e| format!("--autogroup-nice {nice}: cannot write {PATH}: {e}"))?;
+    Ok(before)
 }
 
 /// A `voxgate` child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -260,27 +278,31 @@ fn run_load(args: &ScenarioArgs, name: &str, load: Load) -> Result<Vec<(String, 
     } else {
         &[false, true]
     };
+    // A churn runs twice on the same gateway: a leak shows as growth from one run to the next.
+    let repeats = if load.churn.is_some() { 2 } else { 1 };
     for &base64 in framings {
-        let run_name = format!("{name}-{}", if base64 { "base64" } else { "binary" });
-        eprintln!("bench: {run_name}");
-        let emu = emulator(args, &run_name)?;
-        let gw = gateway(args, &run_name, &emu)?;
-        let url = WsUrl::parse(&format!("ws://{}/v1/listen", gw.addr))?;
-        let result = run::run(
-            spec(
-                args,
-                load,
-                Target::Gateway { url, base64 },
-                gw.pid(),
-                Some(emu.pid()),
-            ),
-            args.threads,
-        )?;
+        let base_name = format!("{name}-{}", if base64 { "base64" } else { "binary" });
+        let emu = emulator(args, &base_name)?;
+        let gw = gateway(args, &base_name, &emu)?;
+        for repeat in 0..repeats {
+            let run_name = if repeat == 0 {
+                base_name.clone()
+            } else {
+                format!("{base_name}-again")
+            };
+            eprintln!("bench: {run_name}");
+            let url = WsUrl::parse(&format!("ws://{}/v1/listen", gw.addr))?;
+            let target = Target::Gateway { url, base64 };
+            let result = run::run(
+                spec(args, load, target, gw.pid(), Some(emu.pid())),
+                args.threads,
+            )?;
+            let report = Report::new(result, baseline);
+            save(args, &run_name, &report)?;
+            reports.push((run_name, report));
+        }
         gw.stop()?;
         emu.stop()?;
-        let report = Report::new(result, baseline);
-        save(args, &run_name, &report)?;
-        reports.push((run_name, report));
     }
     Ok(reports)
 }
@@ -288,6 +310,18 @@ fn run_load(args: &ScenarioArgs, name: &str, load: Load) -> Result<Vec<(String, 
 /// Runs `voxgate bench scenarios`.
 pub fn run(args: &ScenarioArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let restore_nice = match args.autogroup_nice {
+        Some(nice) => Some(set_autogroup_nice(nice)?),
+        None => None,
+    };
+    let result = run_all(args);
+    if let Some(Some(before)) = restore_nice {
+        let _ = set_autogroup_nice(before);
+    }
+    result
+}
+
+fn run_all(args: &ScenarioArgs) -> Result<(), String> {
     let sizes: Vec<u64> = args
         .sizes
         .split(',')
@@ -384,7 +418,7 @@ fn tables(
         out,
         "Run {started}, commit `{}`, {}; emulator, gateway and bench on this machine. \
          Command: `voxgate bench scenarios --sizes {} --duration {} --churn-slots {} --churn-secs {} \
-         --churn-duration {}{}{}`; 16 kHz LINEAR16, 100 ms frames, {}.\n",
+         --churn-duration {}{}{}{}`; 16 kHz LINEAR16, 100 ms frames, {}.\n",
         git_commit(),
         machine(),
         args.sizes,
@@ -394,26 +428,28 @@ fn tables(
         args.churn_duration,
         if args.binary_only { " --binary-only" } else { "" },
         if args.finals_only { " --finals-only" } else { "" },
+        args.autogroup_nice
+            .map_or(String::new(), |n| format!(" --autogroup-nice {n}")),
         if args.finals_only { "finals only" } else { "interim results on" },
     );
     if !steady.is_empty() {
-        let _ = writeln!(out, "| scenario | held / failed | transcript errors | added latency p50 / p90 / p99 / max (ms) | direct p99 (ms) | server CPU s per session-min | server cores | gateway ÷ emulator CPU | RSS KiB per idle / active session | bench tick lag p99 (ms) |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| scenario | held / failed | transcript errors | added latency p50 / p90 / p99 / max (ms) | direct p99 (ms) | server CPU s per session-min | server cores | gateway ÷ emulator CPU | RSS KiB per idle / active session | bench tick lag p99 (ms) | machine busy cores / load |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
         for (name, r) in steady {
             row(&mut out, name, r);
         }
         let _ = writeln!(out);
     }
     if !churn.is_empty() {
-        let _ = writeln!(out, "| churn | opened / s | completed / s | held / failed | transcript errors | added latency p99 (ms) | server cores | RSS KiB before → after | sessions / streams active after |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| churn | opened / s | completed / s | held / failed | transcript errors | added latency p99 (ms) | server cores | RSS KiB before → peak → after | sessions / streams active after | machine busy cores / load |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for (name, r) in churn {
             let c = r.churn.as_ref();
             let s = r.server.as_ref();
             let m = r.gateway_metrics_after.as_ref();
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |",
                 opt(c.map(|c| c.opened_per_sec), 0),
                 opt(c.map(|c| c.completed_per_sec), 0),
                 r.sessions_ok,
@@ -422,13 +458,14 @@ fn tables(
                 format_args!("{:.2}", r.added_latency_ms.p99),
                 opt(s.map(|s| s.cpu_cores), 2),
                 s.map_or("—".to_string(), |s| format!(
-                    "{} → {}",
-                    s.rss_baseline_kib, s.rss_after_kib
+                    "{} → {} → {}",
+                    s.rss_baseline_kib, s.rss_peak_kib, s.rss_after_kib
                 )),
                 m.map_or("—".to_string(), |m| format!(
                     "{} / {}",
                     m.sessions_active, m.streams_active
                 )),
+                machine_load(r),
             );
         }
         let _ = writeln!(out);
@@ -467,7 +504,7 @@ fn row(out: &mut String, name: &str, r: &Report) {
     };
     let _ = writeln!(
         out,
-        "| {name} | {} / {} | {} | {added} | {direct_p99} | {} | {} | {} | {} / {} | {} |",
+        "| {name} | {} / {} | {} | {added} | {direct_p99} | {} | {} | {} | {} / {} | {} | {} |",
         r.sessions_ok,
         r.sessions_failed,
         r.transcript_errors,
@@ -477,7 +514,17 @@ fn row(out: &mut String, name: &str, r: &Report) {
         opt(s.and_then(|s| s.rss_idle_per_session_kib), 1),
         opt(s.and_then(|s| s.rss_active_per_session_kib), 1),
         opt(r.bench_tick_lag_ms.map(|p| p.p99), 2),
+        machine_load(r),
     );
+}
+
+/// Machine busy cores during the window, and the load average at the start.
+fn machine_load(r: &Report) -> String {
+    format!(
+        "{} / {}",
+        opt(r.machine_busy_cores, 2),
+        opt(r.load_before, 1)
+    )
 }
 
 /// Replaces the marked region of `path` with `tables`.
