@@ -35,12 +35,16 @@ const READ_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// HTTP/2 connections to the emulator, each carrying at most [`STREAMS_PER_CONNECTION`] calls.
 pub struct ChannelPool {
+    /// How to connect.
     endpoint: Endpoint,
+    /// The connections opened so far.
     channels: Mutex<Vec<Arc<Pooled>>>,
 }
 
 struct Pooled {
+    /// One HTTP/2 connection (clones share it).
     channel: Channel,
+    /// Calls on it now.
     calls: AtomicUsize,
 }
 

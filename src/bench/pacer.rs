@@ -53,6 +53,7 @@ pub enum Sink {
 pub struct SendLog {
     /// Send instants (µs since the run's epoch) of the plan's marks, in order, as far as sent.
     pub marks_us: Vec<u64>,
+    /// Frames written (or queued to the call).
     pub frames_sent: u64,
     /// The plan ran to its end and `stop` (or the half-close) was sent.
     pub completed: bool,
@@ -69,13 +70,19 @@ pub struct EntryHandle {
 
 /// One session in a group.
 pub struct Entry {
+    /// Where the frames go.
     sink: Sink,
+    /// Which frames, and which of them to time.
     plan: Arc<Plan>,
     /// Waits for the run's "go" before streaming (keeping alive meanwhile).
     waiting: bool,
+    /// The session frame sent at the next tick.
     next_frame: u64,
+    /// What is reported when the entry is done.
     log: SendLog,
+    /// Set by the session to end the entry.
     abort: Arc<AtomicBool>,
+    /// Takes the log to the session (once).
     done: Option<oneshot::Sender<SendLog>>,
 }
 
@@ -192,6 +199,7 @@ impl Entry {
 
 /// The tickers and what they share.
 pub struct Pacer {
+    /// The frames every session sends.
     frames: FrameSet,
     /// New entries per group, taken by the group's ticker at its next tick.
     groups: Vec<Mutex<Vec<Entry>>>,
@@ -202,6 +210,7 @@ pub struct Pacer {
     stopped: AtomicBool,
     /// The run's time origin.
     epoch: Instant,
+    /// The frame period: every session's ticker fires this often.
     period: Duration,
     /// How late ticks fired, µs (the bench's own health: a starved bench paces late).
     lag_us: Mutex<Vec<u32>>,

@@ -73,9 +73,13 @@ pub struct RunSpec {
 
 /// What sessions share during a run.
 pub struct Shared {
+    /// What every session says and must hear back.
     pub script: Arc<Script>,
+    /// Sends every session's frames.
     pub pacer: Arc<Pacer>,
+    /// Where sessions report how they ended.
     pub collector: Collector,
+    /// Sessions ask for interim results.
     pub interim: bool,
     /// Steady run: sessions wait for "go" before streaming.
     pub steady: bool,
@@ -85,9 +89,11 @@ pub struct Shared {
     pub start_frame: Bytes,
     /// Sessions that are ready, or failed before being ready.
     settled: AtomicU64,
+    /// Notified when `settled` grows.
     settled_changed: Notify,
     /// Plans by starting utterance (steady runs reuse them).
     plans: Vec<OnceLock<Arc<Plan>>>,
+    /// Seconds of audio per plan.
     plan_secs: f64,
 }
 
@@ -120,23 +126,32 @@ impl Shared {
 /// The readings of one process at the run's phase boundaries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcReadings {
+    /// Before any session.
     pub before: ProcSample,
+    /// After the idle phase (steady runs).
     pub idle: Option<ProcSample>,
     /// At the start of the measured window (go, or the churn's start).
     pub window_start: ProcSample,
     /// At its end (the last session ended).
     pub window_end: ProcSample,
+    /// Highest RSS sampled in the window.
     pub peak_rss_kib: u64,
+    /// A few seconds after the last session.
     pub after: ProcSample,
 }
 
 /// Everything measured, for the report.
 pub struct RunResult {
+    /// What was run.
     pub spec: RunSpec,
+    /// What the sessions measured.
     pub totals: Totals,
+    /// How late the pacer's ticks fired, µs.
     pub tick_lag_us: Vec<u32>,
+    /// Readings of the server (`--server-pid`) and of the emulator behind it (`--emulator-pid`).
     pub server: Option<ProcReadings>,
     pub emulator: Option<ProcReadings>,
+    /// The gateway's gauges before the ramp, after the idle phase, and after the run.
     pub metrics_before: Option<GatewayMetrics>,
     pub metrics_idle: Option<GatewayMetrics>,
     pub metrics_after: Option<GatewayMetrics>,

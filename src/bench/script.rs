@@ -77,7 +77,9 @@ const MAX_WORDS: usize = 6;
 /// The audio format of a script (the emulator's synthetic code needs an uncompressed encoding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScriptFormat {
+    /// Samples per second.
     pub sample_rate_hz: u32,
+    /// LINEAR16 or MULAW.
     pub encoding: SynthEncoding,
     /// Length of one frame (one WebSocket message or one gRPC request), in ms.
     pub frame_ms: u64,
@@ -97,7 +99,9 @@ impl ScriptFormat {
 #[derive(Debug, Clone)]
 pub struct ScriptWord {
     pub word: String,
+    /// First loud sample of its first tone.
     pub start_sample: u64,
+    /// One past the last loud sample of its last tone.
     pub end_sample: u64,
 }
 

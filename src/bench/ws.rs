@@ -251,7 +251,9 @@ const MAX_BACKLOG: usize = 96 * 1024;
 /// (pongs, the Close reply). Writes never wait: what the socket does not take at once is kept in a
 /// backlog, written before anything else at the next send or by [`WsWriter::flush`].
 pub struct WsWriter {
+    /// The socket's sending half.
     half: tokio::net::tcp::OwnedWriteHalf,
+    /// Bytes the socket did not take yet, in order.
     backlog: std::sync::Mutex<BytesMut>,
 }
 
