@@ -4,10 +4,14 @@
 //! - `google`: Google Speech-to-Text v1 at `[google] endpoint`, credentials looked up once here.
 //! - `emulator`: the project's Google-compatible emulator, started inside the process on a
 //!   loopback port; sessions reach it through the same Google client code as Google itself.
+//! - `local`: the offline PocketSphinx engine (cargo feature `local`): its decoder pool is loaded
+//!   here once (a missing library or model stops the start-up, naming the package to install) and
+//!   shared by every worker thread's recognizer factory.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
+use voxgate_actors::circuit_breaker::CircuitBreaker;
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
 use voxgate_actors::recognizer::google::GoogleRecognizerFactory;
 use voxgate_actors::recognizer::google_auth::Credentials;
@@ -46,6 +50,7 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
         Backend::Google => Credentials::from_settings(&google)
             .await
             .map_err(|e| e.to_string())?,
+        Backend::Local => return start_local(config).await,
         Backend::Emulator => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -64,11 +69,14 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
     let endpoint = GoogleEndpoint::new(&google).map_err(|e| e.to_string())?;
     let (audio, supervision) = (config.audio.clone(), config.supervision.clone());
     let ack_interval_ms = config.session.ack_interval_ms;
+    // One breaker for the whole process: every worker's sessions see the same upstream.
+    let breaker = Arc::new(CircuitBreaker::from_settings(&supervision));
     let pipelines: PipelineFactoryMaker = Arc::new(move || {
         Rc::new(Pipeline {
             recognizers: Rc::new(GoogleRecognizerFactory::new(&endpoint, credentials.clone())),
             audio: audio.clone(),
             supervision: supervision.clone(),
+            breaker: breaker.clone(),
             ack_interval_ms,
         }) as Rc<dyn PipelineFactory>
     });
@@ -76,4 +84,53 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
         pipelines,
         emulator,
     })
+}
+
+/// 100 days: longer than `[session] max_session_secs` can sensibly be, short enough for timers.
+#[cfg(feature = "local")]
+const LOCAL_NO_ROTATION_SECS: f64 = 100.0 * 86_400.0;
+
+/// `backend = "local"`: loads the decoder pool (off the event loop: loading takes a while).
+#[cfg(feature = "local")]
+async fn start_local(config: &Config) -> Result<RunningBackend, String> {
+    use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
+
+    let settings = config.local.clone();
+    let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
+        .await
+        .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
+    let audio = config.audio.clone();
+    // The local engine has no stream-duration limit: its streams are never rotated (a rotation's
+    // standby stream would hold a second decoder of the pool). Far beyond any session's length.
+    let supervision = voxgate_actors::settings::SupervisionSettings {
+        rotate_after_secs: LOCAL_NO_ROTATION_SECS,
+        max_stream_secs: LOCAL_NO_ROTATION_SECS,
+        ..config.supervision.clone()
+    };
+    let ack_interval_ms = config.session.ack_interval_ms;
+    let breaker = Arc::new(CircuitBreaker::from_settings(&supervision));
+    let pipelines: PipelineFactoryMaker = Arc::new(move || {
+        Rc::new(Pipeline {
+            recognizers: Rc::new(LocalRecognizerFactory::new(engine.clone())),
+            audio: audio.clone(),
+            supervision: supervision.clone(),
+            breaker: breaker.clone(),
+            ack_interval_ms,
+        }) as Rc<dyn PipelineFactory>
+    });
+    Ok(RunningBackend {
+        pipelines,
+        emulator: None,
+    })
+}
+
+/// `backend = "local"` in a build without the engine: a clear start-up error.
+#[cfg(not(feature = "local"))]
+async fn start_local(_config: &Config) -> Result<RunningBackend, String> {
+    Err(
+        "[recognizer] backend = \"local\": this voxgate was built without the local speech \
+         engine (cargo feature `local`); rebuild with default features, or set backend = \
+         \"google\" or \"emulator\""
+            .to_string(),
+    )
 }

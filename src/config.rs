@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use voxgate_actors::settings::{
-    AudioSettings, GoogleSettings, SessionSettings, SupervisionSettings,
+    AudioSettings, GoogleSettings, LocalSettings, SessionSettings, SupervisionSettings,
 };
 
 /// The whole configuration. Sections mirror `config.toml`.
@@ -22,6 +22,7 @@ pub struct Config {
     pub audio: AudioSettings,
     pub supervision: SupervisionSettings,
     pub google: GoogleSettings,
+    pub local: LocalSettings,
 }
 
 /// `[server]`: the HTTP/WebSocket listener and the process.
@@ -50,6 +51,9 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// The offline speech engine on PocketSphinx, inside the process (`[local]`; needs the Debian
+    /// packages `libpocketsphinx3` and `pocketsphinx-en-us`, and a build with the `local` feature).
+    Local,
     /// Google Speech-to-Text v1 at `[google] endpoint`.
     Google,
     /// The Google-compatible emulator, started inside the process on a loopback port and reached
@@ -68,7 +72,7 @@ pub struct RecognizerSettings {
 impl Default for RecognizerSettings {
     fn default() -> Self {
         RecognizerSettings {
-            backend: Backend::Emulator,
+            backend: Backend::Local,
         }
     }
 }
@@ -113,7 +117,7 @@ impl Config {
 
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, bool); 13] = [
+        let checks: &[(&str, bool)] = &[
             (
                 "audio.frame_ms",
                 (10..=1_000).contains(&self.audio.frame_ms),
@@ -125,6 +129,42 @@ impl Config {
             (
                 "audio.max_buffer_ms",
                 self.audio.max_buffer_ms >= self.audio.frame_ms,
+            ),
+            (
+                "audio.max_replay_ms",
+                self.audio.max_replay_ms >= self.audio.max_buffer_ms,
+            ),
+            // Google's "too fast" rule: a burst of about 10 s, then about 2× real time.
+            ("audio.max_lead_ms", self.audio.max_lead_ms <= 10_000),
+            (
+                "audio.catchup_speed",
+                (1.0..=2.0).contains(&self.audio.catchup_speed),
+            ),
+            // Below Google's ~10 s audio timeout; 0 turns the gap close off.
+            ("audio.gap_close_ms", self.audio.gap_close_ms <= 9_000),
+            (
+                "supervision.rotate_after_secs",
+                self.supervision.rotate_after_secs > 0.0,
+            ),
+            (
+                "supervision.max_stream_secs",
+                self.supervision.max_stream_secs >= self.supervision.rotate_after_secs,
+            ),
+            (
+                "supervision.standby_max_wait_secs",
+                (0.1..=9.0).contains(&self.supervision.standby_max_wait_secs),
+            ),
+            (
+                "supervision.restart_period_secs",
+                self.supervision.restart_period_secs > 0.0,
+            ),
+            (
+                "supervision.breaker_open_ms",
+                self.supervision.breaker_open_ms >= 1,
+            ),
+            (
+                "supervision.breaker_max_open_ms",
+                self.supervision.breaker_max_open_ms >= self.supervision.breaker_open_ms,
             ),
             (
                 "session.max_frame_bytes",
@@ -160,17 +200,32 @@ impl Config {
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs >= 0.0,
             ),
+            (
+                "local.end_silence_ms",
+                (100..=10_000).contains(&self.local.end_silence_ms),
+            ),
+            (
+                "local.interim_interval_ms",
+                (10..=10_000).contains(&self.local.interim_interval_ms),
+            ),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(ConfigError(format!(
                 "{key}: value out of range (see config.toml)"
             )));
         }
-        for code in &self.supervision.retryable_codes {
-            if voxgate_actors::settings::parse_grpc_code(code).is_none() {
-                return Err(ConfigError(format!(
-                    "supervision.retryable_codes: unknown gRPC code `{code}`"
-                )));
+        let code_lists = [
+            (
+                "supervision.retryable_codes",
+                &self.supervision.retryable_codes,
+            ),
+            ("supervision.breaker_codes", &self.supervision.breaker_codes),
+        ];
+        for (key, codes) in code_lists {
+            for code in codes {
+                if voxgate_actors::settings::parse_grpc_code(code).is_none() {
+                    return Err(ConfigError(format!("{key}: unknown gRPC code `{code}`")));
+                }
             }
         }
         let endpoint = &self.google.endpoint;
@@ -276,6 +331,40 @@ mod tests {
         assert!(err.map(|e| e.0).unwrap_or_default().contains("NOPE"));
     }
 
+    /// The supervision and pacing bounds are enforced: catch-up within Google's "too fast" rule,
+    /// replay retention at least the buffer, rotation ages in order, breaker codes known.
+    #[test]
+    fn supervision_bounds_are_enforced() {
+        let cases = [
+            ("[audio]\ncatchup_speed = 2.5\n", "audio.catchup_speed"),
+            ("[audio]\ncatchup_speed = 0.9\n", "audio.catchup_speed"),
+            ("[audio]\nmax_lead_ms = 20000\n", "audio.max_lead_ms"),
+            ("[audio]\nmax_replay_ms = 1000\n", "audio.max_replay_ms"),
+            ("[audio]\ngap_close_ms = 12000\n", "audio.gap_close_ms"),
+            (
+                "[supervision]\nrotate_after_secs = 300.0\n",
+                "supervision.max_stream_secs",
+            ),
+            (
+                "[supervision]\nstandby_max_wait_secs = 15.0\n",
+                "supervision.standby_max_wait_secs",
+            ),
+            (
+                "[supervision]\nbreaker_max_open_ms = 10\n",
+                "supervision.breaker_max_open_ms",
+            ),
+            (
+                "[supervision]\nbreaker_codes = [\"SOMETIMES\"]\n",
+                "supervision.breaker_codes",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        assert!(load_str("[audio]\ncatchup_speed = 2.0\ngap_close_ms = 0\n", &[]).is_ok());
+    }
+
     /// Environment variables override the file, typed as TOML when they parse as TOML.
     #[test]
     fn env_overrides_file() {
@@ -302,5 +391,27 @@ mod tests {
             .err()
             .map(|e| e.0);
         assert!(err.unwrap_or_default().contains("nope"));
+    }
+
+    /// `[local]` keys are read from the file and the environment, and checked.
+    #[test]
+    fn local_section_is_read_and_checked() {
+        let c = load_str(
+            "[recognizer]\nbackend = \"local\"\n[local]\nmodel_dir = \"/m\"\nworkers = 3\n",
+            &[("VOXGATE_LOCAL__END_SILENCE_MS", "800")],
+        )
+        .map_err(|e| e.0)
+        .unwrap_or_default();
+        assert_eq!(c.recognizer.backend, Backend::Local);
+        assert_eq!(c.local.model_dir, std::path::PathBuf::from("/m"));
+        assert_eq!(c.local.workers, 3);
+        assert_eq!(c.local.end_silence_ms, 800);
+        assert_eq!(c.local.dictionary, LocalSettings::default().dictionary);
+        let err = load_str("[local]\nend_silence_ms = 5\n", &[])
+            .err()
+            .map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("local.end_silence_ms"));
+        let err = load_str("[local]\nmodel = \"x\"\n", &[]).err().map(|e| e.0);
+        assert!(err.unwrap_or_default().contains("model"));
     }
 }

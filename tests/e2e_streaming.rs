@@ -178,3 +178,49 @@ async fn real_time_stream_gets_exact_transcripts_in_every_framing() {
     assert_eq!(value("voxgate_sessions_active "), 0.0);
     assert_eq!(value("voxgate_transcripts_total{kind=\"final\"} "), 9.0);
 }
+
+/// With the emulator allowing 5 streams per HTTP/2 connection (Google: 100), 12 concurrent sessions
+/// on one gateway worker are spread over at least 3 connections, and every one is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_spread_over_a_connection_pool() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let config = voxgate::emulator::EmulatorConfig {
+        max_streams_per_connection: 5,
+        ..Default::default()
+    };
+    let emulator = voxgate::emulator::spawn(listener, config)
+        .await
+        .unwrap_or_else(|e| panic!("emulator: {e}"));
+    let endpoint = emulator.endpoint();
+    let gateway = Process::start(
+        &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
+        &[
+            ("VOXGATE_RECOGNIZER__BACKEND", "google"),
+            ("VOXGATE_GOOGLE__AUTH", "none"),
+            ("VOXGATE_GOOGLE__ENDPOINT", endpoint.as_str()),
+            ("VOXGATE_GOOGLE__STREAMS_PER_CONNECTION", "5"),
+            ("VOXGATE_SERVER__WORKERS", "1"),
+        ],
+    );
+    let text = "pooled streams. all exact";
+    let audio = synth::encode(text, 16_000, synth::SynthEncoding::Linear16);
+    let sessions: Vec<_> = (0..12)
+        .map(|_| {
+            let (addr, audio) = (gateway.addr.clone(), audio.clone());
+            tokio::spawn(async move { stream_session(&addr, audio, Framing::Binary).await })
+        })
+        .collect();
+    for s in sessions {
+        let rx = s.await.unwrap_or_else(|e| panic!("session task: {e}"));
+        assert_eq!(
+            rx.final_text(),
+            synth::expected_words(text).join(" "),
+            "{rx:?}"
+        );
+    }
+    let stats = emulator.stats();
+    assert_eq!(stats.streams_opened, 12, "{stats:?}");
+    assert!(stats.connections_accepted >= 3, "{stats:?}");
+}

@@ -1206,3 +1206,93 @@ async fn the_command_serves_and_encodes() {
         .expect("process exits");
     assert!(status.success(), "exit status {status}");
 }
+
+// ───────────────────────────── real speech (--recognizer pocketsphinx) ─────────────────────────────
+
+/// `--recognizer pocketsphinx`: the local engine answers with Google's responses — interims while
+/// the speech goes on, the final "go forward ten meters" with word times inside the audio — and a
+/// stream that finds every decoder busy is refused with RESOURCE_EXHAUSTED.
+#[cfg(feature = "local")]
+#[tokio::test]
+async fn pocketsphinx_recognises_real_speech_and_refuses_when_busy() {
+    use voxgate::emulator::RecognizerKind;
+    use voxgate_actors::settings::LocalSettings;
+
+    let path = "/usr/share/pocketsphinx/test/data/goforward.raw";
+    let audio = std::fs::read(path).unwrap_or_else(|e| {
+        panic!("{path}: {e} (install the Debian package pocketsphinx-testdata)")
+    });
+    let emulator = start(EmulatorConfig {
+        recognizer: RecognizerKind::PocketSphinx(LocalSettings {
+            workers: 1,
+            ..LocalSettings::default()
+        }),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut client = client(&emulator).await;
+    let setup = Setup {
+        interim: true,
+        word_times: true,
+        ..Setup::default()
+    };
+    within(async {
+        let mut first = open_call(&mut client, config_request(&setup))
+            .await
+            .expect("the first stream is accepted");
+        let (head, tail) = audio.split_at(48_000);
+        for chunk in head.chunks(3_200) {
+            first
+                .requests
+                .send(audio_request(chunk.to_vec()))
+                .await
+                .expect("send audio");
+        }
+        let interim = first.responses.message().await.expect("an interim result");
+        assert!(
+            interim.is_some_and(|r| r.results.iter().any(|r| !r.is_final)),
+            "interim while speaking"
+        );
+
+        let busy = run_call(
+            &mut client,
+            config_request(&setup),
+            fixed_chunks(&audio[..3_200], 3_200),
+            Pace::Burst,
+            true,
+        )
+        .await;
+        assert_eq!(busy.code(), Code::ResourceExhausted, "{busy:?}");
+        assert!(busy.message().contains("busy"), "{}", busy.message());
+
+        for chunk in tail.chunks(3_200) {
+            first
+                .requests
+                .send(audio_request(chunk.to_vec()))
+                .await
+                .expect("send audio");
+        }
+        let outcome = first.finish().await;
+        assert_eq!(outcome.code(), Code::Ok, "{outcome:?}");
+        assert_eq!(
+            outcome.final_transcripts().join(" "),
+            "go forward ten meters"
+        );
+        let audio_secs = audio.len() as f64 / 32_000.0;
+        for result in outcome.finals() {
+            assert!(secs(&result.result_end_time) <= audio_secs + 0.01);
+            let words = &result.alternatives[0].words;
+            assert_eq!(words.len(), 4, "{words:?}");
+            let mut previous = 0.0;
+            for w in words {
+                let (start, end) = (secs(&w.start_time), secs(&w.end_time));
+                assert!(
+                    start >= previous && end > start && end <= audio_secs,
+                    "{w:?}"
+                );
+                previous = end;
+            }
+        }
+    })
+    .await;
+}

@@ -8,18 +8,27 @@
 //! the pacing of frames to the attached stream, the replay into a new stream after a restart, and
 //! the half-close of a stream at `finalize`/`stop`.
 //!
-//! Pacing costs nothing while a client sends at real time: each frame is forwarded as soon as it is
-//! complete. A stream may be fed at most `max_lead_ms` ahead of real time, counted from when it was
-//! attached and from the session time it started at; only when the next frame is not yet due does
-//! the buffer arm a single timer (`run_later`) for the moment it is. No periodic timer exists, so
-//! an idle or real-time session costs no wake-ups beyond its own audio.
+//! Pacing is a token bucket per stream, in milliseconds of audio: a new stream may be sent
+//! `max_lead_ms` at once (the burst), and the allowance refills at `catchup_speed` × real time. A
+//! client sending at real time is forwarded frame by frame as it arrives; a backlog — the replay
+//! after a restart, audio buffered during an outage, a client faster than real time — is fed at
+//! `catchup_speed` until the stream has caught up with the live audio. Google's "too fast" rule
+//! (audio ≤ burst + factor × elapsed; the emulator's defaults are 10 s and 2×) holds as long as
+//! `max_lead_ms` ≤ the burst and `catchup_speed` ≤ the factor. Only when the next frame is not yet
+//! allowed does the buffer arm a single timer (`run_later`) for the moment it is: no periodic
+//! timer, so an idle or real-time session costs no wake-ups beyond its own audio.
 //!
-//! Half-closes are markers in the audio: `finalize`/`stop` mark the byte where the client's request
-//! falls; when the attached stream reaches that byte the buffer sends it [`UpstreamAudio::End`],
-//! tells the supervisor ([`UpstreamHalfClosed`]) and detaches. A marker is forgotten only when the
-//! stream it closed ended cleanly (the supervisor attaches the next one with
-//! [`Resume::AfterSent`]); after a failure the replay reaches it again and the new stream is
-//! half-closed at the same place.
+//! Half-closes are markers in the audio: `finalize`/`stop` — and an audio gap, when no client
+//! audio arrived for `gap_close_ms` — mark the byte where they fall; when the attached stream
+//! reaches that byte the buffer sends it [`UpstreamAudio::End`], tells the supervisor
+//! ([`UpstreamHalfClosed`]) and detaches. A marker is forgotten only when the stream it closed
+//! ended cleanly (the supervisor attaches the next one with [`Resume::AfterSent`]); after a failure
+//! the replay reaches it again and the new stream is half-closed at the same place.
+//!
+//! Streams are opened only for audio: after each half-close (and at the start) the buffer tells
+//! the supervisor once, with [`AudioPending`], as soon as audio (or a `stop`) is waiting for the
+//! next stream. So a muted client holds no upstream stream open, and Google's audio timeout never
+//! ends one.
 
 pub mod frames;
 
@@ -42,10 +51,10 @@ use frames::FrameStore;
 struct AttachedStream {
     id: u64,
     sink: Recipient<UpstreamAudio>,
-    /// When it was attached: real time for the pacing starts here…
-    attached_at: Instant,
-    /// …and session time here (where its audio starts).
-    origin_ms: u64,
+    /// Audio (ms) this stream may still be sent at once: the pacing's token bucket.
+    allowance_ms: f64,
+    /// When `allowance_ms` was last refilled.
+    refilled_at: Instant,
 }
 
 /// A client's `finalize` or `stop`: the stream is half-closed after the audio before `at_byte`.
@@ -88,6 +97,13 @@ pub struct AudioBuffer {
     audio_ended: bool,
     /// Retained audio is being dropped for `max_replay_ms` (warned once per episode).
     replay_truncated: bool,
+    /// When client audio last arrived (for the audio-gap half-close).
+    last_audio_at: Instant,
+    /// The one timer that checks for an audio gap; armed while audio flows.
+    gap_timer: Option<SpawnHandle>,
+    /// [`AudioPending`] was sent since the last half-close (or the start): not again until the
+    /// next half-close.
+    announced: bool,
 }
 
 impl AudioBuffer {
@@ -120,7 +136,46 @@ impl AudioBuffer {
             overflowed: false,
             audio_ended: false,
             replay_truncated: false,
+            last_audio_at: Instant::now(),
+            gap_timer: None,
+            announced: false,
         }
+    }
+
+    /// Tells the supervisor, once per half-close, that audio (or a `stop`) waits for a stream.
+    fn announce_pending(&mut self) {
+        if self.stream.is_none() && !self.announced {
+            self.announced = true;
+            self.links.audio_pending.do_send(AudioPending);
+        }
+    }
+
+    /// The burst: what a stream may be sent at once. Never below one frame, so pacing can always
+    /// make progress.
+    fn burst_ms(&self) -> f64 {
+        self.settings.max_lead_ms.max(self.settings.frame_ms) as f64
+    }
+
+    /// Arms the audio-gap check `after` from now, unless one is armed.
+    fn arm_gap_timer(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        if self.gap_timer.is_some() || self.settings.gap_close_ms == 0 {
+            return;
+        }
+        self.gap_timer = Some(ctx.run_later(after, |act, ctx| {
+            act.gap_timer = None;
+            if act.overflowed || act.audio_ended {
+                return;
+            }
+            let gap = Duration::from_millis(act.settings.gap_close_ms);
+            let quiet = act.last_audio_at.elapsed();
+            if quiet >= gap {
+                debug!(session = %act.session_id, quiet_ms = quiet.as_millis() as u64, "no audio: closing the stream until audio comes again");
+                act.mark(HalfCloseReason::Gap);
+                act.pump(ctx);
+            } else {
+                act.arm_gap_timer(gap - quiet, ctx);
+            }
+        }));
     }
 
     /// Acknowledges the audio forwarded so far if it grew by `ack_interval_ms` since the last
@@ -154,8 +209,8 @@ impl AudioBuffer {
     /// Adds a half-close marker where the accepted audio ends now (the partial frame flushed).
     fn mark(&mut self, reason: HalfCloseReason) {
         let at_byte = self.store.flush_partial();
-        if reason == HalfCloseReason::Finalize && at_byte == self.last_mark_byte {
-            return; // no audio since the last half-close point: nothing to finalize
+        if reason != HalfCloseReason::EndOfAudio && at_byte == self.last_mark_byte {
+            return; // no audio since the last half-close point: nothing to finalize or close
         }
         self.last_mark_byte = at_byte;
         if let Some(last) = self.markers.back_mut().filter(|m| m.at_byte == at_byte) {
@@ -190,7 +245,7 @@ impl AudioBuffer {
         if self.pacing_timer.is_some() {
             return;
         }
-        while let Some(stream) = self.stream.as_ref() {
+        while self.stream.is_some() {
             if let Some(marker) = self.markers.front() {
                 if marker.half_closed_on.is_none() && self.store.stream_position() >= marker.at_byte
                 {
@@ -201,18 +256,28 @@ impl AudioBuffer {
             let Some(end_ms) = self.store.next_end_ms() else {
                 return;
             };
-            let ahead_ms = end_ms
-                .saturating_sub(stream.origin_ms)
-                .saturating_sub(self.settings.max_lead_ms);
-            let due = stream.attached_at + Duration::from_millis(ahead_ms);
+            let start_ms = self.store.byte_to_ms(self.store.stream_position());
+            let burst_ms = self.burst_ms();
+            // A frame longer than the burst (compressed audio) goes once the bucket is full.
+            let frame_ms = (end_ms.saturating_sub(start_ms) as f64).min(burst_ms);
+            let speed = self.settings.catchup_speed.max(1.0);
             let now = Instant::now();
-            if due > now {
-                self.pacing_timer = Some(ctx.run_later(due - now, |act, ctx| {
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
+            let refill = now.duration_since(stream.refilled_at).as_secs_f64() * 1_000.0 * speed;
+            stream.allowance_ms = (stream.allowance_ms + refill).min(burst_ms);
+            stream.refilled_at = now;
+            if stream.allowance_ms < frame_ms {
+                let wait_ms = (frame_ms - stream.allowance_ms) / speed;
+                let wait = Duration::from_secs_f64(wait_ms / 1_000.0);
+                self.pacing_timer = Some(ctx.run_later(wait, |act, ctx| {
                     act.pacing_timer = None;
                     act.pump(ctx);
                 }));
                 return;
             }
+            stream.allowance_ms -= frame_ms;
             let Some(frame) = self.store.take_next() else {
                 return;
             };
@@ -241,7 +306,8 @@ impl AudioBuffer {
             return;
         };
         marker.half_closed_on = Some(stream.id);
-        let (reason, at_ms) = (marker.reason, self.store.byte_to_ms(marker.at_byte));
+        let (reason, at_byte) = (marker.reason, marker.at_byte);
+        let at_ms = self.store.byte_to_ms(at_byte);
         self.ack_forwarded(true);
         debug!(session = %self.session_id, stream = stream.id, at_ms, ?reason, "half-closing stream");
         // The supervisor hears of the half-close before the stream can possibly end.
@@ -251,6 +317,10 @@ impl AudioBuffer {
             at_ms,
         });
         stream.sink.do_send(UpstreamAudio::End);
+        self.announced = false;
+        if self.store.accepted_bytes() > at_byte {
+            self.announce_pending();
+        }
     }
 }
 
@@ -269,15 +339,28 @@ impl Handler<AudioIn> for AudioBuffer {
         let unsent_ms = self.store.unsent_ms_with(msg.data.len());
         if unsent_ms > self.settings.max_buffer_ms {
             self.overflowed = true;
-            warn!(session = %self.session_id, unsent_ms, "audio buffer full");
-            self.links.errors.do_send(PipelineError {
-                code: ErrorCode::BufferFull,
-                message: format!(
-                    "{unsent_ms} ms of audio would be waiting to be sent upstream (limit {} ms): \
-                     send audio at about real time",
-                    self.settings.max_buffer_ms
-                ),
-            });
+            let limit = self.settings.max_buffer_ms;
+            // No stream to take the audio: the upstream has been unavailable for as long as the
+            // buffer holds. Otherwise the client sends faster than audio can be forwarded.
+            let error = if self.stream.is_none() {
+                PipelineError {
+                    code: ErrorCode::UpstreamUnavailable,
+                    message: format!(
+                        "the recognizer has been unavailable for too long: {unsent_ms} ms of audio \
+                         would be waiting (limit {limit} ms)"
+                    ),
+                }
+            } else {
+                PipelineError {
+                    code: ErrorCode::BufferFull,
+                    message: format!(
+                        "{unsent_ms} ms of audio would be waiting to be sent upstream (limit \
+                         {limit} ms): send audio at about real time"
+                    ),
+                }
+            };
+            warn!(session = %self.session_id, unsent_ms, code = error.code.as_str(), "audio buffer full");
+            self.links.errors.do_send(error);
             return;
         }
         let before_ms = self.store.accepted_ms();
@@ -290,6 +373,9 @@ impl Handler<AudioIn> for AudioBuffer {
         METRICS
             .audio_seconds
             .inc_by((accepted_ms - before_ms) as f64 / 1_000.0);
+        self.last_audio_at = Instant::now();
+        self.arm_gap_timer(Duration::from_millis(self.settings.gap_close_ms), ctx);
+        self.announce_pending();
         self.pump(ctx);
     }
 }
@@ -315,6 +401,7 @@ impl Handler<EndOfAudio> for AudioBuffer {
         }
         self.audio_ended = true;
         self.mark(HalfCloseReason::EndOfAudio);
+        self.announce_pending();
         self.pump(ctx);
     }
 }
@@ -370,8 +457,8 @@ impl Handler<AttachStream> for AudioBuffer {
         self.stream = Some(AttachedStream {
             id: msg.stream_id,
             sink: msg.sink,
-            attached_at: Instant::now(),
-            origin_ms: self.store.stream_start_ms(),
+            allowance_ms: self.burst_ms(),
+            refilled_at: Instant::now(),
         });
         self.pump(ctx);
     }
@@ -437,7 +524,8 @@ mod tests {
         let links = AudioBufferLinks {
             acks: session.clone().recipient(),
             errors: session.recipient(),
-            half_closed: supervisor.recipient(),
+            half_closed: supervisor.clone().recipient(),
+            audio_pending: supervisor.recipient(),
         };
         let buffer =
             AudioBuffer::new(Arc::from("s1"), L16, settings, ack_interval_ms, links).start();
@@ -453,6 +541,8 @@ mod tests {
         AudioSettings {
             max_lead_ms: 1_000_000,
             max_buffer_ms: 1_000_000,
+            max_replay_ms: 1_000_000,
+            gap_close_ms: 0,
             ..AudioSettings::default()
         }
     }
@@ -553,10 +643,10 @@ mod tests {
         assert_eq!(bytes_of(&got), pattern(0, 100_000));
     }
 
-    /// More unsent audio than `max_buffer_ms` is refused with `buffer_full`, and nothing after it
-    /// is accepted.
+    /// More unsent audio than `max_buffer_ms` while no stream can take it (the upstream is down)
+    /// is refused with `upstream_unavailable`, and nothing after it is accepted.
     #[actix_rt::test]
-    async fn buffer_full_beyond_the_bound() {
+    async fn buffer_bound_without_a_stream_is_upstream_unavailable() {
         let rig = rig(
             AudioSettings {
                 max_buffer_ms: 1_000,
@@ -571,7 +661,8 @@ mod tests {
         rig.buffer.do_send(Finalize);
         let errors = rig.session.wait_count::<PipelineError>(1, WAIT).await;
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].code, ErrorCode::BufferFull);
+        assert_eq!(errors[0].code, ErrorCode::UpstreamUnavailable);
+        assert!(errors[0].message.contains("unavailable for too long"));
         // A finalize acknowledgement would carry the total: none comes after the overflow.
         let stream = attach(&rig, 1, Resume::FromMs(0));
         let got = stream
@@ -669,6 +760,7 @@ mod tests {
         let rig = rig(
             AudioSettings {
                 max_lead_ms: 1_000,
+                catchup_speed: 1.0,
                 ..AudioSettings::default()
             },
             500,
@@ -721,6 +813,7 @@ mod tests {
             AudioSettings {
                 max_lead_ms: 500,
                 max_buffer_ms: 100_000,
+                catchup_speed: 1.0,
                 ..AudioSettings::default()
             },
             500,
@@ -906,5 +999,168 @@ mod tests {
         let rig = rig(unpaced(), 500);
         assert!(rig.buffer.send(StopPipeline).await.is_ok());
         assert!(rig.buffer.send(Finalized { upto_ms: 0 }).await.is_err());
+    }
+
+    /// A client faster than the stream can be fed (attached, paced) overflows with `buffer_full`.
+    #[actix_rt::test]
+    async fn buffer_full_when_the_client_outruns_the_stream() {
+        tokio::time::pause();
+        let rig = rig(
+            AudioSettings {
+                max_buffer_ms: 1_000,
+                max_lead_ms: 500,
+                ..AudioSettings::default()
+            },
+            100_000,
+        );
+        let _stream = attach(&rig, 1, Resume::FromMs(0));
+        for i in 0..20 {
+            rig.buffer.do_send(audio(i * 100 * BPMS, 100 * BPMS));
+        }
+        let errors = rig.session.wait_count::<PipelineError>(1, WAIT).await;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].code, ErrorCode::BufferFull);
+    }
+
+    /// A 20 s backlog (audio buffered while no stream was attached) is fed at `catchup_speed`
+    /// after the burst — 2 s at once, then 1.5 s of audio per second — until the stream has
+    /// caught up, after which live audio is forwarded as it comes. The amount sent never exceeds
+    /// burst + speed × elapsed (Google's "too fast" rule with the emulator's 10 s and 2×).
+    #[actix_rt::test]
+    async fn backlog_catches_up_at_catchup_speed() {
+        tokio::time::pause();
+        let rig = rig(
+            AudioSettings {
+                max_lead_ms: 2_000,
+                catchup_speed: 1.5,
+                max_buffer_ms: 100_000,
+                max_replay_ms: 100_000,
+                gap_close_ms: 0,
+                ..AudioSettings::default()
+            },
+            100_000,
+        );
+        rig.buffer.do_send(audio(0, 20_000 * BPMS));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let stream = attach(&rig, 1, Resume::FromMs(0));
+        let t0 = tokio::time::Instant::now();
+        let sent_ms = |log: &ProbeLog| frames(&log.all::<UpstreamAudio>()).len() as u64 * 100;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(sent_ms(&stream), 2_000, "the burst at once");
+        let mut live_from = None;
+        for second in 1..=40u64 {
+            // Live audio keeps coming at real time meanwhile.
+            let at = (20_000 + (second - 1) * 1_000) as usize;
+            rig.buffer.do_send(audio(at * BPMS, 1_000 * BPMS));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let sent = sent_ms(&stream);
+            let elapsed_ms = t0.elapsed().as_millis() as u64;
+            assert!(
+                sent <= 10_000 + 2 * elapsed_ms,
+                "too fast at {second} s: {sent} ms"
+            );
+            let accepted = 20_000 + second * 1_000;
+            if second <= 30 {
+                let expected = (2_000 + 1_500 * second).min(accepted);
+                assert!(
+                    sent.abs_diff(expected) <= 100,
+                    "at {second} s: sent {sent} ms, expected about {expected}"
+                );
+            }
+            if sent == accepted && live_from.is_none() {
+                live_from = Some(second);
+            }
+        }
+        // 2 + 1.5 t = 20 + t → caught up at t = 36 s; live from then on.
+        assert!(
+            matches!(live_from, Some(s) if (35..=37).contains(&s)),
+            "caught up at {live_from:?} s"
+        );
+    }
+
+    /// No client audio for `gap_close_ms`: the stream is half-closed (reason Gap) at the end of the
+    /// audio; the next audio is announced once with `AudioPending` (as the first audio was).
+    #[actix_rt::test]
+    async fn an_audio_gap_half_closes_and_new_audio_is_announced() {
+        tokio::time::pause();
+        let rig = rig(
+            AudioSettings {
+                gap_close_ms: 3_000,
+                ..unpaced()
+            },
+            500,
+        );
+        rig.buffer.do_send(audio(0, 500 * BPMS));
+        let pending = rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
+        assert_eq!(pending.len(), 1, "the first audio is announced");
+        let stream = attach(&rig, 1, Resume::AfterSent);
+        for i in 1..5 {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            rig.buffer.do_send(audio(i * 500 * BPMS, 500 * BPMS));
+        }
+        tokio::time::sleep(Duration::from_millis(2_900)).await;
+        assert!(
+            rig.supervisor.all::<UpstreamHalfClosed>().is_empty(),
+            "audio kept coming"
+        );
+        let got = stream
+            .wait_for::<UpstreamAudio>(Duration::from_secs(1), ended)
+            .await;
+        assert!(ended(&got), "half-closed after 3 s without audio");
+        assert_eq!(bytes_of(&got), pattern(0, 2_500 * BPMS));
+        let hc = rig
+            .supervisor
+            .wait_count::<UpstreamHalfClosed>(1, WAIT)
+            .await;
+        assert_eq!((hc[0].reason, hc[0].at_ms), (HalfCloseReason::Gap, 2_500));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            rig.supervisor.all::<UpstreamHalfClosed>().len(),
+            1,
+            "one gap, one close"
+        );
+        assert_eq!(rig.supervisor.all::<AudioPending>().len(), 1);
+        rig.buffer.do_send(audio(2_500 * BPMS, 300 * BPMS));
+        rig.buffer.do_send(audio(2_800 * BPMS, 300 * BPMS));
+        let pending = rig.supervisor.wait_count::<AudioPending>(2, WAIT).await;
+        assert_eq!(pending.len(), 2, "announced again after the gap");
+        let next = attach(&rig, 2, Resume::AfterSent);
+        let got = next.wait_count::<UpstreamAudio>(6, WAIT).await;
+        assert_eq!(bytes_of(&got), pattern(2_500 * BPMS, 600 * BPMS));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            rig.supervisor.all::<AudioPending>().len(),
+            2,
+            "once per half-close"
+        );
+    }
+
+    /// Audio that arrived before a `finalize` half-close was reached is announced at the
+    /// half-close; a `stop` with no audio at all is announced too (its stream only half-closes).
+    #[actix_rt::test]
+    async fn pending_audio_and_stop_are_announced() {
+        let rig = rig(unpaced(), 500);
+        let stream = attach(&rig, 1, Resume::AfterSent);
+        rig.buffer.do_send(audio(0, 100 * BPMS));
+        rig.buffer.do_send(Finalize);
+        rig.buffer.do_send(audio(100 * BPMS, 100 * BPMS));
+        stream.wait_for::<UpstreamAudio>(WAIT, ended).await;
+        let pending = rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
+        assert_eq!(pending.len(), 1);
+
+        let rig = rig_fn_stop_only().await;
+        assert_eq!(
+            rig.supervisor
+                .wait_count::<AudioPending>(1, WAIT)
+                .await
+                .len(),
+            1
+        );
+    }
+
+    async fn rig_fn_stop_only() -> Rig {
+        let rig = rig(unpaced(), 500);
+        rig.buffer.do_send(EndOfAudio);
+        rig
     }
 }

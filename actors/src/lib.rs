@@ -18,19 +18,25 @@
 //! - [`messages`]: every message type exchanged between the actors (small named types).
 //! - [`protocol`]: the client wire protocol v1 (JSON messages) and the table of error codes.
 //! - [`audio`]: audio encodings and byte ⇄ millisecond arithmetic.
-//! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google).
+//! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google,
+//!   the local engine).
 //! - [`pipeline`]: how a session starts its pipeline (a trait, so tests can substitute probes).
 //! - [`session`]: the session actor (socket, heartbeat, protocol).
 //! - [`audio_buffer`]: the audio buffer actor (and its frame store: re-chunking, retention, replay).
 //! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates
-//!   them; [`recognizer::google`] talks to Google over a per-thread connection pool.
+//!   them; [`recognizer::google`] talks to Google over a per-thread connection pool;
+//!   `recognizer::local` (cargo feature `local`) decodes offline with PocketSphinx on a bounded pool
+//!   of decoder threads.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
 //! - [`restart_policy`]: the restart policy as data (retryable codes, backoff, intensity).
+//! - [`circuit_breaker`]: the process-wide breaker that holds every session back while the
+//!   upstream is down.
 //! - [`metrics`]: Prometheus metrics shared by every actor.
 //! - [`testing`]: a probe actor that records what it receives, for tests.
 
 pub mod audio;
 pub mod audio_buffer;
+pub mod circuit_breaker;
 pub mod messages;
 pub mod metrics;
 pub mod pipeline;

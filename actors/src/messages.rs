@@ -113,6 +113,9 @@ pub enum HalfCloseReason {
     Finalize,
     /// The client sent `stop`; this was the last audio.
     EndOfAudio,
+    /// No client audio for `[audio] gap_close_ms`: the stream is closed before Google's audio
+    /// timeout would end it; the next one opens when audio comes again.
+    Gap,
 }
 
 /// The buffer sent [`UpstreamAudio::End`] to `stream_id` after the audio up to `at_ms`.
@@ -123,6 +126,13 @@ pub struct UpstreamHalfClosed {
     pub reason: HalfCloseReason,
     pub at_ms: u64,
 }
+
+/// Audio (or a `stop`) is waiting for a stream and none is open for it: sent for the first audio
+/// of the session and for the first after a half-close (`finalize`, audio gap), so the supervisor
+/// opens streams only when there is audio for them.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct AudioPending;
 
 // ───────────────────────────── recognizer → StreamSupervisor ─────────────────────────────
 
@@ -160,12 +170,18 @@ pub struct StreamFailure {
 /// What happened on a recognizer's stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecognizerEventKind {
+    /// The upstream accepted the call (it answered the opening request): the upstream works.
+    Opened,
     /// A result, already shifted onto the session clock.
     Result(Transcript),
     /// Google signalled the end of a single utterance (`single_utterance` mode).
     EndOfSingleUtterance,
     /// The stream is over: `Ok` after a clean end of the call, `Err` with the status otherwise.
     Ended(Result<(), StreamFailure>),
+    /// The stream could not start for lack of capacity (every local decoder is in use); reported
+    /// instead of `Ended`, as the stream's only event. Not a failure to restart from: the session
+    /// gets `busy` at once.
+    Busy(String),
 }
 
 #[derive(Message, Debug, Clone, PartialEq)]
@@ -256,12 +272,13 @@ pub struct StreamHandle {
 }
 
 /// Where the audio buffer reports: acknowledgements and `buffer_full` go straight to the session,
-/// half-closes to the stream supervisor.
+/// half-closes and pending audio to the stream supervisor.
 #[derive(Clone)]
 pub struct AudioBufferLinks {
     pub acks: Recipient<AudioAcked>,
     pub errors: Recipient<PipelineError>,
     pub half_closed: Recipient<UpstreamHalfClosed>,
+    pub audio_pending: Recipient<AudioPending>,
 }
 
 /// How the stream supervisor drives the audio buffer. All four point at the same buffer, so their

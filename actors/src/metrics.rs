@@ -21,6 +21,12 @@ pub struct Metrics {
     pub streams_total: IntCounter,
     /// Stream restarts after a failure, by gRPC code.
     pub stream_restarts: IntCounterVec,
+    /// Proactive stream rotations (before Google's duration limit), not failures.
+    pub stream_rotations: IntCounter,
+    /// 1 while the upstream circuit breaker is open or half-open.
+    pub breaker_open: IntGauge,
+    /// Times the circuit breaker opened.
+    pub breaker_opens: IntCounter,
     /// Audio accepted from clients, in seconds.
     pub audio_seconds: Counter,
     /// Errors sent to clients, by error code.
@@ -44,6 +50,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
                 "Upstream stream restarts after a failure, by gRPC code",
             ),
             &["code"],
+        )?,
+        stream_rotations: IntCounter::new(
+            "voxgate_stream_rotations_total",
+            "Upstream streams replaced proactively before the stream duration limit",
+        )?,
+        breaker_open: IntGauge::new(
+            "voxgate_breaker_open",
+            "1 while the upstream circuit breaker holds sessions back",
+        )?,
+        breaker_opens: IntCounter::new(
+            "voxgate_breaker_opens_total",
+            "Times the upstream circuit breaker opened",
         )?,
         audio_seconds: Counter::new(
             "voxgate_audio_seconds_total",
@@ -73,6 +91,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.streams_active.clone()))?;
     m.registry.register(Box::new(m.streams_total.clone()))?;
     m.registry.register(Box::new(m.stream_restarts.clone()))?;
+    m.registry.register(Box::new(m.stream_rotations.clone()))?;
+    m.registry.register(Box::new(m.breaker_open.clone()))?;
+    m.registry.register(Box::new(m.breaker_opens.clone()))?;
     m.registry.register(Box::new(m.audio_seconds.clone()))?;
     m.registry.register(Box::new(m.errors.clone()))?;
     m.registry.register(Box::new(m.transcripts.clone()))?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::audio_buffer::AudioBuffer;
+use crate::circuit_breaker::CircuitBreaker;
 use crate::messages::{AudioBufferLinks, BufferControl, PipelineHandle, SessionLinks};
 use crate::protocol::StartConfig;
 use crate::recognizer::RecognizerFactory;
@@ -37,6 +38,9 @@ pub struct Pipeline {
     pub audio: AudioSettings,
     /// The restart policy of upstream streams.
     pub supervision: SupervisionSettings,
+    /// The circuit breaker shared by every session of the process (every worker thread), built
+    /// once from the same `[supervision]` section.
+    pub breaker: Arc<CircuitBreaker>,
     /// The session's acknowledgement interval (`[session] ack_interval_ms`).
     pub ack_interval_ms: u64,
 }
@@ -58,6 +62,7 @@ impl PipelineFactory for Pipeline {
             config.clone(),
             self.recognizers.clone(),
             RestartPolicy::from_settings(&self.supervision),
+            self.breaker.clone(),
             links.clone(),
             BufferControl {
                 attach: buffer.clone().recipient(),
@@ -76,6 +81,7 @@ impl PipelineFactory for Pipeline {
                 acks: links.acks,
                 errors: links.errors,
                 half_closed: supervisor.clone().recipient(),
+                audio_pending: supervisor.clone().recipient(),
             },
         ));
         PipelineHandle {
@@ -117,13 +123,15 @@ mod tests {
     async fn buffer_and_supervisor_work_together() {
         tokio::time::pause();
         let recognizers = Rc::new(ProbeRecognizers::default());
+        let supervision = SupervisionSettings {
+            jitter: 0.0,
+            ..SupervisionSettings::default()
+        };
         let pipeline = Pipeline {
             recognizers: recognizers.clone(),
             audio: AudioSettings::default(),
-            supervision: SupervisionSettings {
-                jitter: 0.0,
-                ..SupervisionSettings::default()
-            },
+            breaker: Arc::new(CircuitBreaker::from_settings(&supervision)),
+            supervision,
             ack_interval_ms: 500,
         };
         let (session, session_log) = Probe::start_new();

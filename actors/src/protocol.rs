@@ -77,11 +77,13 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// A bug or an unexpected failure inside voxgate.
     Internal,
+    /// The local speech engine has no free decoder (`[local] workers` streams are running).
+    Busy,
 }
 
 impl ErrorCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -101,6 +103,7 @@ impl ErrorCode {
         ErrorCode::UpstreamRejected,
         ErrorCode::UpstreamUnavailable,
         ErrorCode::Internal,
+        ErrorCode::Busy,
     ];
 
     /// The stable string sent as `code`.
@@ -125,6 +128,7 @@ impl ErrorCode {
             ErrorCode::UpstreamRejected => "upstream_rejected",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Busy => "busy",
         }
     }
 
@@ -143,7 +147,7 @@ impl ErrorCode {
             | ErrorCode::SessionTooLong
             | ErrorCode::BufferFull => Some(1008),
             ErrorCode::FrameTooLarge => Some(1009),
-            ErrorCode::TooManySessions => Some(1013),
+            ErrorCode::TooManySessions | ErrorCode::Busy => Some(1013),
             ErrorCode::ShuttingDown => Some(1001),
             ErrorCode::UpstreamRejected | ErrorCode::UpstreamUnavailable | ErrorCode::Internal => {
                 Some(1011)
@@ -156,6 +160,7 @@ impl ErrorCode {
         matches!(
             self,
             ErrorCode::TooManySessions
+                | ErrorCode::Busy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::UpstreamUnavailable
                 | ErrorCode::Internal

@@ -1,6 +1,7 @@
 //! The restart policy of upstream streams, as data (OTP style): which gRPC codes are worth a
-//! restart, how long to back off before each one, and how many restarts within a period are
-//! tolerated before the supervisor gives up.
+//! restart, how long to back off before each one, how many restarts within a period are
+//! tolerated before the supervisor gives up, and when a healthy stream is rotated before Google's
+//! stream-duration limit.
 //!
 //! Everything here is pure — time and randomness come in as arguments — so the schedule can be
 //! tested exactly; the [`crate::supervisor::StreamSupervisor`] only asks it what to do.
@@ -29,6 +30,18 @@ pub struct RestartPolicy {
     /// Restart intensity: at most this many restarts within `period`.
     max_restarts: u32,
     period: Duration,
+    rotation: RotationPolicy,
+}
+
+/// When a healthy stream is replaced by a fresh one before Google's stream-duration limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotationPolicy {
+    /// From this age on, the stream is switched at its next final result.
+    pub rotate_after: Duration,
+    /// At this age it is switched whatever.
+    pub max_age: Duration,
+    /// A stream opened ahead of time is replaced if it waited this long for its switch.
+    pub standby_max_wait: Duration,
 }
 
 impl RestartPolicy {
@@ -53,9 +66,24 @@ impl RestartPolicy {
             max_backoff_ms: settings.max_backoff_ms as f64,
             jitter: settings.jitter.clamp(0.0, 1.0),
             max_restarts: settings.max_restarts,
-            period: Duration::try_from_secs_f64(settings.restart_period_secs)
-                .unwrap_or(Duration::ZERO),
+            period: secs(settings.restart_period_secs),
+            rotation: RotationPolicy {
+                rotate_after: secs(settings.rotate_after_secs),
+                max_age: secs(settings.max_stream_secs.max(settings.rotate_after_secs)),
+                standby_max_wait: secs(settings.standby_max_wait_secs)
+                    .max(Duration::from_millis(100)),
+            },
         }
+    }
+
+    /// When streams are rotated.
+    pub fn rotation(&self) -> RotationPolicy {
+        self.rotation
+    }
+
+    /// The jitter fraction, for waits outside the backoff schedule (the circuit breaker's).
+    pub fn jitter(&self) -> f64 {
+        self.jitter
     }
 
     /// Whether a stream that failed with `code` should be restarted.
@@ -87,6 +115,10 @@ impl RestartPolicy {
         };
         low + (high - low).mul_f64(unit)
     }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
 }
 
 fn millis(ms: f64) -> Duration {
@@ -177,7 +209,8 @@ mod tests {
         RestartPolicy::from_settings(&SupervisionSettings::default())
     }
 
-    /// The default policy restarts exactly the transient codes and treats the rest as final.
+    /// The default policy restarts exactly the transient codes and treats the rest as final
+    /// (`UNAUTHENTICATED` gets its one fresh-token retry from the supervisor, not from this list).
     #[test]
     fn default_policy_classifies_every_grpc_code() {
         use tonic::Code::*;
@@ -189,7 +222,6 @@ mod tests {
                     | Internal
                     | ResourceExhausted
                     | DeadlineExceeded
-                    | Unauthenticated
                     | OutOfRange
                     | Aborted
                     | Unknown

@@ -1,6 +1,8 @@
 //! The configuration sections the actors obey. The service (`src/config.rs`) reads them from
 //! `config.toml` and the environment; every field has a default, and unknown keys are rejected.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// `[session]`: the client-facing limits of one WebSocket session.
@@ -51,13 +53,22 @@ pub struct AudioSettings {
     pub frame_ms: u64,
     /// Upstream per-request audio limit (Google: 25 KB).
     pub max_request_bytes: usize,
-    /// Audio accepted but not yet sent upstream, at most (client faster than real time, or upstream
-    /// down): `buffer_full` beyond.
+    /// Audio accepted but not yet sent upstream, at most: `buffer_full` beyond when a client sends
+    /// faster than it can be forwarded, `upstream_unavailable` when no stream could take it (an
+    /// outage longer than the buffer).
     pub max_buffer_ms: u64,
-    /// Audio sent but not yet finalised, kept for replay after a restart; the oldest is dropped beyond.
+    /// Audio sent but not yet finalised, kept for replay after a restart; the oldest is dropped
+    /// beyond. At least `max_buffer_ms`: a backlog sent during a catch-up must stay replayable.
     pub max_replay_ms: u64,
-    /// How far ahead of real time a stream may be fed (replay after a restart catches up this way).
+    /// The burst: how far ahead of real time a stream may be fed at once from where it started.
     pub max_lead_ms: u64,
+    /// Beyond the burst, a stream with a backlog (a replay after a restart, audio buffered during an
+    /// outage, a client faster than real time) is fed at this multiple of real time until it has
+    /// caught up with the live audio. Bounded by Google's "too fast" rule (1–2).
+    pub catchup_speed: f64,
+    /// No client audio for this long: the stream is half-closed (its last words become final) and
+    /// the next one opens when audio comes again, so Google's ~10 s audio timeout never fires.
+    pub gap_close_ms: u64,
 }
 
 impl Default for AudioSettings {
@@ -65,9 +76,11 @@ impl Default for AudioSettings {
         AudioSettings {
             frame_ms: 100,
             max_request_bytes: 25_600,
-            max_buffer_ms: 30_000,
+            max_buffer_ms: 60_000,
             max_replay_ms: 120_000,
             max_lead_ms: 2_000,
+            catchup_speed: 1.5,
+            gap_close_ms: 5_000,
         }
     }
 }
@@ -77,6 +90,8 @@ impl Default for AudioSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct SupervisionSettings {
     /// gRPC codes (Google's names, e.g. `UNAVAILABLE`) after which a stream is restarted.
+    /// `UNAUTHENTICATED` is special: always retried once at once with a fresh token; listed here,
+    /// it is also retried with backoff after that.
     pub retryable_codes: Vec<String>,
     /// First backoff; each further consecutive failure multiplies it by `backoff_multiplier`.
     pub initial_backoff_ms: u64,
@@ -86,9 +101,27 @@ pub struct SupervisionSettings {
     /// Each backoff is randomised by ± this fraction, so sessions do not retry in lockstep.
     pub jitter: f64,
     /// Restart intensity: at most `max_restarts` restarts within `restart_period_secs`; beyond that
-    /// the session gets `upstream_unavailable` and is closed.
+    /// the session gets `upstream_unavailable` and is closed. Restarts held back by an open circuit
+    /// breaker are not counted (an outage is the breaker's business, not one session's).
     pub max_restarts: u32,
     pub restart_period_secs: f64,
+    /// Proactive rotation: from this stream age on, the stream is replaced at its next final result
+    /// by a stream opened ahead of time (Google ends streams after ~305 s).
+    pub rotate_after_secs: f64,
+    /// At this age the stream is replaced whatever (no final came since `rotate_after_secs`).
+    pub max_stream_secs: f64,
+    /// A stream opened ahead of time waits at most this long for its switch; then it is replaced
+    /// by a fresh one (Google ends a stream that gets no audio for ~10 s).
+    pub standby_max_wait_secs: f64,
+    /// gRPC codes that say the upstream itself is in trouble: they count for the circuit breaker
+    /// shared by every session of the process.
+    pub breaker_codes: Vec<String>,
+    /// The breaker opens after this many such failures in a row (across sessions, no stream
+    /// opening successfully in between)…
+    pub breaker_failures: u32,
+    /// …for this long at first; each failed probe doubles it, up to `breaker_max_open_ms`.
+    pub breaker_open_ms: u64,
+    pub breaker_max_open_ms: u64,
 }
 
 impl Default for SupervisionSettings {
@@ -99,7 +132,6 @@ impl Default for SupervisionSettings {
                 "INTERNAL",
                 "RESOURCE_EXHAUSTED",
                 "DEADLINE_EXCEEDED",
-                "UNAUTHENTICATED",
                 "OUT_OF_RANGE",
                 "ABORTED",
                 "UNKNOWN",
@@ -112,6 +144,21 @@ impl Default for SupervisionSettings {
             jitter: 0.2,
             max_restarts: 10,
             restart_period_secs: 60.0,
+            rotate_after_secs: 240.0,
+            max_stream_secs: 290.0,
+            standby_max_wait_secs: 5.0,
+            breaker_codes: [
+                "UNAVAILABLE",
+                "INTERNAL",
+                "RESOURCE_EXHAUSTED",
+                "DEADLINE_EXCEEDED",
+                "UNKNOWN",
+            ]
+            .map(String::from)
+            .to_vec(),
+            breaker_failures: 5,
+            breaker_open_ms: 1_000,
+            breaker_max_open_ms: 5_000,
         }
     }
 }
@@ -149,6 +196,39 @@ impl Default for GoogleSettings {
             streams_per_connection: 100,
             connect_timeout_secs: 10.0,
             quota_project: None,
+        }
+    }
+}
+
+/// `[local]`: the offline speech engine on PocketSphinx (`[recognizer] backend = "local"`). The
+/// defaults are where Debian's `pocketsphinx-en-us` installs the US English model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalSettings {
+    /// Acoustic model directory (PocketSphinx `-hmm`: `mdef`, `means`, `variances`, …).
+    pub model_dir: PathBuf,
+    /// Pronunciation dictionary (`-dict`).
+    pub dictionary: PathBuf,
+    /// N-gram language model, ARPA or binary (`-lm`).
+    pub language_model: PathBuf,
+    /// Decoder threads, each with its own loaded model; one stream uses one decoder for its whole
+    /// life, and a stream that finds none free fails with `busy`. 0 = one per CPU core.
+    pub workers: usize,
+    /// Silence after speech that ends an utterance (a final result), in ms (10 ms steps).
+    pub end_silence_ms: u64,
+    /// Interim results come at most once per this much audio, in ms (10 ms steps).
+    pub interim_interval_ms: u64,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            model_dir: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us"),
+            dictionary: PathBuf::from("/usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict"),
+            language_model: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us.lm.bin"),
+            workers: 0,
+            end_silence_ms: 500,
+            interim_interval_ms: 200,
         }
     }
 }
@@ -209,8 +289,13 @@ mod tests {
 
     #[test]
     fn default_retryable_codes_are_valid_names() {
-        for name in SupervisionSettings::default().retryable_codes {
-            assert!(parse_grpc_code(&name).is_some(), "{name}");
+        let defaults = SupervisionSettings::default();
+        for name in defaults
+            .retryable_codes
+            .iter()
+            .chain(&defaults.breaker_codes)
+        {
+            assert!(parse_grpc_code(name).is_some(), "{name}");
         }
     }
 }

@@ -103,6 +103,7 @@ probe_handles!(
     DetachStream,
     Finalized,
     UpstreamHalfClosed,
+    AudioPending,
     RecognizerEvent,
     Transcript,
     AudioAcked,

@@ -5,7 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::config::{secs, EmulatorConfig, FaultConfig, FaultKind, Outage};
+use voxgate_actors::settings::LocalSettings;
+
+use super::config::{secs, EmulatorConfig, FaultConfig, FaultKind, Outage, RecognizerKind};
 use super::server::spawn;
 use super::synth::{self, SynthEncoding};
 
@@ -41,6 +43,15 @@ pub struct EncodeArgs {
 
 fn parse_encoding(name: &str) -> Result<SynthEncoding, String> {
     SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16 or mulaw"))
+}
+
+/// `voxgate emulator --recognizer`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecognizerChoice {
+    /// The synthetic tone codec (`voxgate emulator encode`; exact words, for tests).
+    Synthetic,
+    /// Real speech, recognised by the local PocketSphinx engine (Debian's en-us model).
+    Pocketsphinx,
 }
 
 /// Flags of the emulator server (defaults are Google's behaviour).
@@ -88,6 +99,13 @@ pub struct ServeEmulatorArgs {
     /// …lasting this long.
     #[arg(long, requires = "outage_after_secs")]
     pub outage_secs: Option<f64>,
+    /// What recognises the audio.
+    #[arg(long, value_enum, default_value = "synthetic")]
+    pub recognizer: RecognizerChoice,
+    /// Decoder threads of the pocketsphinx recogniser (0 = one per CPU core); a stream that finds
+    /// none free is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 0)]
+    pub pocketsphinx_workers: usize,
 }
 
 impl ServeEmulatorArgs {
@@ -123,6 +141,13 @@ impl ServeEmulatorArgs {
             response_delay: Duration::from_millis(self.response_delay_ms),
             refuse_streams_for: secs("refuse-streams-secs", self.refuse_streams_secs)?,
             outage,
+            recognizer: match self.recognizer {
+                RecognizerChoice::Synthetic => RecognizerKind::Synthetic,
+                RecognizerChoice::Pocketsphinx => RecognizerKind::PocketSphinx(LocalSettings {
+                    workers: self.pocketsphinx_workers,
+                    ..LocalSettings::default()
+                }),
+            },
         };
         config.validate()?;
         Ok(config)

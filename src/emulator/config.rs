@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub use super::recognizer::RecognizerKind;
+
 /// A failure injected into a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -79,6 +81,8 @@ pub struct EmulatorConfig {
     /// For this long after the start, new streams get `UNAVAILABLE`.
     pub refuse_streams_for: Duration,
     pub outage: Option<Outage>,
+    /// What recognises the audio: the synthetic codec, or the local PocketSphinx engine.
+    pub recognizer: RecognizerKind,
 }
 
 impl Default for EmulatorConfig {
@@ -94,6 +98,7 @@ impl Default for EmulatorConfig {
             response_delay: Duration::ZERO,
             refuse_streams_for: Duration::ZERO,
             outage: None,
+            recognizer: RecognizerKind::Synthetic,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - `connection`: connections a handler can cut (fault `drop`).
 //! - `service`: the gRPC service — admission (refusals, outages) and one task per stream.
 //! - `stream`: one `StreamingRecognize` call — the rules in order, recognition, responses, faults.
+//! - `recognizer`: what recognises a stream's audio: the synthetic decoder or the local engine
+//!   (`--recognizer pocketsphinx`).
 //! - `rules`: Google's rules and error messages; `responses`: results as Google's messages.
 //! - [`faults`]: the seeded per-stream fault schedule.
 //! - [`synth`]: the synthetic codec — encoder, streaming decoder, expected transcripts.
@@ -20,6 +22,7 @@ mod cli;
 pub mod config;
 mod connection;
 pub mod faults;
+mod recognizer;
 mod responses;
 mod rules;
 pub mod server;
@@ -36,8 +39,10 @@ mod generated {
     ));
 }
 
-pub use cli::{run, EmulatorArgs, EmulatorCommand, EncodeArgs, ServeEmulatorArgs};
-pub use config::{EmulatorConfig, FaultConfig, FaultKind, Outage};
+pub use cli::{
+    run, EmulatorArgs, EmulatorCommand, EncodeArgs, RecognizerChoice, ServeEmulatorArgs,
+};
+pub use config::{EmulatorConfig, FaultConfig, FaultKind, Outage, RecognizerKind};
 pub use connection::ConnectionInfo;
 pub use faults::{FaultSchedule, PlannedFault};
 pub use server::{spawn, EmulatorHandle};

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::EmulatorConfig;
 use super::connection::KillableStream;
 use super::generated::speech_server::SpeechServer;
+use super::recognizer::Recognizers;
 use super::service::{Shared, SpeechService};
 use super::stats::{Stats, StatsSnapshot};
 
@@ -43,7 +44,8 @@ pub async fn spawn(
     let shutdown = CancellationToken::new();
     let connections = CancellationToken::new();
     let max_streams = config.max_streams_per_connection;
-    let shared = Arc::new(Shared::new(config, shutdown.clone()));
+    let recognizers = Recognizers::start(&config.recognizer).await?;
+    let shared = Arc::new(Shared::new(config, shutdown.clone(), recognizers));
     let service = SpeechServer::new(SpeechService {
         shared: Arc::clone(&shared),
     });

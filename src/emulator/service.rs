@@ -16,6 +16,7 @@ use super::config::EmulatorConfig;
 use super::connection::ConnectionInfo;
 use super::faults::{FaultSchedule, PlannedFault};
 use super::generated::speech_server::Speech;
+use super::recognizer::Recognizers;
 use super::rules;
 use super::stats::Stats;
 use super::stream::{self, Outbox, StreamContext};
@@ -32,10 +33,16 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Numbers streams for logs.
     pub next_stream_id: AtomicU64,
+    /// What each stream recognises with.
+    pub recognizers: Recognizers,
 }
 
 impl Shared {
-    pub fn new(config: EmulatorConfig, shutdown: CancellationToken) -> Shared {
+    pub fn new(
+        config: EmulatorConfig,
+        shutdown: CancellationToken,
+        recognizers: Recognizers,
+    ) -> Shared {
         Shared {
             faults: Mutex::new(FaultSchedule::new(&config.faults)),
             config,
@@ -43,6 +50,7 @@ impl Shared {
             stats: Stats::default(),
             shutdown,
             next_stream_id: AtomicU64::new(1),
+            recognizers,
         }
     }
 

@@ -1,6 +1,7 @@
 //! One `StreamingRecognize` call, from its first request to its status: Google's rules applied in
-//! order, the synthetic recogniser fed with the audio, its events sent back as Google's responses,
-//! and the stream's injected fault, if it drew one.
+//! order, the recogniser (synthetic, or the local engine: [`super::recognizer`]) fed with the
+//! audio, its events sent back as Google's responses, and the stream's injected fault, if it drew
+//! one.
 //!
 //! The call runs in its own task, so a slow client only slows its own stream. Timers (stream limit,
 //! audio timeout, outage) race the next request; the first to fire ends the call.
@@ -21,11 +22,12 @@ use tonic::{Status, Streaming};
 use super::config::FaultKind;
 use super::connection::ConnectionInfo;
 use super::faults::{fault_status, PlannedFault};
+use super::recognizer::StreamRecognizer;
 use super::responses;
 use super::rules::{self, AcceptedConfig, Pacing};
 use super::service::Shared;
 use super::stats::Stats;
-use super::synth::{Decoder, Recognition};
+use super::synth::Recognition;
 
 type Item = Result<StreamingRecognizeResponse, Status>;
 
@@ -102,8 +104,15 @@ enum Ending {
 /// The recognition set up by the config request.
 struct Recognizing {
     config: AcceptedConfig,
-    /// `None` for the encodings the synthetic recogniser does not decode.
-    decoder: Option<Decoder>,
+    recognizer: StreamRecognizer,
+}
+
+/// The next result the stream's recogniser produces on its own (never, before the config).
+async fn next_result(recognizing: &mut Option<Recognizing>) -> Result<Recognition, Status> {
+    match recognizing {
+        Some(r) => r.recognizer.next().await,
+        None => pending().await,
+    }
 }
 
 /// The state of one call.
@@ -202,6 +211,16 @@ impl Call<'_> {
                 () = sleep_until_some(outage_start) => {
                     return Ending::Failed(Status::unavailable(rules::UNAVAILABLE));
                 }
+                result = next_result(&mut self.recognizing) => {
+                    let ending = match result {
+                        Ok(event) => self.send_events(vec![event]).await,
+                        Err(status) => Some(Ending::Failed(status)),
+                    };
+                    match ending {
+                        Some(ending) => return ending,
+                        None => continue,
+                    }
+                }
                 message = requests.message() => message,
             };
             let ending = match message {
@@ -220,18 +239,13 @@ impl Call<'_> {
         match (request.streaming_request, self.recognizing.is_some()) {
             (Some(StreamingRequest::StreamingConfig(streaming)), false) => {
                 match rules::accept_config(&streaming) {
-                    Ok(config) => {
-                        let decoder = config.synth.map(|encoding| {
-                            Decoder::new(
-                                config.sample_rate_hz,
-                                encoding,
-                                config.channels,
-                                config.interim_results,
-                            )
-                        });
-                        self.recognizing = Some(Recognizing { config, decoder });
-                        None
-                    }
+                    Ok(config) => match self.context.shared.recognizers.open(&config) {
+                        Ok(recognizer) => {
+                            self.recognizing = Some(Recognizing { config, recognizer });
+                            None
+                        }
+                        Err(status) => Some(Ending::Failed(status)),
+                    },
                     Err(status) => Some(Ending::Failed(status)),
                 }
             }
@@ -276,20 +290,20 @@ impl Call<'_> {
         ) {
             return Some(Ending::Failed(Status::out_of_range(rules::TOO_FAST)));
         }
-        let events = match &mut recognizing.decoder {
-            Some(decoder) => decoder.push(&audio),
-            None => return None,
-        };
+        let events = recognizing.recognizer.push(&audio);
         self.send_events(events).await
     }
 
     /// The client half-closed: the recogniser's last words become a final, then the call ends OK.
     async fn on_half_close(&mut self) -> Ending {
-        let events = match self.recognizing.as_mut().and_then(|r| r.decoder.as_mut()) {
-            Some(decoder) => decoder.finish(),
-            None => Vec::new(),
+        let events = match self.recognizing.as_mut() {
+            Some(r) => r.recognizer.finish().await,
+            None => Ok(Vec::new()),
         };
-        self.send_events(events).await.unwrap_or(Ending::Completed)
+        match events {
+            Ok(events) => self.send_events(events).await.unwrap_or(Ending::Completed),
+            Err(status) => Ending::Failed(status),
+        }
     }
 
     /// Sends recognition events as responses; in single-utterance mode the first final ends the call

@@ -116,6 +116,10 @@ impl RecognizerFactory for GoogleRecognizerFactory {
             cancel: addr.recipient(),
         }
     }
+
+    fn refresh_credentials(&self) {
+        self.credentials.invalidate();
+    }
 }
 
 /// When recent frames were handed to the call: (end of the frame on the session clock, instant).
@@ -265,6 +269,7 @@ impl Actor for GoogleRecognizer {
         ctx.spawn(call.into_actor(self).map(|opened, act, ctx| match opened {
             Ok(responses) => {
                 if !act.ended {
+                    act.report(RecognizerEventKind::Opened);
                     ctx.add_stream(responses);
                 }
             }
@@ -448,6 +453,38 @@ mod tests {
         );
         assert_eq!(f.pool().streams(), 0);
         assert_eq!(log.all::<RecognizerEvent>().len(), 1, "exactly one Ended");
+    }
+
+    /// `refresh_credentials` (the supervisor's answer to UNAUTHENTICATED) makes the next stream
+    /// fetch a new token instead of using the cached one.
+    #[actix_rt::test]
+    async fn refresh_credentials_invalidates_the_token_cache() {
+        let tokens = crate::recognizer::google_auth::tests::provider(Some("tok"), 3_600);
+        let Ok(credentials) = Credentials::from_provider(tokens.clone(), None) else {
+            panic!("credentials without a quota project are valid");
+        };
+        let settings = GoogleSettings {
+            endpoint: format!("http://127.0.0.1:{}", closed_port()),
+            auth: GoogleAuth::None,
+            connect_timeout_secs: 2.0,
+            ..GoogleSettings::default()
+        };
+        let f = match GoogleEndpoint::new(&settings) {
+            Ok(endpoint) => GoogleRecognizerFactory::new(&endpoint, credentials),
+            Err(e) => panic!("loopback endpoint is valid: {e}"),
+        };
+        let calls = || tokens.calls.load(std::sync::atomic::Ordering::SeqCst);
+        for expected_calls in [1, 1] {
+            let (_handle, log) = start(&f);
+            log.wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+                .await;
+            assert_eq!(calls(), expected_calls, "cached token reused");
+        }
+        f.refresh_credentials();
+        let (_handle, log) = start(&f);
+        log.wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+            .await;
+        assert_eq!(calls(), 2, "a fresh token after refresh_credentials");
     }
 
     /// A peer that accepts connections but never speaks HTTP/2: audio piles up in the queue and
@@ -876,7 +913,9 @@ mod tests {
         let f = factory(server.endpoint.clone());
         let (handle, log) = start(&f);
         send_frames(&handle, 0, 3);
-        let events = log.wait_count::<RecognizerEvent>(1, WAIT).await;
+        let events = log
+            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+            .await;
         let ends = ended(&events);
         assert_eq!(ends.len(), 1, "{events:?}");
         assert_eq!(
@@ -887,7 +926,12 @@ mod tests {
             handle.cancel.send(CancelStream).await.is_err(),
             "stopped after Ended"
         );
-        assert_eq!(log.all::<RecognizerEvent>().len(), 1);
+        let kinds: Vec<bool> = log
+            .all::<RecognizerEvent>()
+            .iter()
+            .map(|e| e.kind == RecognizerEventKind::Opened)
+            .collect();
+        assert_eq!(kinds, vec![true, false], "Opened, then the one Ended");
     }
 
     /// At the end of a single utterance the recognizer half-closes by itself and reports the
@@ -904,13 +948,18 @@ mod tests {
         let kinds: Vec<&str> = events
             .iter()
             .map(|e| match &e.kind {
+                RecognizerEventKind::Opened => "opened",
                 RecognizerEventKind::Result(_) => "result",
                 RecognizerEventKind::EndOfSingleUtterance => "end_of_utterance",
                 RecognizerEventKind::Ended(Ok(())) => "ended_ok",
                 RecognizerEventKind::Ended(Err(_)) => "ended_err",
+                RecognizerEventKind::Busy(_) => "busy",
             })
             .collect();
-        assert_eq!(kinds, vec!["end_of_utterance", "result", "ended_ok"]);
+        assert_eq!(
+            kinds,
+            vec!["opened", "end_of_utterance", "result", "ended_ok"]
+        );
         assert!(server.seen().first().is_some_and(|s| s.audio_bytes > 0));
     }
 

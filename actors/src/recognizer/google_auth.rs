@@ -3,14 +3,21 @@
 //! (plus `x-goog-user-project` when a quota project is configured).
 //!
 //! The credential source is looked up once, at service start ([`Credentials::from_settings`]).
-//! Tokens are cached here and refreshed shortly before they expire. A refresh may run `gcloud` or
+//! Tokens are cached here and refreshed [`REFRESH_BEFORE_EXPIRY`] before they expire, so no stream
+//! opens with a token about to lapse. When Google still answers `UNAUTHENTICATED` (a token revoked
+//! or rotated early), the supervisor calls [`Credentials::invalidate`] and retries at once: the next
+//! call asks the provider again instead of using the cache. (gcp_auth's own providers keep a cache
+//! of their own and hand out a new token only within ~20 s of expiry: a forced refresh is as fresh
+//! as the provider makes it.) A refresh may run `gcloud` or
 //! sign a JWT — blocking or CPU work — so it runs on tokio's blocking pool, never on an actor's
 //! event loop; the cached path is a lock and a clone. Tokens are never logged (the metadata value
 //! is marked sensitive, and nothing here prints one).
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gcp_auth::{Token, TokenProvider};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -20,6 +27,9 @@ use crate::settings::{GoogleAuth, GoogleSettings};
 
 /// The OAuth scope of the Speech-to-Text API.
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// A cached token is replaced when it has less than this left (Google tokens live ~1 h).
+pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(60);
 
 /// Credentials could not be set up; the message says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +41,8 @@ struct TokenSource {
     provider: Arc<dyn TokenProvider>,
     /// The last token; refreshed under this lock so concurrent streams wait for one refresh.
     cached: tokio::sync::Mutex<Option<Arc<Token>>>,
+    /// Set by [`Credentials::invalidate`]: the next call must not use the cached token.
+    invalidated: AtomicBool,
 }
 
 /// How calls to Google are authenticated. Cheap to clone; shared across worker threads.
@@ -75,6 +87,7 @@ impl Credentials {
             tokens: Some(Arc::new(TokenSource {
                 provider,
                 cached: tokio::sync::Mutex::new(None),
+                invalidated: AtomicBool::new(false),
             })),
             quota_project: parse_quota_project(quota_project)?,
         })
@@ -106,6 +119,14 @@ impl Credentials {
         }
     }
 
+    /// Google rejected a token (`UNAUTHENTICATED`): the next call fetches a new one from the
+    /// provider rather than use the cache. Cheap; never blocks.
+    pub fn invalidate(&self) {
+        if let Some(source) = &self.tokens {
+            source.invalidated.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Adds the authentication metadata to a call. A token that cannot be had is an
     /// `UNAUTHENTICATED` failure of that stream.
     pub async fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), StreamFailure> {
@@ -133,7 +154,14 @@ impl Credentials {
 impl TokenSource {
     async fn token(&self) -> Result<Arc<Token>, StreamFailure> {
         let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| !t.has_expired()) {
+        let invalidated = self.invalidated.swap(false, Ordering::SeqCst);
+        let fresh_enough =
+            |t: &&Arc<Token>| seconds_left(t) > REFRESH_BEFORE_EXPIRY.as_secs() as i64;
+        if let Some(token) = cached
+            .as_ref()
+            .filter(fresh_enough)
+            .filter(|_| !invalidated)
+        {
             return Ok(token.clone());
         }
         let provider = self.provider.clone();
@@ -147,6 +175,14 @@ impl TokenSource {
         *cached = Some(fresh.clone());
         Ok(fresh)
     }
+}
+
+/// Whole seconds until `token` expires (negative once expired).
+fn seconds_left(token: &Token) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    token.expires_at().timestamp() - now
 }
 
 fn unauthenticated(message: String) -> StreamFailure {
@@ -252,10 +288,10 @@ pub(crate) mod tests {
         assert!(!format!("{creds:?}").contains("ya29"), "never printed");
     }
 
-    /// A token about to expire is refreshed.
+    /// A token with less than `REFRESH_BEFORE_EXPIRY` left is refreshed before use.
     #[actix_rt::test]
     async fn expiring_token_is_refreshed() {
-        let tokens = provider(Some("short"), 5);
+        let tokens = provider(Some("short"), REFRESH_BEFORE_EXPIRY.as_secs() - 10);
         let Ok(creds) = Credentials::from_provider(tokens.clone(), None) else {
             panic!("credentials without a quota project are valid");
         };
@@ -264,6 +300,29 @@ pub(crate) mod tests {
             assert_eq!(creds.authorize(&mut request).await, Ok(()));
         }
         assert_eq!(tokens.calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// After `invalidate` (Google said UNAUTHENTICATED) the next call asks the provider again even
+    /// though the cached token is valid for an hour; later calls use the cache again.
+    #[actix_rt::test]
+    async fn invalidate_forces_one_refresh() {
+        let tokens = provider(Some("long"), 3_600);
+        let Ok(creds) = Credentials::from_provider(tokens.clone(), None) else {
+            panic!("credentials without a quota project are valid");
+        };
+        let authorize = || async {
+            let mut request = tonic::Request::new(());
+            assert_eq!(creds.authorize(&mut request).await, Ok(()));
+        };
+        authorize().await;
+        authorize().await;
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 1);
+        creds.invalidate();
+        authorize().await;
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 2, "refreshed once");
+        authorize().await;
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 2, "then cached again");
+        Credentials::none().invalidate();
     }
 
     /// No token → UNAUTHENTICATED with the provider's reason.

@@ -5,12 +5,16 @@
 //! - [`google_convert`]: configuration, results and errors between voxgate's types and Google's.
 //! - [`google_auth`]: credentials (none, or Application Default Credentials) and call metadata.
 //! - [`google_pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
+//! - `local` (cargo feature `local`): the offline PocketSphinx engine — its decoder pool, the
+//!   recognizer actor and `local::LocalRecognizerFactory`.
 //! - [`probe`]: a factory of probe streams, for tests.
 
 pub mod google;
 pub mod google_auth;
 pub mod google_convert;
 pub mod google_pool;
+#[cfg(feature = "local")]
+pub mod local;
 pub mod probe;
 
 use crate::messages::{StreamHandle, StreamRequest};
@@ -18,4 +22,8 @@ use crate::messages::{StreamHandle, StreamRequest};
 /// Starts one recognizer actor for one upstream stream.
 pub trait RecognizerFactory {
     fn start(&self, request: StreamRequest) -> StreamHandle;
+
+    /// The upstream rejected the credentials (`UNAUTHENTICATED`): streams started from now on
+    /// must use freshly fetched ones. Engines without credentials ignore it.
+    fn refresh_credentials(&self) {}
 }

@@ -2,7 +2,7 @@
 //! and cancels it receives), and it records each [`StreamRequest`] — so a test can play the
 //! recognizer by sending [`crate::messages::RecognizerEvent`]s to the request's `events`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use crate::messages::{StreamHandle, StreamRequest};
@@ -16,6 +16,8 @@ pub struct ProbeRecognizers {
     started: RefCell<Vec<(StreamRequest, ProbeLog)>>,
     /// Woken at each start, for [`ProbeRecognizers::wait_started`].
     changed: tokio::sync::Notify,
+    /// How many times the supervisor asked for fresh credentials.
+    refreshes: Cell<usize>,
 }
 
 impl RecognizerFactory for ProbeRecognizers {
@@ -28,6 +30,10 @@ impl RecognizerFactory for ProbeRecognizers {
             cancel: probe.recipient(),
         }
     }
+
+    fn refresh_credentials(&self) {
+        self.refreshes.set(self.refreshes.get() + 1);
+    }
 }
 
 impl ProbeRecognizers {
@@ -38,6 +44,11 @@ impl ProbeRecognizers {
             .iter()
             .map(|(r, _)| r.clone())
             .collect()
+    }
+
+    /// How many times fresh credentials were asked for.
+    pub fn credential_refreshes(&self) -> usize {
+        self.refreshes.get()
     }
 
     /// What the `index`-th stream (0-based) received.

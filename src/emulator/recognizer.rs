@@ -1,0 +1,267 @@
+//! Which recogniser answers the emulator's streams (`voxgate emulator --recognizer`): the
+//! synthetic tone decoder (exact, reproducible words, for tests of the gateway) or the local
+//! PocketSphinx engine (real speech; the same engine and decoder pool as `[recognizer] backend =
+//! "local"`), behind one interface the stream task drives. Either way the stream obeys the same
+//! Google rules and answers with the same kind of responses.
+
+use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::recognition_config::AudioEncoding;
+use tonic::Status;
+use voxgate_actors::settings::LocalSettings;
+
+use super::rules::AcceptedConfig;
+use super::synth::{Decoder, Recognition};
+
+/// The emulator's recogniser, as configured.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RecognizerKind {
+    /// The synthetic tone codec of `docs/emulator.md`.
+    #[default]
+    Synthetic,
+    /// The local PocketSphinx engine with these settings (model paths, decoder threads).
+    PocketSphinx(LocalSettings),
+}
+
+/// The recogniser of a running emulator: what each stream gets its own recogniser from.
+pub(crate) enum Recognizers {
+    Synthetic,
+    #[cfg(feature = "local")]
+    PocketSphinx(voxgate_actors::recognizer::local::LocalEngine),
+}
+
+impl std::fmt::Debug for Recognizers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recognizers::Synthetic => f.write_str("Synthetic"),
+            #[cfg(feature = "local")]
+            Recognizers::PocketSphinx(engine) => write!(f, "PocketSphinx({engine:?})"),
+        }
+    }
+}
+
+impl Recognizers {
+    /// Starts the recogniser `kind` (for PocketSphinx: loads the decoder pool, off the runtime's
+    /// threads; the error names what to install).
+    pub async fn start(kind: &RecognizerKind) -> Result<Recognizers, String> {
+        match kind {
+            RecognizerKind::Synthetic => Ok(Recognizers::Synthetic),
+            #[cfg(feature = "local")]
+            RecognizerKind::PocketSphinx(settings) => {
+                use voxgate_actors::recognizer::local::LocalEngine;
+                let settings = settings.clone();
+                let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
+                    .await
+                    .map_err(|e| format!("pocketsphinx recogniser: loading failed: {e}"))??;
+                Ok(Recognizers::PocketSphinx(engine))
+            }
+            #[cfg(not(feature = "local"))]
+            RecognizerKind::PocketSphinx(_) => Err(
+                "--recognizer pocketsphinx: this voxgate was built without the local speech \
+                 engine (cargo feature `local`)"
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// The recogniser of one stream with an accepted `config`; a status refuses the stream (every
+    /// decoder busy: `RESOURCE_EXHAUSTED`, as Google answers when over capacity).
+    pub fn open(&self, config: &AcceptedConfig) -> Result<StreamRecognizer, Status> {
+        match self {
+            Recognizers::Synthetic => Ok(match config.synth {
+                Some(encoding) => StreamRecognizer::Synthetic(Box::new(Decoder::new(
+                    config.sample_rate_hz,
+                    encoding,
+                    config.channels,
+                    config.interim_results,
+                ))),
+                None => StreamRecognizer::Deaf,
+            }),
+            #[cfg(feature = "local")]
+            Recognizers::PocketSphinx(engine) => engine_stream::open(engine, config),
+        }
+    }
+}
+
+/// One stream's recogniser.
+pub(crate) enum StreamRecognizer {
+    Synthetic(Box<Decoder>),
+    #[cfg(feature = "local")]
+    Engine(engine_stream::EngineStream),
+    /// Audio this recogniser cannot decode (compressed encodings, several channels for the
+    /// engine): accepted, no words.
+    Deaf,
+}
+
+impl StreamRecognizer {
+    /// Feeds audio; returns the results decided at once (the synthetic decoder's). The engine's
+    /// results come later, from [`StreamRecognizer::next`].
+    pub fn push(&mut self, audio: &[u8]) -> Vec<Recognition> {
+        match self {
+            StreamRecognizer::Synthetic(decoder) => decoder.push(audio),
+            #[cfg(feature = "local")]
+            StreamRecognizer::Engine(stream) => {
+                stream.push(audio);
+                Vec::new()
+            }
+            StreamRecognizer::Deaf => Vec::new(),
+        }
+    }
+
+    /// The next result that arrives on its own (engine only; never completes otherwise); an
+    /// error status if the engine failed.
+    pub async fn next(&mut self) -> Result<Recognition, Status> {
+        match self {
+            #[cfg(feature = "local")]
+            StreamRecognizer::Engine(stream) => stream.next().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// The client half-closed: the remaining results (the last one final), or the engine's
+    /// failure.
+    pub async fn finish(&mut self) -> Result<Vec<Recognition>, Status> {
+        match self {
+            StreamRecognizer::Synthetic(decoder) => Ok(decoder.finish()),
+            #[cfg(feature = "local")]
+            StreamRecognizer::Engine(stream) => stream.finish().await,
+            StreamRecognizer::Deaf => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The encoding the local engine decodes for a Google encoding, if any.
+#[cfg_attr(not(feature = "local"), allow(dead_code))]
+fn engine_encoding(encoding: AudioEncoding) -> Option<voxgate_actors::audio::Encoding> {
+    use voxgate_actors::audio::Encoding;
+    match encoding {
+        AudioEncoding::Linear16 => Some(Encoding::Linear16),
+        AudioEncoding::Mulaw => Some(Encoding::Mulaw),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "local")]
+mod engine_stream {
+    //! A stream on a worker of the local engine, its results converted to the emulator's
+    //! recognition events at the stream's sample rate.
+
+    use std::sync::mpsc as std_mpsc;
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+    use tonic::Status;
+    use voxgate_actors::audio::AudioFormat;
+    use voxgate_actors::recognizer::local::engine::{self, ENGINE_RATE_HZ};
+    use voxgate_actors::recognizer::local::pool::{StreamInput, StreamOutput};
+    use voxgate_actors::recognizer::local::LocalEngine;
+
+    use super::super::rules::AcceptedConfig;
+    use super::super::synth::{DecodedWord, Recognition};
+    use super::{engine_encoding, StreamRecognizer};
+
+    pub(crate) struct EngineStream {
+        /// Audio to the worker; `None` after the half-close.
+        input: Option<std_mpsc::Sender<StreamInput>>,
+        /// The worker's results.
+        output: mpsc::UnboundedReceiver<StreamOutput>,
+        /// The stream's sample rate: engine times (16 kHz samples) are converted to it.
+        rate: u32,
+    }
+
+    pub(super) fn open(
+        engine: &LocalEngine,
+        config: &AcceptedConfig,
+    ) -> Result<StreamRecognizer, Status> {
+        let Some(encoding) = engine_encoding(config.encoding).filter(|_| config.channels == 1)
+        else {
+            return Ok(StreamRecognizer::Deaf);
+        };
+        let format = AudioFormat {
+            encoding,
+            sample_rate_hz: config.sample_rate_hz,
+        };
+        let lease = engine
+            .lease(format, config.interim_results)
+            .map_err(|busy| Status::resource_exhausted(busy.to_string()))?;
+        Ok(StreamRecognizer::Engine(EngineStream {
+            input: Some(lease.input),
+            output: lease.output,
+            rate: config.sample_rate_hz,
+        }))
+    }
+
+    fn failed(message: &str) -> Status {
+        Status::internal(format!("recognizer failed: {message}"))
+    }
+
+    impl EngineStream {
+        pub fn push(&mut self, audio: &[u8]) {
+            if let Some(input) = &self.input {
+                // A closed channel means the worker ended the stream; `next` reports why.
+                let _ = input.send(StreamInput::Audio(Bytes::copy_from_slice(audio)));
+            }
+        }
+
+        /// A 16 kHz sample position at the stream's rate.
+        fn at_rate(&self, sample: u64) -> u64 {
+            sample * u64::from(self.rate) / u64::from(ENGINE_RATE_HZ)
+        }
+
+        fn convert(&self, r: engine::Recognition) -> Recognition {
+            let words = if r.is_final {
+                r.words
+                    .into_iter()
+                    .map(|w| DecodedWord {
+                        word: w.word,
+                        start_sample: self.at_rate(w.start_sample),
+                        end_sample: self.at_rate(w.end_sample),
+                        confidence: w.confidence,
+                    })
+                    .collect()
+            } else {
+                // An interim is its text: words without times.
+                let end = self.at_rate(r.end_sample);
+                r.transcript
+                    .split_whitespace()
+                    .map(|w| DecodedWord {
+                        word: w.to_string(),
+                        start_sample: end,
+                        end_sample: end,
+                        confidence: 0.0,
+                    })
+                    .collect()
+            };
+            Recognition {
+                is_final: r.is_final,
+                words,
+                end_sample: self.at_rate(r.end_sample),
+            }
+        }
+
+        pub async fn next(&mut self) -> Result<Recognition, Status> {
+            match self.output.recv().await {
+                Some(StreamOutput::Recognition(r)) => Ok(self.convert(r)),
+                Some(StreamOutput::Ended(Err(failure))) => Err(failed(&failure.message)),
+                Some(StreamOutput::Ended(Ok(()))) | None => {
+                    Err(failed("the decoder ended the stream early"))
+                }
+            }
+        }
+
+        pub async fn finish(&mut self) -> Result<Vec<Recognition>, Status> {
+            if let Some(input) = self.input.take() {
+                let _ = input.send(StreamInput::End);
+            }
+            let mut results = Vec::new();
+            loop {
+                match self.output.recv().await {
+                    Some(StreamOutput::Recognition(r)) => results.push(self.convert(r)),
+                    Some(StreamOutput::Ended(Ok(()))) => return Ok(results),
+                    Some(StreamOutput::Ended(Err(failure))) => {
+                        return Err(failed(&failure.message))
+                    }
+                    None => return Err(failed("the decoder stopped")),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The gateway adds no loss: every LibriVox clip of `pocketsphinx-testdata`, streamed in 100 ms
+//! frames at real time through the real pipeline (AudioBuffer + StreamSupervisor + the local
+//! recognizer, a probe in the session's place), is recognised word for word as the engine
+//! recognises the whole file fed to it directly. Word error rates against the references are
+//! printed (`cargo test --release --test local_accuracy -- --nocapture`) and reported in
+//! `docs/accuracy.md`; PocketSphinx's own batch decoding of each file is shown for reference.
+
+#![cfg(feature = "local")]
+
+mod common;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::librivox::{clips, normalise, word_error_rate, word_errors, Clip};
+use voxgate_actors::audio::{AudioFormat, Encoding};
+use voxgate_actors::messages::{AudioIn, EndOfAudio, PipelineError, PipelineFinished, Transcript};
+use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
+use voxgate_actors::protocol::StartConfig;
+use voxgate_actors::recognizer::local::engine::{PocketSphinxEngine, SpeechEngine};
+use voxgate_actors::recognizer::local::resample::{mulaw_encode, AudioConverter, Resampler};
+use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
+use voxgate_actors::settings::{AudioSettings, LocalSettings, SupervisionSettings};
+use voxgate_actors::testing::Probe;
+
+/// What the engine says for a clip fed whole, directly (no actors): streaming mode, as the
+/// gateway uses it, and PocketSphinx's batch mode.
+struct Direct {
+    streaming: Vec<String>,
+    batch: Vec<String>,
+    /// The clip as 8 kHz MULAW telephony audio, converted back as a MULAW stream is.
+    telephony: Vec<String>,
+}
+
+/// `samples` (16 kHz) as an 8 kHz MULAW stream would reach the engine: resampled to 8 kHz,
+/// µ-law encoded, then decoded and converted to 16 kHz by the engine's own converter.
+fn through_telephony(samples: &[i16]) -> Vec<i16> {
+    let mut narrow = Vec::new();
+    let mut down = Resampler::new(16_000, 8_000);
+    down.push(samples, &mut narrow);
+    down.finish(&mut narrow);
+    let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw_encode(s)).collect();
+    let format = AudioFormat {
+        encoding: Encoding::Mulaw,
+        sample_rate_hz: 8_000,
+    };
+    let mut converter = AudioConverter::new(format).unwrap_or_else(|e| panic!("{e}"));
+    let mut wide = Vec::new();
+    converter.push(&mulaw, &mut wide);
+    converter.finish(&mut wide);
+    wide
+}
+
+/// The final words of the engine for `samples` pushed whole.
+fn engine_words(engine: &mut PocketSphinxEngine, samples: &[i16]) -> Vec<String> {
+    engine.begin(true).unwrap_or_else(|e| panic!("{e}"));
+    let mut results = engine.push(samples).unwrap_or_else(|e| panic!("{e}"));
+    results.extend(engine.finish().unwrap_or_else(|e| panic!("{e}")));
+    let text: Vec<String> = results
+        .into_iter()
+        .filter(|r| r.is_final)
+        .map(|r| r.transcript)
+        .collect();
+    normalise(&text.join(" "))
+}
+
+fn decode_directly(clips: &[Clip]) -> Vec<Direct> {
+    let mut engine =
+        PocketSphinxEngine::load(&LocalSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+    clips
+        .iter()
+        .map(|clip| {
+            let started = Instant::now();
+            let streaming = engine_words(&mut engine, &clip.samples);
+            let elapsed = started.elapsed().as_secs_f64();
+            println!(
+                "{}: {:.2} s of audio decoded in {:.2} s ({:.2}x real time)",
+                clip.id,
+                clip.seconds(),
+                elapsed,
+                elapsed / clip.seconds()
+            );
+            let batch = engine
+                .decode_batch(&clip.samples)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let telephony = engine_words(&mut engine, &through_telephony(&clip.samples));
+            Direct {
+                streaming,
+                batch: normalise(&batch),
+                telephony,
+            }
+        })
+        .collect()
+}
+
+/// Streams one clip through `pipeline` in 100 ms frames at real time, then `stop`; returns the
+/// final transcripts.
+async fn through_the_pipeline(pipeline: &Pipeline, clip: &Clip) -> Vec<String> {
+    let (session, log) = Probe::start_new();
+    let config = Arc::new(StartConfig {
+        format: AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate_hz: 16_000,
+        },
+        language_code: "en-US".into(),
+        interim_results: true,
+        enable_automatic_punctuation: false,
+        model: String::new(),
+        phrases: Vec::new(),
+        single_utterance: false,
+    });
+    let handle = pipeline.start(
+        Arc::from(clip.id.as_str()),
+        config,
+        Probe::session_links(&session),
+    );
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    for frame in clip.bytes().chunks(3_200) {
+        ticker.tick().await;
+        handle.audio.do_send(AudioIn {
+            data: Bytes::copy_from_slice(frame),
+            audio_id: None,
+        });
+    }
+    handle.end.do_send(EndOfAudio);
+    let finished = log
+        .wait_count::<PipelineFinished>(1, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        finished.len(),
+        1,
+        "{}: the pipeline did not finish: errors {:?}",
+        clip.id,
+        log.all::<PipelineError>()
+    );
+    assert_eq!(finished[0].summary.restarts, 0, "{}", clip.id);
+    let finals: Vec<String> = log
+        .all::<Transcript>()
+        .into_iter()
+        .filter(|t| t.is_final)
+        .map(|t| t.transcript)
+        .collect();
+    normalise(&finals.join(" "))
+}
+
+#[actix_rt::test]
+async fn librivox_through_the_pipeline_is_word_for_word_the_engine_fed_directly() {
+    let clips = clips();
+    let direct = decode_directly(&clips);
+    let engine = LocalEngine::start(&LocalSettings {
+        workers: clips.len(),
+        ..LocalSettings::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pipeline = Pipeline {
+        recognizers: Rc::new(LocalRecognizerFactory::new(engine)),
+        audio: AudioSettings::default(),
+        supervision: SupervisionSettings::default(),
+        breaker: std::sync::Arc::new(
+            voxgate_actors::circuit_breaker::CircuitBreaker::from_settings(
+                &SupervisionSettings::default(),
+            ),
+        ),
+        ack_interval_ms: 500,
+    };
+    let started = Instant::now();
+    let streamed =
+        futures_util::future::join_all(clips.iter().map(|c| through_the_pipeline(&pipeline, c)))
+            .await;
+    println!(
+        "{} clips streamed concurrently in {:.1} s",
+        clips.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    println!(
+        "| clip | words | batch errors | direct errors | pipeline errors | 8 kHz MULAW errors |"
+    );
+    for ((clip, direct), streamed) in clips.iter().zip(&direct).zip(&streamed) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            clip.id,
+            clip.reference.len(),
+            word_errors(&clip.reference, &direct.batch),
+            word_errors(&clip.reference, &direct.streaming),
+            word_errors(&clip.reference, streamed),
+            word_errors(&clip.reference, &direct.telephony)
+        );
+        println!("   reference: {}", clip.reference.join(" "));
+        println!("   batch:     {}", direct.batch.join(" "));
+        println!("   direct:    {}", direct.streaming.join(" "));
+        println!("   pipeline:  {}", streamed.join(" "));
+        println!("   8k MULAW:  {}", direct.telephony.join(" "));
+        assert_eq!(
+            streamed, &direct.streaming,
+            "{}: the gateway changed the words",
+            clip.id
+        );
+    }
+    let rate = |hypotheses: Vec<&Vec<String>>| {
+        let pairs: Vec<(&[String], &[String])> = clips
+            .iter()
+            .zip(hypotheses)
+            .map(|(c, h)| (c.reference.as_slice(), h.as_slice()))
+            .collect();
+        word_error_rate(&pairs)
+    };
+    let batch = rate(direct.iter().map(|d| &d.batch).collect());
+    let direct_rate = rate(direct.iter().map(|d| &d.streaming).collect());
+    let pipeline_rate = rate(streamed.iter().collect());
+    let telephony = rate(direct.iter().map(|d| &d.telephony).collect());
+    println!(
+        "WER batch {batch:?} direct {direct_rate:?} pipeline {pipeline_rate:?} \
+         8 kHz MULAW {telephony:?}"
+    );
+    assert!(
+        pipeline_rate.0 <= direct_rate.0,
+        "through the gateway: {pipeline_rate:?}, directly: {direct_rate:?}"
+    );
+    // A sanity bound, far above the engine's measured rate: catches a broken engine or a
+    // pipeline that loses audio, not ordinary PocketSphinx errors.
+    assert!(pipeline_rate.2 < 0.5, "WER {pipeline_rate:?}");
+    // Narrowband audio costs a wideband model some words, not most of them (without the spectral
+    // folding of the converter it would).
+    assert!(telephony.2 < 0.6, "8 kHz MULAW WER {telephony:?}");
+}
+
+#[test]
+fn word_errors_count_the_best_alignment() {
+    let w = |s: &str| normalise(s);
+    assert_eq!(word_errors(&w("a b c"), &w("a b c")), 0);
+    assert_eq!(word_errors(&w("a b c"), &w("a x c")), 1);
+    assert_eq!(word_errors(&w("a b c"), &w("a c")), 1);
+    assert_eq!(word_errors(&w("a b c"), &w("a b c d e")), 2);
+    assert_eq!(word_errors(&w("a b c"), &w("")), 3);
+    assert_eq!(w("Mr. John's HOUSE"), vec!["mister", "john's", "house"]);
+}
