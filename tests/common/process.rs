@@ -57,6 +57,11 @@ impl Process {
         Process { child, addr }
     }
 
+    /// The process id (for `voxgate bench --server-pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM (graceful shutdown) and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
