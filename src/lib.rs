@@ -7,18 +7,23 @@
 //!
 //! Layout:
 //! - [`backend`]: the recogniser behind the sessions (Google, or the embedded emulator).
+//! - [`bench`]: `voxgate bench`, the load generator: N real-time sessions against a gateway (or
+//!   the emulator directly), exact transcripts, added latency, CPU and RSS per session.
 //! - [`client`]: `voxgate stream`, a command-line client that streams an audio file.
 //! - [`config`]: `config.toml` + `VOXGATE_<SECTION>__<KEY>` environment overrides, validated.
 //! - [`server`]: the HTTP server: `/v1/listen` (WebSocket upgrade), `/healthz`, `/metrics`, and
 //!   graceful shutdown.
 //! - [`emulator`]: a Google-compatible speech server (real gRPC, Google's types and limits, a
 //!   synthetic recogniser, fault injection) for development and tests without a Google account.
-//! - `main.rs`: the `voxgate` command line (`serve`, `emulator`).
+//! - [`rlimit`]: raising the open-files limit at start-up (thousands of sockets).
+//! - `main.rs`: the `voxgate` command line (`serve`, `emulator`, `stream`, `bench`).
 
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod emulator;
+pub mod rlimit;
 pub mod server;
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).

@@ -57,7 +57,7 @@ impl Process {
         Process { child, addr }
     }
 
-    /// The process id.
+    /// The process id (for `voxgate bench --server-pid`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -2,7 +2,9 @@
 //!
 //! On start it takes a connection from the worker thread's [`ConnectionPool`], authenticates the
 //! call ([`Credentials`]) and opens it with the session's configuration as the first request.
-//! Audio frames from the buffer go into a bounded queue that tonic drains into the call;
+//! Audio frames from the buffer go into a bounded queue that tonic drains into the call (the queue
+//! holds the frames' shared bytes; each becomes a request only as tonic takes it, so an idle
+//! stream's queue costs a few hundred bytes, not 32 slots of Google's large request type);
 //! [`UpstreamAudio::End`] closes the queue, which half-closes the call. If the queue is full the
 //! upstream is not reading: the stream fails at once (`UNAVAILABLE`) rather than block the actor or
 //! drop audio — the supervisor restarts it with a replay.
@@ -16,8 +18,10 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
-    speech_client::SpeechClient, StreamingRecognizeRequest, StreamingRecognizeResponse,
+    StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,6 +46,43 @@ pub const REQUEST_QUEUE_LEN: usize = 256;
 
 /// How many recent frames are remembered for the latency metric.
 const FRAME_TIMES_LEN: usize = 512;
+
+/// Initial size of a call's encode and decode buffers. tonic's default (8 KiB each) is meant for
+/// large messages; ours are a 100 ms audio frame up and a transcript down, and with thousands of
+/// calls open the defaults cost 16 KiB per call before any audio (measured with heaptrack, see
+/// docs/benchmarks.md). The buffers still grow when a message needs it.
+const CODEC_BUFFER_BYTES: usize = 1024;
+/// tonic's default: how much encoded data a call yields after.
+const CODEC_YIELD_BYTES: usize = 32 * 1024;
+
+/// The path of Google's streaming method.
+const STREAMING_RECOGNIZE: &str = "/google.cloud.speech.v1.Speech/StreamingRecognize";
+
+/// Google's protobuf codec with [`CODEC_BUFFER_BYTES`] buffers (the generated `SpeechClient` always
+/// uses tonic's defaults, so the call is made with `tonic::client::Grpc` directly).
+#[derive(Debug, Clone, Copy, Default)]
+struct SpeechCodec;
+
+impl tonic::codec::Codec for SpeechCodec {
+    type Encode = StreamingRecognizeRequest;
+    type Decode = StreamingRecognizeResponse;
+    type Encoder = tonic_prost::ProstEncoder<StreamingRecognizeRequest>;
+    type Decoder = tonic_prost::ProstDecoder<StreamingRecognizeResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(Self::buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(Self::buffers())
+    }
+}
+
+impl SpeechCodec {
+    fn buffers() -> tonic::codec::BufferSettings {
+        tonic::codec::BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_BYTES)
+    }
+}
 
 /// Starts [`GoogleRecognizer`]s. One per worker thread: it owns that thread's connection pool.
 pub struct GoogleRecognizerFactory {
@@ -111,8 +152,9 @@ pub struct GoogleRecognizer {
     /// The connection slot; returned when the actor stops.
     lease: Option<ChannelLease>,
     credentials: Credentials,
-    /// Requests to the call; `None` once half-closed (or never opened).
-    requests: Option<mpsc::Sender<StreamingRecognizeRequest>>,
+    /// Audio for the call (the configuration request goes first by itself); `None` once
+    /// half-closed (or never opened).
+    requests: Option<mpsc::Sender<Bytes>>,
     /// Session time of this stream's first frame: the origin of Google's times.
     origin_ms: Option<u64>,
     /// End of this stream's last final result (session clock).
@@ -198,20 +240,28 @@ impl Actor for GoogleRecognizer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         METRICS.streams_total.inc();
         METRICS.streams_active.inc();
-        let (sender, receiver) = mpsc::channel(REQUEST_QUEUE_LEN);
-        // The queue is empty: the configuration always fits.
-        let _ = sender.try_send(config_request(&self.request.config));
+        let (sender, receiver) = mpsc::channel::<Bytes>(REQUEST_QUEUE_LEN);
         self.requests = Some(sender);
         let Some(channel) = self.lease.as_ref().map(ChannelLease::channel) else {
             return;
         };
         let credentials = self.credentials.clone();
+        let config = config_request(&self.request.config);
         let call = async move {
-            let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+            // The configuration first, then each frame as tonic takes it.
+            let requests = futures_util::stream::iter([config])
+                .chain(ReceiverStream::new(receiver).map(|audio: Bytes| audio_request(&audio)));
+            let mut request = tonic::Request::new(requests);
             credentials.authorize(&mut request).await?;
-            let mut client = SpeechClient::new(channel);
-            client
-                .streaming_recognize(request)
+            let mut grpc = tonic::client::Grpc::new(channel);
+            // As the generated client reports it.
+            grpc.ready().await.map_err(|e| {
+                failure_from_status(&tonic::Status::unknown(format!(
+                    "Service was not ready: {e}"
+                )))
+            })?;
+            let path = http::uri::PathAndQuery::from_static(STREAMING_RECOGNIZE);
+            grpc.streaming(request, path, SpeechCodec)
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| failure_from_status(&status))
@@ -253,7 +303,7 @@ impl Handler<UpstreamAudio> for GoogleRecognizer {
                     .format
                     .bytes_to_ms(frame.start_byte + frame.data.len() as u64)
                     .max(origin);
-                match requests.try_send(audio_request(&frame.data)) {
+                match requests.try_send(frame.data) {
                     Ok(()) => self.frame_times.record(end_ms, Instant::now()),
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         let failure = StreamFailure {
