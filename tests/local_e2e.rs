@@ -173,10 +173,19 @@ async fn a_session_without_a_free_decoder_gets_busy() {
     first.expect_type("ack").await;
     let mut second = connect(&gateway.addr, "").await;
     second.send_json(&start).await;
-    // The session is configured (`ready`), then its first stream finds no decoder.
+    // The session is configured (`ready`); its first stream opens with its first audio and
+    // finds no decoder.
     second.expect_type("ready").await;
-    let error = second
-        .expect_error(voxgate_actors::protocol::ErrorCode::Busy)
-        .await;
+    second.send_binary(&[0u8; 16_000]).await;
+    // The audio may be acknowledged (it left the buffer) before the stream reports busy.
+    let error = loop {
+        let msg = second.expect_json().await;
+        if msg["type"] != "ack" {
+            break msg;
+        }
+    };
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], "busy", "{error}");
     assert_eq!(error["retryable"], true, "{error}");
+    second.expect_close(1013, "busy").await;
 }

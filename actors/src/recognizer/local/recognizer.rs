@@ -410,7 +410,13 @@ mod tests {
         };
         assert!(message.contains("busy"), "{message}");
         assert!(second.cancel.send(CancelStream).await.is_err(), "stopped");
-        assert!(first_log.all::<RecognizerEvent>().is_empty());
+        let first_events = first_log.wait_count::<RecognizerEvent>(1, WAIT).await;
+        let kinds: Vec<_> = first_events.iter().map(|e| e.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            vec![RecognizerEventKind::Opened],
+            "the first holds its decoder"
+        );
     }
 
     /// A decoder error ends the stream with INTERNAL, once; later events are not reported.
@@ -420,7 +426,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let (handle, log) = start(&engine, false);
         send_frames(&handle, &[0i16; 3_200], 0);
-        let events = log.wait_count::<RecognizerEvent>(1, WAIT).await;
+        let events = log
+            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
+            .await;
         let ends = ended(&events);
         assert_eq!(ends.len(), 1, "{events:?}");
         assert_eq!(
@@ -428,7 +436,11 @@ mod tests {
             Some(tonic::Code::Internal)
         );
         assert!(handle.cancel.send(CancelStream).await.is_err(), "stopped");
-        assert_eq!(log.all::<RecognizerEvent>().len(), 1);
+        assert_eq!(
+            log.all::<RecognizerEvent>().len(),
+            2,
+            "Opened, then the one Ended"
+        );
     }
 
     /// Cancelling a stream frees its worker and reports nothing.
