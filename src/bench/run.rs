@@ -354,14 +354,6 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         });
     }
 
-    let mut server = server_before.map(|before| ProcReadings {
-        before,
-        ..ProcReadings::default()
-    });
-    let mut emulator = emulator_before.map(|before| ProcReadings {
-        before,
-        ..ProcReadings::default()
-    });
     let mut metrics_idle = None;
     if !churn {
         shared.all_settled(spec.sessions).await;
