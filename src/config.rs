@@ -5,7 +5,7 @@
 //! (`server.listen: invalid socket address syntax`), so a typo never silently falls back to a default.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use voxgate_actors::settings::{
@@ -17,6 +17,8 @@ use voxgate_actors::settings::{
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
     pub recognizer: RecognizerSettings,
     pub session: SessionSettings,
     pub audio: AudioSettings,
@@ -35,6 +37,19 @@ pub struct ServerSettings {
     /// After SIGTERM/SIGINT: how long open sessions may go on before they are flushed and closed
     /// with 1001.
     pub shutdown_grace_secs: f64,
+    /// A client must send its request head within this long of connecting (slow-loris).
+    pub request_timeout_secs: f64,
+    /// Data the server sent that a client has neither acknowledged nor made room for (a client
+    /// that stopped reading, or vanished) for this long ends its connection (`TCP_USER_TIMEOUT`).
+    pub send_timeout_secs: f64,
+    /// New connections (`/v1/listen`, `/v1/tokens`) per second from one client address, on
+    /// average: HTTP 429 `rate_limited` beyond.
+    pub connection_rate_per_ip: f64,
+    /// …with bursts of up to this many.
+    pub connection_burst_per_ip: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry (only behind a proxy that
+    /// appends it, and reachable only through that proxy).
+    pub trust_x_forwarded_for: bool,
 }
 
 impl Default for ServerSettings {
@@ -43,9 +58,99 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
             shutdown_grace_secs: 30.0,
+            request_timeout_secs: 5.0,
+            send_timeout_secs: 10.0,
+            connection_rate_per_ip: 10.0,
+            connection_burst_per_ip: 20,
+            trust_x_forwarded_for: false,
         }
     }
 }
+
+/// `[tls]`: serve `wss://`/`https://` directly. Without `cert` and `key`, plain `ws://` (behind a
+/// TLS-terminating proxy, or on loopback).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// How often the files are checked for changes (and reloaded); 0 = only on SIGHUP.
+    pub reload_interval_secs: f64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert: None,
+            key: None,
+            reload_interval_secs: 10.0,
+        }
+    }
+}
+
+/// A secret from the configuration (or the environment). Its `Debug` never shows it, so a logged
+/// configuration does not leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// `[auth]`: who may connect, and from which web pages.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The accepted API keys, each as `sha256:<64 hex digits>` (the SHA-256 of the key; the keys
+    /// themselves are never stored).
+    pub api_keys: Vec<String>,
+    /// Accept clients without a credential even on a non-loopback address (with no `api_keys`
+    /// configured, anonymous clients are accepted on loopback only, and voxgate refuses to start
+    /// on any other address unless this is set).
+    pub anonymous: bool,
+    /// The key that signs session tokens (at least 32 characters). Absent: a random one is made
+    /// at start, so tokens do not survive a restart (nor work across instances).
+    pub token_secret: Option<Secret>,
+    /// Lifetime of a token when `POST /v1/tokens` asks for none.
+    pub token_ttl_secs: f64,
+    /// Longest lifetime a token may be given.
+    pub max_token_ttl_secs: f64,
+    /// Web pages (origins, `https://app.example.com`) whose browsers may connect; `"*"` = any.
+    /// Empty: same-origin only. Clients that send no `Origin` (non-browsers) are not affected.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            api_keys: Vec::new(),
+            anonymous: false,
+            token_secret: None,
+            token_ttl_secs: 300.0,
+            max_token_ttl_secs: 3_600.0,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// The shortest accepted `[auth] token_secret`.
+pub const MIN_TOKEN_SECRET_CHARS: usize = 32;
 
 /// Which speech engine the sessions use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,7 +222,9 @@ impl Config {
 
     /// Range checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: &[(&str, bool)] = &[
+        let session = &self.session;
+        let server = &self.server;
+        let checks: Vec<(&str, bool)> = vec![
             (
                 "audio.frame_ms",
                 (10..=1_000).contains(&self.audio.frame_ms),
@@ -201,6 +308,56 @@ impl Config {
                 self.server.shutdown_grace_secs >= 0.0,
             ),
             (
+                "server.request_timeout_secs",
+                server.request_timeout_secs > 0.0,
+            ),
+            (
+                "server.send_timeout_secs",
+                (0.1..=3_600.0).contains(&server.send_timeout_secs),
+            ),
+            (
+                "server.connection_rate_per_ip",
+                server.connection_rate_per_ip > 0.0,
+            ),
+            (
+                "server.connection_burst_per_ip",
+                server.connection_burst_per_ip >= 1,
+            ),
+            (
+                "session.max_sessions_per_ip",
+                session.max_sessions_per_ip >= 1,
+            ),
+            (
+                "session.max_sessions_per_key",
+                session.max_sessions_per_key >= 1,
+            ),
+            (
+                "session.max_json_bytes",
+                (1_024..=session.max_frame_bytes).contains(&session.max_json_bytes),
+            ),
+            (
+                "session.max_messages_per_sec",
+                session.max_messages_per_sec >= 1,
+            ),
+            ("session.max_audio_speed", session.max_audio_speed >= 1.0),
+            (
+                "session.max_audio_lead_ms",
+                session.max_audio_lead_ms >= session.audio_burst_ms,
+            ),
+            (
+                "session.max_outgoing_bytes",
+                session.max_outgoing_bytes >= 16 * 1_024,
+            ),
+            (
+                "tls.reload_interval_secs",
+                self.tls.reload_interval_secs >= 0.0,
+            ),
+            ("auth.token_ttl_secs", self.auth.token_ttl_secs > 0.0),
+            (
+                "auth.max_token_ttl_secs",
+                self.auth.max_token_ttl_secs >= self.auth.token_ttl_secs,
+            ),
+            (
                 "local.end_silence_ms",
                 (100..=10_000).contains(&self.local.end_silence_ms),
             ),
@@ -233,6 +390,33 @@ impl Config {
             return Err(ConfigError(format!(
                 "google.endpoint: `{endpoint}` must start with https:// or http://"
             )));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError(
+                "tls: cert and key must be given together".to_string(),
+            ));
+        }
+        for (i, key) in self.auth.api_keys.iter().enumerate() {
+            if crate::server::auth::parse_key_hash(key).is_none() {
+                // The entry is a hash, never the key, but quote only its start anyway.
+                let start: String = key.chars().take(10).collect();
+                return Err(ConfigError(format!(
+                    "auth.api_keys[{i}]: `{start}…` is not `sha256:<64 hex digits>` (store the \
+                     SHA-256 of the key, e.g. `printf %s \"$KEY\" | sha256sum`)"
+                )));
+            }
+        }
+        if let Some(secret) = &self.auth.token_secret {
+            if secret.expose().chars().count() < MIN_TOKEN_SECRET_CHARS {
+                return Err(ConfigError(format!(
+                    "auth.token_secret: must have at least {MIN_TOKEN_SECRET_CHARS} characters"
+                )));
+            }
+        }
+        for origin in &self.auth.allowed_origins {
+            if let Err(e) = crate::server::origin::parse_allowed(origin) {
+                return Err(ConfigError(format!("auth.allowed_origins: {e}")));
+            }
         }
         Ok(())
     }

@@ -68,6 +68,18 @@ impl Encoding {
     pub fn is_uncompressed(self) -> bool {
         matches!(self, Encoding::Linear16 | Encoding::Mulaw)
     }
+
+    /// The bytes every stream of this encoding starts with (its container's signature), for the
+    /// encodings that have one: FLAC `fLaC`, Ogg `OggS`, WebM/Matroska's EBML magic. Raw PCM,
+    /// µ-law and AMR frames have none: any bytes are valid samples there.
+    pub fn stream_signature(self) -> Option<&'static [u8]> {
+        match self {
+            Encoding::Flac => Some(b"fLaC"),
+            Encoding::OggOpus => Some(b"OggS"),
+            Encoding::WebmOpus => Some(&[0x1a, 0x45, 0xdf, 0xa3]),
+            Encoding::Linear16 | Encoding::Mulaw | Encoding::Amr | Encoding::AmrWb => None,
+        }
+    }
 }
 
 /// The format of one session's audio: what the client declared in `start`.
@@ -87,6 +99,22 @@ impl AudioFormat {
             Encoding::Mulaw => rate,
             Encoding::Flac => rate * 2 * 6 / 10,
             Encoding::OggOpus | Encoding::WebmOpus | Encoding::Amr | Encoding::AmrWb => 4_000,
+        }
+    }
+
+    /// The most bytes one second of real-time audio of this format can take: exact for LINEAR16
+    /// and MULAW; for compressed encodings the codec's highest bit rate plus container overhead
+    /// (FLAC: LINEAR16 + 10 %, Opus: 510 kbit/s + 10 %), and never below the nominal rate of
+    /// [`Self::bytes_per_second`] (AMR and AMR-WB top out below it). Input rate limits use it, so
+    /// that no real-time client of any bit rate is ever taken for a fast one.
+    pub fn max_bytes_per_second(self) -> u64 {
+        let rate = u64::from(self.sample_rate_hz);
+        match self.encoding {
+            Encoding::Linear16 => rate * 2,
+            Encoding::Mulaw => rate,
+            Encoding::Flac => rate * 2 * 11 / 10,
+            Encoding::OggOpus | Encoding::WebmOpus => 70_000,
+            Encoding::Amr | Encoding::AmrWb => self.bytes_per_second(),
         }
     }
 
@@ -134,6 +162,28 @@ mod tests {
         assert_eq!(Encoding::parse("mulaw"), Some(Encoding::Mulaw));
         assert_eq!(Encoding::parse("OGG_OPUS"), Some(Encoding::OggOpus));
         assert_eq!(Encoding::parse("MP3"), None);
+    }
+
+    #[test]
+    fn max_byte_rate_is_never_below_the_nominal_one() {
+        for encoding in Encoding::ALL {
+            for rate in [8_000, 16_000, 48_000] {
+                let f = AudioFormat {
+                    encoding,
+                    sample_rate_hz: rate,
+                };
+                assert!(f.max_bytes_per_second() >= f.bytes_per_second(), "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn container_encodings_have_a_signature_raw_ones_none() {
+        assert_eq!(Encoding::OggOpus.stream_signature(), Some(&b"OggS"[..]));
+        assert_eq!(Encoding::Flac.stream_signature(), Some(&b"fLaC"[..]));
+        assert!(Encoding::WebmOpus.stream_signature().is_some());
+        assert_eq!(Encoding::Linear16.stream_signature(), None);
+        assert_eq!(Encoding::Mulaw.stream_signature(), None);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub audio_seconds: Counter,
     /// Errors sent to clients, by error code.
     pub errors: IntCounterVec,
+    /// Requests refused before any WebSocket (401, 403, 429, …), by refusal code.
+    pub http_refusals: IntCounterVec,
     /// Transcripts sent to clients, by kind (`final`, `interim`).
     pub transcripts: IntCounterVec,
     /// Time from the last audio of a final result leaving the gateway to the result arriving.
@@ -71,6 +73,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
             Opts::new("voxgate_errors_total", "Errors sent to clients, by code"),
             &["code"],
         )?,
+        http_refusals: IntCounterVec::new(
+            Opts::new(
+                "voxgate_http_refusals_total",
+                "Requests refused at the HTTP level, by code",
+            ),
+            &["code"],
+        )?,
         transcripts: IntCounterVec::new(
             Opts::new("voxgate_transcripts_total", "Transcripts sent, by kind"),
             &["kind"],
@@ -96,6 +105,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.breaker_opens.clone()))?;
     m.registry.register(Box::new(m.audio_seconds.clone()))?;
     m.registry.register(Box::new(m.errors.clone()))?;
+    m.registry.register(Box::new(m.http_refusals.clone()))?;
     m.registry.register(Box::new(m.transcripts.clone()))?;
     m.registry
         .register(Box::new(m.transcript_latency.clone()))?;

@@ -53,10 +53,14 @@ pub enum ErrorCode {
     AlreadyStarted,
     /// A frame or message larger than `[session] max_frame_bytes`.
     FrameTooLarge,
+    /// A JSON text message larger than `[session] max_json_bytes`.
+    JsonTooLarge,
     /// `encoding` is not one of the accepted encodings.
     UnsupportedEncoding,
     /// `sample_rate_hz` is not allowed for the encoding.
     UnsupportedSampleRate,
+    /// The audio does not start with its encoding's container signature (Ogg, WebM, FLAC).
+    InvalidAudio,
     /// A configuration value out of range (empty language code, too many phrases, …).
     InvalidConfig,
     /// No `start` within `[session] start_timeout_secs`.
@@ -67,8 +71,17 @@ pub enum ErrorCode {
     SessionTooLong,
     /// The client sends audio faster than it can be forwarded and the buffer is full.
     BufferFull,
+    /// More than `[session] max_messages_per_sec` WebSocket frames per second (a flood).
+    TooManyMessages,
+    /// The client's audio ran more than `[session] max_audio_lead_ms` ahead of real time.
+    AudioTooFast,
+    /// The client does not read what the server sends: more than `[session] max_outgoing_bytes`
+    /// are waiting for it.
+    SlowConsumer,
     /// `[session] max_sessions` sessions are open already.
     TooManySessions,
+    /// This client (its address, or its API key) has its most sessions open already.
+    TooManyClientSessions,
     /// The server is shutting down (grace period over).
     ShuttingDown,
     /// The upstream recogniser rejected the request (not retryable: bad config, permission…).
@@ -83,7 +96,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -91,14 +104,20 @@ impl ErrorCode {
         ErrorCode::AudioBeforeStart,
         ErrorCode::AlreadyStarted,
         ErrorCode::FrameTooLarge,
+        ErrorCode::JsonTooLarge,
         ErrorCode::UnsupportedEncoding,
         ErrorCode::UnsupportedSampleRate,
+        ErrorCode::InvalidAudio,
         ErrorCode::InvalidConfig,
         ErrorCode::StartTimeout,
         ErrorCode::IdleTimeout,
         ErrorCode::SessionTooLong,
         ErrorCode::BufferFull,
+        ErrorCode::TooManyMessages,
+        ErrorCode::AudioTooFast,
+        ErrorCode::SlowConsumer,
         ErrorCode::TooManySessions,
+        ErrorCode::TooManyClientSessions,
         ErrorCode::ShuttingDown,
         ErrorCode::UpstreamRejected,
         ErrorCode::UpstreamUnavailable,
@@ -116,6 +135,12 @@ impl ErrorCode {
             ErrorCode::AudioBeforeStart => "audio_before_start",
             ErrorCode::AlreadyStarted => "already_started",
             ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::JsonTooLarge => "json_too_large",
+            ErrorCode::InvalidAudio => "invalid_audio",
+            ErrorCode::TooManyMessages => "too_many_messages",
+            ErrorCode::AudioTooFast => "audio_too_fast",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::TooManyClientSessions => "too_many_client_sessions",
             ErrorCode::UnsupportedEncoding => "unsupported_encoding",
             ErrorCode::UnsupportedSampleRate => "unsupported_sample_rate",
             ErrorCode::InvalidConfig => "invalid_config",
@@ -139,14 +164,20 @@ impl ErrorCode {
             ErrorCode::InvalidJson | ErrorCode::InvalidMessage | ErrorCode::InvalidBase64 => {
                 Some(1007)
             }
-            ErrorCode::UnsupportedEncoding | ErrorCode::UnsupportedSampleRate => Some(1003),
+            ErrorCode::UnsupportedEncoding
+            | ErrorCode::UnsupportedSampleRate
+            | ErrorCode::InvalidAudio => Some(1003),
             ErrorCode::AudioBeforeStart
             | ErrorCode::InvalidConfig
             | ErrorCode::StartTimeout
             | ErrorCode::IdleTimeout
             | ErrorCode::SessionTooLong
-            | ErrorCode::BufferFull => Some(1008),
-            ErrorCode::FrameTooLarge => Some(1009),
+            | ErrorCode::BufferFull
+            | ErrorCode::TooManyMessages
+            | ErrorCode::AudioTooFast
+            | ErrorCode::SlowConsumer
+            | ErrorCode::TooManyClientSessions => Some(1008),
+            ErrorCode::FrameTooLarge | ErrorCode::JsonTooLarge => Some(1009),
             ErrorCode::TooManySessions | ErrorCode::Busy => Some(1013),
             ErrorCode::ShuttingDown => Some(1001),
             ErrorCode::UpstreamRejected | ErrorCode::UpstreamUnavailable | ErrorCode::Internal => {
@@ -160,6 +191,8 @@ impl ErrorCode {
         matches!(
             self,
             ErrorCode::TooManySessions
+                | ErrorCode::TooManyClientSessions
+                | ErrorCode::SlowConsumer
                 | ErrorCode::Busy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::UpstreamUnavailable
@@ -169,6 +202,15 @@ impl ErrorCode {
 }
 
 // ───────────────────────────── client → server ─────────────────────────────
+
+/// The WebSocket subprotocol of this protocol. A client that offers subprotocols (a browser
+/// sending its credential as `bearer.<credential>`) must offer this one too; the server selects
+/// it, never echoing the credential.
+pub const SUBPROTOCOL: &str = "voxgate.v1";
+/// The prefix of the subprotocol that carries a credential for clients that cannot set headers.
+pub const BEARER_SUBPROTOCOL_PREFIX: &str = "bearer.";
+/// Deepest nesting of arrays and objects accepted in a client message (the protocol needs 2).
+pub const MAX_JSON_DEPTH: usize = 16;
 
 /// Longest language tag accepted (BCP-47 tags in practice stay far below it).
 pub const MAX_LANGUAGE_CODE_CHARS: usize = 35;
@@ -342,8 +384,14 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Parses one text message from the client.
+/// Parses one text message from the client. (Its size is the session's to bound, before.)
 pub fn parse_client_text(text: &str) -> Result<ClientMessage, Rejection> {
+    if nesting_exceeds(text.as_bytes(), MAX_JSON_DEPTH) {
+        return Err(Rejection::new(
+            ErrorCode::InvalidJson,
+            format!("the message nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         Rejection::new(
             ErrorCode::InvalidJson,
@@ -392,6 +440,38 @@ pub fn parse_client_text(text: &str) -> Result<ClientMessage, Rejection> {
             ),
         )),
     }
+}
+
+/// Whether arrays and objects in the JSON `text` nest deeper than `limit` (brackets inside strings
+/// do not count). A linear scan before parsing, so a deeply nested message costs no recursion.
+fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Reads the fields of a `kind` message; a missing or ill-typed field is `invalid_message`.
@@ -623,6 +703,9 @@ impl ServerMessage {
         })
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -864,6 +947,27 @@ mod tests {
         assert!(unknown
             .err()
             .is_some_and(|r| r.message.contains("subscribe")));
+    }
+
+    #[test]
+    fn deep_nesting_is_invalid_json_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code_of(&deep), Some(ErrorCode::InvalidJson));
+        let nested = |depth: usize| {
+            let mut text = String::from(r#"{"type":"keepalive","x":"#);
+            text.push_str(&"[".repeat(depth - 1));
+            text.push_str(&"]".repeat(depth - 1));
+            text.push('}');
+            text
+        };
+        assert_eq!(parse(&nested(MAX_JSON_DEPTH)), Ok(ClientMessage::KeepAlive));
+        assert_eq!(
+            code_of(&nested(MAX_JSON_DEPTH + 1)),
+            Some(ErrorCode::InvalidJson)
+        );
+        // Brackets in strings, escaped quotes included, are text.
+        let in_string = format!(r#"{{"type":"keepalive","x":"\"{}"}}"#, "[".repeat(100));
+        assert_eq!(parse(&in_string), Ok(ClientMessage::KeepAlive));
     }
 
     #[test]

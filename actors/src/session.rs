@@ -3,9 +3,11 @@
 //! starts its pipeline through a [`PipelineFactory`] once configured and turns what the pipeline
 //! reports into client messages. It knows nothing of audio buffering or Google.
 //!
-//! Every line of socket handling is in this file (with its byte-level helper
-//! [`frame_limit`]): `actix-web-actors` is deprecated upstream in favour of `actix-ws`, and keeping
-//! the socket here means that move touches this file only. The server calls [`upgrade`] and never
+//! Every line of socket handling is in this file and its byte-level helpers: [`frame_limit`]
+//! (oversized frames, from their header), [`read_gate`] (read-ahead budget and pacing),
+//! [`outgoing`] (the backlog of a client that does not read) and [`input_rate`] (how fast a client
+//! may send). `actix-web-actors` is deprecated upstream in favour of `actix-ws`, and keeping the
+//! socket here means that move touches these files only. The server calls [`upgrade`] and never
 //! sees the socket.
 //!
 //! Lifecycle, in phases:
@@ -15,10 +17,13 @@
 //!   for `PipelineFinished` to send `closed` (or the shutdown error).
 //! - `Closing`: a Close frame was sent; waits briefly for the client's Close, then stops.
 //!
-//! When the actor stops, for whatever reason, it sends `StopPipeline` and releases its session
-//! permit.
+//! When the actor stops, for whatever reason — or is dropped without stopping, when the
+//! connection fails under it — it sends `StopPipeline` and releases its session permit.
 
 mod frame_limit;
+mod input_rate;
+mod outgoing;
+mod read_gate;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,7 +34,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::messages::{
@@ -39,9 +44,13 @@ use crate::messages::{
 use crate::metrics::METRICS;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::{
-    parse_client_text, parse_query_config, ClientMessage, ErrorCode, ServerMessage, StartConfig,
+    parse_client_text, parse_query_config, ClientMessage, ErrorCode, Rejection, ServerMessage,
+    StartConfig, SUBPROTOCOL,
 };
 use crate::settings::SessionSettings;
+use input_rate::InputRate;
+use outgoing::{frame_len, MeteredBody, OutgoingMeter};
+use read_gate::ReadGate;
 
 /// How long the session waits for the client's Close frame after sending its own.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,13 +70,23 @@ pub struct ShutdownNotice {
     pub flush_timeout: Duration,
 }
 
+/// Whatever the server counts a session against (its share of `max_sessions`, of its client's
+/// sessions…): held for the session's whole life, released when it is dropped.
+pub struct SessionPermit(#[allow(dead_code)] Box<dyn Send>);
+
+impl SessionPermit {
+    pub fn new(held: impl Send + 'static) -> SessionPermit {
+        SessionPermit(Box::new(held))
+    }
+}
+
 /// Whether the server let this connection have a session.
 pub enum Admission {
-    /// Holds one of the server's `max_sessions` permits for as long as the session lives.
-    Admitted(OwnedSemaphorePermit),
-    /// Upgraded only to be told why not (`too_many_sessions`, `shutting_down`): a browser cannot
-    /// read the body of a refused HTTP upgrade, but it can read an error message.
-    Refused(ErrorCode),
+    /// Holds the server's permits for as long as the session lives.
+    Admitted(SessionPermit),
+    /// Upgraded only to be told why not (`too_many_sessions`, `shutting_down`, …): a browser
+    /// cannot read the body of a refused HTTP upgrade, but it can read an error message.
+    Refused(Rejection),
 }
 
 /// What the server gives each new session.
@@ -80,31 +99,47 @@ pub struct SessionParams {
     pub query: String,
     /// `Some` once the server is shutting down.
     pub shutdown: watch::Receiver<Option<ShutdownNotice>>,
+    /// Who the client is, for the logs (`key k-1a2b…`, `anonymous`, and its address); never a
+    /// secret.
+    pub client: Arc<str>,
+    /// A cap on the session's length from the client's credential (a token's scope), on top of
+    /// `[session] max_session_secs`.
+    pub max_session_secs: Option<f64>,
 }
 
 /// The request was not a valid WebSocket upgrade (the server answers HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeRefused(pub String);
 
-/// Upgrades `req` to a WebSocket served by a new [`Session`].
+/// Checks that `req` is a WebSocket upgrade this server can accept, without starting anything.
+pub fn check_upgrade(req: &HttpRequest) -> Result<(), UpgradeRefused> {
+    ws::handshake_with_protocols(req, &[SUBPROTOCOL])
+        .map(|_| ())
+        .map_err(|e| UpgradeRefused(e.to_string()))
+}
+
+/// Upgrades `req` to a WebSocket served by a new [`Session`]. When the client offers
+/// subprotocols, [`SUBPROTOCOL`] is selected if among them.
 pub fn upgrade(
     req: &HttpRequest,
     payload: web::Payload,
     params: SessionParams,
 ) -> Result<HttpResponse, UpgradeRefused> {
-    ws::handshake(req).map_err(|e| UpgradeRefused(e.to_string()))?;
+    let mut response = ws::handshake_with_protocols(req, &[SUBPROTOCOL])
+        .map_err(|e| UpgradeRefused(e.to_string()))?;
     let max_frame_bytes = params.settings.max_frame_bytes;
     let session = Session::new(params);
     let bytes = frame_limit::FrameLimit::new(
         payload,
         max_frame_bytes,
         session.marker_nonce,
+        session.gate.clone(),
         session.id.clone(),
     );
-    ws::WsResponseBuilder::new(session, req, bytes)
-        .frame_size(max_frame_bytes)
-        .start()
-        .map_err(|e| UpgradeRefused(e.to_string()))
+    let outgoing = session.outgoing.clone();
+    let codec = actix_http::ws::Codec::new().max_size(max_frame_bytes);
+    let context = ws::WebsocketContext::with_codec(session, bytes, codec);
+    Ok(response.streaming(MeteredBody::new(context, outgoing)))
 }
 
 /// Where the session is in its life (see the module doc).
@@ -142,7 +177,7 @@ pub struct Session {
     /// Taken in `started`: admitted (permit kept in `permit`) or refused.
     admission: Option<Admission>,
     /// The session's share of `max_sessions`; released when the actor stops.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<SessionPermit>,
     /// Whether this session counts in `sessions_active` (refused ones do not).
     counted_active: bool,
     query: String,
@@ -150,6 +185,20 @@ pub struct Session {
     shutdown_rx: Option<watch::Receiver<Option<ShutdownNotice>>>,
     /// Identifies the frame guard's markers for oversized frames (see [`frame_limit`]).
     marker_nonce: [u8; frame_limit::NONCE_LEN],
+    /// Shared with the frame guard: read-ahead budget, pacing.
+    gate: ReadGate,
+    /// Shared with the response body: the backlog of server messages.
+    outgoing: Rc<OutgoingMeter>,
+    /// Frames per second, input against real time, audio lead.
+    input_rate: InputRate,
+    /// Who the client is (logs only).
+    client: Arc<str>,
+    /// `[session] max_session_secs`, capped by the credential's scope.
+    max_session_secs: f64,
+    /// Set once configured: the audio's format (for its signature check).
+    format: Option<crate::audio::AudioFormat>,
+    /// How many bytes of the format's stream signature the audio has matched so far.
+    signature_matched: usize,
     phase: Phase,
     /// Set once configured; dropped (after `StopPipeline`) when the session closes.
     pipeline: Option<PipelineHandle>,
@@ -177,9 +226,24 @@ fn duration_secs(secs: f64) -> Duration {
 impl Session {
     pub fn new(params: SessionParams) -> Session {
         let now = Instant::now();
+        let settings = params.settings;
+        // A frame of the largest size always fits, and two of them may be read ahead.
+        let read_ahead = 2 * (settings.max_frame_bytes as u64 + frame_limit::MAX_HEADER_LEN as u64);
+        let max_session_secs = params
+            .max_session_secs
+            .map_or(settings.max_session_secs, |cap| {
+                cap.min(settings.max_session_secs)
+            });
         Session {
             id: uuid::Uuid::new_v4().to_string().into(),
-            settings: params.settings,
+            gate: ReadGate::new(read_ahead),
+            outgoing: Rc::new(OutgoingMeter::default()),
+            input_rate: InputRate::new(&settings, now),
+            client: params.client,
+            max_session_secs,
+            format: None,
+            signature_matched: 0,
+            settings,
             pipelines: params.pipelines,
             admission: Some(params.admission),
             permit: None,
@@ -199,8 +263,36 @@ impl Session {
         }
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
-        ctx.text(message.to_json());
+    /// Sends a message, unless the client has left more than `max_outgoing_bytes` unread: then
+    /// the session ends with `slow_consumer` instead.
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+        let text = message.to_json();
+        let waiting = self.outgoing.waiting();
+        if waiting + frame_len(text.len()) > self.settings.max_outgoing_bytes as u64 {
+            let message = format!(
+                "{waiting} bytes of messages are waiting for the client to read them; at most {} \
+                 may wait",
+                self.settings.max_outgoing_bytes
+            );
+            self.fail(ctx, ErrorCode::SlowConsumer, &message);
+            return;
+        }
+        self.write_text(ctx, text);
+    }
+
+    /// Writes a text frame, counted in the backlog but not checked against it.
+    fn write_text(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
+        self.outgoing.queue(frame_len(text.len()));
+        ctx.text(text);
+    }
+
+    /// Writes a Close frame, counted in the backlog.
+    fn write_close(&self, ctx: &mut ws::WebsocketContext<Self>, reason: Option<ws::CloseReason>) {
+        let payload = reason
+            .as_ref()
+            .map_or(0, |r| 2 + r.description.as_ref().map_or(0, String::len));
+        self.outgoing.queue(frame_len(payload));
+        ctx.close(reason);
     }
 
     /// Sends `error`; closes when the code says so.
@@ -215,7 +307,8 @@ impl Session {
             }
             _ => tracing::info!(session_id = %self.id, code = code.as_str(), "error: {message}"),
         }
-        self.send(ctx, &ServerMessage::error(code, message));
+        // Not `send`: an error is written even past the backlog limit (one more, bounded).
+        self.write_text(ctx, ServerMessage::error(code, message).to_json());
         if let Some(close_code) = code.close_code() {
             self.close(ctx, close_code, code.as_str());
         }
@@ -224,10 +317,13 @@ impl Session {
     /// Sends a Close frame and waits (bounded) for the client's; the pipeline is stopped now.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
         self.stop_pipeline();
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code),
-            description: Some(reason.to_string()),
-        }));
+        self.write_close(
+            ctx,
+            Some(ws::CloseReason {
+                code: ws::CloseCode::from(code),
+                description: Some(reason.to_string()),
+            }),
+        );
         self.phase = Phase::Closing;
         ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |act, ctx| {
             tracing::debug!(session_id = %act.id, "no Close from the client; dropping the connection");
@@ -252,24 +348,14 @@ impl Session {
                 METRICS.sessions_total.inc();
                 METRICS.sessions_active.inc();
             }
-            Some(Admission::Refused(code)) => {
-                let message = match code {
-                    ErrorCode::TooManySessions => format!(
-                        "the server has {} sessions open, its maximum; try again later",
-                        self.settings.max_sessions
-                    ),
-                    ErrorCode::ShuttingDown => {
-                        "the server is shutting down; connect again later".to_string()
-                    }
-                    _ => "the server cannot take this session".to_string(),
-                };
-                self.fail(ctx, code, &message);
+            Some(Admission::Refused(rejection)) => {
+                self.fail(ctx, rejection.code, &rejection.message);
                 return;
             }
             None => {}
         }
-        tracing::info!(session_id = %self.id, "session opened");
-        let max_session = self.settings.max_session_secs;
+        tracing::info!(session_id = %self.id, client = %self.client, "session opened");
+        let max_session = self.max_session_secs;
         ctx.run_later(duration_secs(max_session), move |act, ctx| {
             let message = format!("the session reached its maximum length of {max_session} s");
             act.fail(ctx, ErrorCode::SessionTooLong, &message);
@@ -319,6 +405,8 @@ impl Session {
             errors: me.clone().recipient(),
             finished: me.recipient(),
         };
+        self.format = Some(config.format);
+        self.input_rate.set_format(config.format, Instant::now());
         let pipeline = self
             .pipelines
             .start(self.id.clone(), Arc::new(config), links);
@@ -360,17 +448,31 @@ impl Session {
             tracing::info!(session_id = %self.id, "nothing from the client for {} s; dropping it",
                 self.settings.client_timeout_secs);
             self.stop_pipeline();
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Policy,
-                description: Some(CLIENT_TIMEOUT_REASON.to_string()),
-            }));
+            self.write_close(
+                ctx,
+                Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some(CLIENT_TIMEOUT_REASON.to_string()),
+                }),
+            );
             ctx.stop();
             return;
         }
+        self.outgoing.queue(frame_len(0));
         ctx.ping(b"");
     }
 
     fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        if text.len() > self.settings.max_json_bytes {
+            let message = format!(
+                "a JSON message of {} bytes exceeds max_json_bytes ({} bytes); send audio as \
+                 binary frames",
+                text.len(),
+                self.settings.max_json_bytes
+            );
+            self.fail(ctx, ErrorCode::JsonTooLarge, &message);
+            return;
+        }
         match parse_client_text(text) {
             Ok(message) => self.on_message(ctx, message),
             Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
@@ -427,8 +529,17 @@ impl Session {
                 "audio before start: send start first",
             ),
             Phase::Streaming => {
-                self.last_activity = Instant::now();
+                let now = Instant::now();
+                self.last_activity = now;
                 if data.is_empty() {
+                    return;
+                }
+                if let Err(rejection) = self.input_rate.audio(data.len(), now) {
+                    self.fail(ctx, rejection.code, &rejection.message);
+                    return;
+                }
+                if let Err(message) = self.check_signature(&data) {
+                    self.fail(ctx, ErrorCode::InvalidAudio, &message);
                     return;
                 }
                 if let Some(pipeline) = &self.pipeline {
@@ -437,6 +548,40 @@ impl Session {
             }
             Phase::Ending(_) => self.warn_after_stop(ctx),
             Phase::Closing => {}
+        }
+    }
+
+    /// For encodings in a container: the first bytes of the audio must be its signature.
+    fn check_signature(&mut self, data: &[u8]) -> Result<(), String> {
+        let Some(format) = self.format else {
+            return Ok(());
+        };
+        let Some(signature) = format.encoding.stream_signature() else {
+            return Ok(());
+        };
+        let expected = &signature[self.signature_matched.min(signature.len())..];
+        let n = expected.len().min(data.len());
+        if data[..n] != expected[..n] {
+            return Err(format!(
+                "{} audio must start with the {} stream signature; this is not {} audio",
+                format.encoding.as_str(),
+                match format.encoding {
+                    crate::audio::Encoding::Flac => "FLAC (`fLaC`)",
+                    crate::audio::Encoding::OggOpus => "Ogg (`OggS`)",
+                    _ => "WebM (EBML)",
+                },
+                format.encoding.as_str()
+            ));
+        }
+        self.signature_matched += n;
+        Ok(())
+    }
+
+    /// `bytes` of data arrived: pauses reading when the client is over its input rate.
+    fn on_input(&mut self, bytes: usize) {
+        if let Some(until) = self.input_rate.input(bytes, Instant::now()) {
+            tracing::debug!(session_id = %self.id, "input faster than allowed: pacing");
+            self.gate.pause_until(until);
         }
     }
 
@@ -514,13 +659,23 @@ impl Session {
             // The codec enforces the sequence; without a first fragment there is nothing to add to.
             return;
         };
-        if fragments.data.len() + piece.len() > self.settings.max_frame_bytes {
+        let total = fragments.data.len() + piece.len();
+        if total > self.settings.max_frame_bytes {
             self.fragments = None;
             let message = format!(
                 "a fragmented message exceeds max_frame_bytes ({} bytes)",
                 self.settings.max_frame_bytes
             );
             self.fail(ctx, ErrorCode::FrameTooLarge, &message);
+            return;
+        }
+        if fragments.is_text && total > self.settings.max_json_bytes {
+            self.fragments = None;
+            let message = format!(
+                "a fragmented JSON message exceeds max_json_bytes ({} bytes)",
+                self.settings.max_json_bytes
+            );
+            self.fail(ctx, ErrorCode::JsonTooLarge, &message);
             return;
         }
         fragments.data.extend_from_slice(&piece);
@@ -546,6 +701,8 @@ impl Session {
         }
         self.shutdown = Some(notice);
         let grace = notice.deadline.saturating_duration_since(Instant::now());
+        // (The warning may end a session whose client does not read: it would not hear the
+        // shutdown either.)
         tracing::info!(session_id = %self.id, grace_secs = grace.as_secs_f64(), "server shutting down");
         self.send(
             ctx,
@@ -623,6 +780,13 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.release();
+    }
+}
+
+impl Session {
+    /// Stops the pipeline and gives the permits back; idempotent.
+    fn release(&mut self) {
         self.stop_pipeline();
         self.permit = None;
         if self.counted_active {
@@ -633,9 +797,24 @@ impl Actor for Session {
     }
 }
 
+impl Drop for Session {
+    /// The connection can fail under the session (a write error, `TCP_USER_TIMEOUT` on a client
+    /// that stopped reading): the actor is then dropped without `stopped`.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_seen = Instant::now();
+        let now = Instant::now();
+        self.last_seen = now;
+        self.gate.frame_received();
+        if self.phase != Phase::Closing {
+            if let Err(rejection) = self.input_rate.frame(now) {
+                self.fail(ctx, rejection.code, &rejection.message);
+            }
+        }
         let message = match item {
             Ok(message) => message,
             Err(error) => {
@@ -652,7 +831,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 if self.phase != Phase::Closing {
                     tracing::info!(session_id = %self.id, ?reason, "client closed the connection");
                     self.stop_pipeline();
-                    ctx.close(reason);
+                    self.write_close(ctx, reason);
                 }
                 ctx.stop();
             }
@@ -664,14 +843,40 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                         self.settings.max_frame_bytes
                     );
                     self.fail(ctx, ErrorCode::FrameTooLarge, &message);
-                } else {
-                    ctx.pong(&payload);
+                } else if self.phase != Phase::Closing {
+                    let waiting = self.outgoing.waiting();
+                    if waiting + frame_len(payload.len()) > self.settings.max_outgoing_bytes as u64
+                    {
+                        let message = format!(
+                            "{waiting} bytes of messages and pongs are waiting for the client to \
+                             read them"
+                        );
+                        self.fail(ctx, ErrorCode::SlowConsumer, &message);
+                    } else {
+                        self.outgoing.queue(frame_len(payload.len()));
+                        ctx.pong(&payload);
+                    }
                 }
             }
             _ if self.phase == Phase::Closing => {}
-            ws::Message::Text(text) => self.on_text(ctx, &text),
-            ws::Message::Binary(data) => self.on_audio(ctx, data, None),
-            ws::Message::Continuation(item) => self.on_fragment(ctx, item),
+            ws::Message::Text(text) => {
+                self.on_input(text.len());
+                self.on_text(ctx, &text)
+            }
+            ws::Message::Binary(data) => {
+                self.on_input(data.len());
+                self.on_audio(ctx, data, None)
+            }
+            ws::Message::Continuation(item) => {
+                let len = match &item {
+                    actix_http::ws::Item::FirstText(b)
+                    | actix_http::ws::Item::FirstBinary(b)
+                    | actix_http::ws::Item::Continue(b)
+                    | actix_http::ws::Item::Last(b) => b.len(),
+                };
+                self.on_input(len);
+                self.on_fragment(ctx, item)
+            }
             ws::Message::Pong(_) | ws::Message::Nop => {}
         }
     }

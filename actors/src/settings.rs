@@ -27,6 +27,29 @@ pub struct SessionSettings {
     pub ack_interval_ms: u64,
     /// How many phrase hints a `start` may carry.
     pub max_phrases: usize,
+    /// Sessions one client address (an IPv4 address, or an IPv6 /64) may have open at once:
+    /// `too_many_client_sessions` beyond.
+    pub max_sessions_per_ip: usize,
+    /// Sessions one API key (with the session tokens it minted) may have open at once:
+    /// `too_many_client_sessions` beyond.
+    pub max_sessions_per_key: usize,
+    /// Largest JSON text message: `json_too_large` (binary audio frames are bounded by
+    /// `max_frame_bytes` only).
+    pub max_json_bytes: usize,
+    /// WebSocket frames of any kind (data, ping, pong) a client may send per second, on average
+    /// over one second: `too_many_messages` beyond. Stops floods of tiny frames and pings.
+    pub max_messages_per_sec: u32,
+    /// Input faster than this multiple of real time (for the configured audio format) is paced:
+    /// the server stops reading the socket until the client is back within the rate.
+    pub max_audio_speed: f64,
+    /// Input (in milliseconds of audio) a client may send at once before pacing starts.
+    pub audio_burst_ms: u64,
+    /// How far a client's audio may run ahead of real time (ms since its first audio byte):
+    /// `audio_too_fast` beyond.
+    pub max_audio_lead_ms: u64,
+    /// Bytes of server messages waiting for a client that does not read them: `slow_consumer`
+    /// beyond.
+    pub max_outgoing_bytes: usize,
 }
 
 impl Default for SessionSettings {
@@ -41,6 +64,14 @@ impl Default for SessionSettings {
             max_sessions: 10_000,
             ack_interval_ms: 500,
             max_phrases: 500,
+            max_sessions_per_ip: 100,
+            max_sessions_per_key: 1_000,
+            max_json_bytes: 64 * 1024,
+            max_messages_per_sec: 1_000,
+            max_audio_speed: 2.0,
+            audio_burst_ms: 5_000,
+            max_audio_lead_ms: 60_000,
+            max_outgoing_bytes: 256 * 1024,
         }
     }
 }

@@ -204,6 +204,17 @@ fn gateway(args: &ScenarioArgs, name: &str, emulator: &Server) -> Result<Server,
                 "VOXGATE_GOOGLE__ENDPOINT",
                 format!("http://{}", emulator.addr),
             ),
+            // The whole load comes from one address: lift the per-client limits (they would
+            // refuse it, rightly, with 429 and too_many_client_sessions).
+            ("VOXGATE_SERVER__CONNECTION_RATE_PER_IP", "1e9".to_string()),
+            (
+                "VOXGATE_SERVER__CONNECTION_BURST_PER_IP",
+                "1000000".to_string(),
+            ),
+            (
+                "VOXGATE_SESSION__MAX_SESSIONS_PER_IP",
+                "1000000".to_string(),
+            ),
         ],
         &args.log,
         &args.out.join(format!("{name}.gateway.log")),

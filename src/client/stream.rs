@@ -16,9 +16,13 @@ use super::wav::{parse_wav, AudioFile};
 /// `voxgate stream` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StreamArgs {
-    /// The gateway's WebSocket URL.
+    /// The gateway's WebSocket URL (`wss://` verifies the server's certificate against the
+    /// public web roots).
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/listen")]
     pub url: String,
+    /// API key or session token, sent as `Authorization: Bearer …` (never printed).
+    #[arg(long, env = "VOXGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Send as fast as the gateway acknowledges (keeping at most `--window-ms` unacknowledged)
     /// instead of at real time.
     #[arg(long)]
@@ -81,9 +85,37 @@ enum Event {
 }
 
 async fn stream(args: StreamArgs, audio: AudioFile) -> Result<(), String> {
-    let (ws, _) = tokio_tungstenite::connect_async(args.url.as_str())
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = args
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("--url {}: {e}", args.url))?;
+    if let Some(key) = &args.api_key {
+        let value = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| "--api-key: not a valid header value".to_string())?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.url))?;
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+                    .unwrap_or_default();
+                format!(
+                    "{} refused the connection: {} {body}",
+                    args.url,
+                    response.status()
+                )
+            }
+            other => format!("cannot connect to {}: {other}", args.url),
+        })?;
     let (mut sink, mut source) = ws.split();
     let start = json!({
         "type": "start",

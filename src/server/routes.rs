@@ -1,51 +1,164 @@
-//! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), `GET /healthz`,
-//! `GET /metrics`.
+//! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), `POST /v1/tokens`
+//! (session tokens for an API key), `GET /healthz`, `GET /metrics`.
 
 use std::rc::Rc;
 
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
 use serde_json::json;
 use voxgate_actors::pipeline::PipelineFactory;
-use voxgate_actors::session::{self, SessionParams, UpgradeRefused};
+use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, UpgradeRefused};
 
+use super::auth::{self, Principal};
+use super::gatekeeper::Gatekeeper;
+use super::refusal::Refusal;
 use super::shutdown::ServerState;
+use super::tokens::{self, Claims};
 
 /// This worker thread's pipeline factory (app data is per worker, so it need not be `Send`).
 pub struct WorkerPipelines(pub Rc<dyn PipelineFactory>);
 
+/// Largest `POST /v1/tokens` body read.
+const MAX_TOKEN_REQUEST_BYTES: usize = 4_096;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/listen", web::get().to(listen))
+        .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Upgrades to a session. A connection over the session limit, or arriving during shutdown, is
-/// still upgraded so it can read the error message; a request that is not an upgrade gets 400.
+/// Upgrades to a session, once the gate let the request through (429, 403, 401 otherwise). A
+/// connection over a session limit, or arriving during shutdown, is still upgraded so it can read
+/// the error message; a request that is not an upgrade gets 400.
 async fn listen(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
 ) -> HttpResponse {
     let Some(WorkerPipelines(pipelines)) = req.app_data::<WorkerPipelines>() else {
         tracing::error!("no pipeline factory registered on this worker");
         return HttpResponse::InternalServerError()
             .json(json!({"error": "internal", "message": "no pipeline factory"}));
     };
+    let passed = match gate.check_listen(&req) {
+        Ok(passed) => passed,
+        Err(refused) => return refused.response(),
+    };
+    if let Err(UpgradeRefused(reason)) = session::check_upgrade(&req) {
+        return Refusal::WebsocketUpgradeRequired.response(format!(
+            "GET /v1/listen must be a WebSocket upgrade: {reason}"
+        ));
+    }
+    let admission = state
+        .admit()
+        .and_then(|server| gate.share(&passed).map(|share| (server, share)))
+        .map_or_else(Admission::Refused, |held| {
+            Admission::Admitted(SessionPermit::new(held))
+        });
+    let max_session_secs = match &passed.principal {
+        Principal::Token {
+            max_session_secs, ..
+        } => *max_session_secs,
+        _ => None,
+    };
     let params = SessionParams {
         settings: state.settings.clone(),
         pipelines: pipelines.clone(),
-        admission: state.admit(),
+        admission,
         query: req.query_string().to_string(),
         shutdown: state.subscribe(),
+        client: format!("{} from {}", passed.principal.describe(), passed.client).into(),
+        max_session_secs,
     };
     match session::upgrade(&req, payload, params) {
         Ok(response) => response,
-        Err(UpgradeRefused(reason)) => HttpResponse::BadRequest().json(json!({
-            "error": "websocket_upgrade_required",
-            "message": format!("GET /v1/listen must be a WebSocket upgrade: {reason}"),
-        })),
+        Err(UpgradeRefused(reason)) => Refusal::WebsocketUpgradeRequired.response(format!(
+            "GET /v1/listen must be a WebSocket upgrade: {reason}"
+        )),
     }
+}
+
+/// The body of `POST /v1/tokens` (empty = all defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// Lifetime; default `[auth] token_ttl_secs`, at most `max_token_ttl_secs`.
+    ttl_secs: Option<f64>,
+    /// The longest session the token may open.
+    max_session_secs: Option<f64>,
+}
+
+/// Mints a session token for a caller with an API key (`Authorization: Bearer <key>`).
+async fn mint_token(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    gate: web::Data<Gatekeeper>,
+) -> HttpResponse {
+    let client = match gate.check_client(&req) {
+        Ok(client) => client,
+        Err(refused) => return refused.response(),
+    };
+    let key_id = match auth::credential(req.headers())
+        .and_then(|credential| gate.auth.authenticate_key(credential.as_deref()))
+    {
+        Ok(key_id) => key_id,
+        Err(e) => {
+            tracing::info!(%client, "token refused: {e}");
+            return Refusal::Unauthorized.response(e.to_string());
+        }
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return Refusal::InvalidRequest.response("the request body could not be read");
+        };
+        if body.len() + chunk.len() > MAX_TOKEN_REQUEST_BYTES {
+            return Refusal::InvalidRequest.response(format!(
+                "the request body exceeds {MAX_TOKEN_REQUEST_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return Refusal::InvalidRequest.response(format!(
+                    "the body must be {{\"ttl_secs\":…,\"max_session_secs\":…}} (both optional): \
+                     {e}"
+                ))
+            }
+        }
+    };
+    let ttl = match gate.token_ttl(request.ttl_secs) {
+        Ok(ttl) => ttl,
+        Err(e) => return Refusal::InvalidRequest.response(e),
+    };
+    if let Some(msl) = request.max_session_secs {
+        if !(msl > 0.0 && msl.is_finite()) {
+            return Refusal::InvalidRequest.response("max_session_secs must be more than 0");
+        }
+    }
+    let expires_at = tokens::unix_now() + ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let token = gate.auth.tokens.mint(&Claims {
+        kid: key_id.clone(),
+        exp: expires_at,
+        msl: request.max_session_secs,
+    });
+    tracing::info!(%client, key_id, expires_in_secs = ttl.as_secs_f64(), "session token minted");
+    let mut body = json!({"token": token, "expires_at": expires_at});
+    if let Some(msl) = request.max_session_secs {
+        body["max_session_secs"] = json!(msl);
+    }
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(body)
 }
 
 /// 200 while serving; 503 once shutdown has begun (so a load balancer stops sending clients).

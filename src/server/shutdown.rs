@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
-use voxgate_actors::protocol::ErrorCode;
-use voxgate_actors::session::{Admission, ShutdownNotice, CLOSE_HANDSHAKE_TIMEOUT};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use voxgate_actors::protocol::{ErrorCode, Rejection};
+use voxgate_actors::session::{ShutdownNotice, CLOSE_HANDSHAKE_TIMEOUT};
 use voxgate_actors::settings::SessionSettings;
 
 use crate::config::Config;
@@ -68,15 +68,23 @@ impl ServerState {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// A new connection's admission: a permit, or the reason it gets none.
-    pub fn admit(&self) -> Admission {
+    /// A new connection's share of `max_sessions`, or why it gets none.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Rejection> {
         if self.is_draining() {
-            return Admission::Refused(ErrorCode::ShuttingDown);
+            return Err(Rejection::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; connect again later",
+            ));
         }
-        match self.sessions.clone().try_acquire_owned() {
-            Ok(permit) => Admission::Admitted(permit),
-            Err(_) => Admission::Refused(ErrorCode::TooManySessions),
-        }
+        self.sessions.clone().try_acquire_owned().map_err(|_| {
+            Rejection::new(
+                ErrorCode::TooManySessions,
+                format!(
+                    "the server has {} sessions open, its maximum; try again later",
+                    self.max_sessions
+                ),
+            )
+        })
     }
 
     /// For a new session: the shutdown notice, now or later.

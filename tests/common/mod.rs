@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod librivox;
 pub mod process;
+pub mod raw;
 
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
@@ -17,10 +19,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use voxgate::config::Config;
 use voxgate::server::{self, ServerHandle};
 use voxgate_actors::messages::{
@@ -89,6 +92,20 @@ impl PipelineFactory for ProbePipelines {
     }
 }
 
+/// What `server::start` takes: a factory of probe pipelines, and where their starts are reported.
+pub fn probe_pipelines() -> (
+    impl Fn() -> Rc<dyn PipelineFactory> + Clone + Send + 'static,
+    mpsc::UnboundedReceiver<StartedPipeline>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let factory = move || {
+        Rc::new(ProbePipelines {
+            started: tx.clone(),
+        }) as Rc<dyn PipelineFactory>
+    };
+    (factory, rx)
+}
+
 /// A configuration for tests: one worker, no timer that fires during an ordinary test.
 pub fn test_config() -> Config {
     let mut config = Config::default();
@@ -99,7 +116,11 @@ pub fn test_config() -> Config {
     config.session.start_timeout_secs = 30.0;
     config.session.idle_timeout_secs = 30.0;
     config.session.max_frame_bytes = 4_096;
+    config.session.max_json_bytes = 2_048;
     config.session.max_phrases = 3;
+    // Tests open connections in quick succession; only the rate-limit tests lower this.
+    config.server.connection_rate_per_ip = 10_000.0;
+    config.server.connection_burst_per_ip = 10_000;
     config
 }
 
@@ -108,24 +129,63 @@ pub struct TestServer {
     pub addr: SocketAddr,
     handle: Option<ServerHandle>,
     pub pipelines: mpsc::UnboundedReceiver<StartedPipeline>,
+    /// With `[tls]`: the client configuration to connect with (`wss://`).
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A refused WebSocket upgrade: the HTTP status and the JSON body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+    pub headers: http::HeaderMap,
 }
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handle = server::start(config, listener, move || {
-            Rc::new(ProbePipelines {
-                started: tx.clone(),
-            }) as Rc<dyn PipelineFactory>
-        })
-        .await
-        .expect("server starts");
+        let (pipelines, rx) = probe_pipelines();
+        let handle = server::start(config, listener, pipelines)
+            .await
+            .expect("server starts");
         TestServer {
             addr: handle.local_addr(),
             handle: Some(handle),
             pipelines: rx,
+            tls_client: None,
         }
+    }
+
+    /// A server with `[tls]` configured; clients connect with `client` (`wss://`).
+    pub async fn start_tls(config: Config, client: Arc<rustls::ClientConfig>) -> TestServer {
+        let mut server = TestServer::start(config).await;
+        assert!(server.handle().is_tls());
+        server.tls_client = Some(client);
+        server
+    }
+
+    /// The server handle (for reloads).
+    pub fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("server handle present")
+    }
+
+    /// `ws://` or `wss://` URL of `path_and_query`.
+    pub fn url(&self, path_and_query: &str) -> String {
+        let scheme = if self.tls_client.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}{}", self.addr, path_and_query)
+    }
+
+    /// Opens a WebSocket with extra request headers; a refused upgrade gives its status and body.
+    pub async fn connect_with(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, http::HeaderMap), Refused> {
+        connect_with(&self.url(path_and_query), headers, self.tls_client.clone()).await
     }
 
     /// The pipeline of the next session that gets configured.
@@ -145,11 +205,10 @@ impl TestServer {
     }
 
     pub async fn connect(&self, path_and_query: &str) -> Client {
-        let url = format!("ws://{}{}", self.addr, path_and_query);
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("WebSocket upgrade");
-        Client { ws }
+        match self.connect_with(path_and_query, &[]).await {
+            Ok((client, _)) => client,
+            Err(refused) => panic!("WebSocket upgrade refused: {refused:?}"),
+        }
     }
 
     /// Connects, sends a LINEAR16 16 kHz `start`, reads `ready`; returns the client, its session
@@ -182,6 +241,107 @@ impl TestServer {
     pub async fn http_get(&self, path: &str, extra_headers: &str) -> (u16, String) {
         http_get(self.addr, path, extra_headers).await
     }
+}
+
+/// Opens `url` with extra headers (TLS with `tls` for `wss://`); a connection that fails (TLS
+/// handshake, reset) panics.
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Client, http::HeaderMap), Refused> {
+    match try_connect(url, headers, tls).await {
+        Ok(connected) => Ok(connected),
+        Err(ConnectError::Refused(refused)) => Err(refused),
+        Err(ConnectError::Failed(e)) => panic!("WebSocket connection failed: {e}"),
+    }
+}
+
+/// Why a connection did not become a WebSocket.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server answered the upgrade with an HTTP error.
+    Refused(Refused),
+    /// No HTTP answer (TLS handshake failure, connection reset…).
+    Failed(String),
+}
+
+/// Opens `url` with extra headers (TLS with `tls` for `wss://`).
+pub async fn try_connect(
+    url: &str,
+    headers: &[(&str, &str)],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Client, http::HeaderMap), ConnectError> {
+    let mut request = url.into_client_request().expect("a valid URL");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    let connector = tls.map(Connector::Rustls);
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
+        Ok((ws, response)) => Ok((Client { ws }, response.headers().clone())),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err(ConnectError::Refused(Refused {
+                status: response.status().as_u16(),
+                body,
+                headers: response.headers().clone(),
+            }))
+        }
+        Err(e) => Err(ConnectError::Failed(e.to_string())),
+    }
+}
+
+/// This process's resident memory, in bytes (Linux: /proc/self/statm).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A plain HTTP/1.1 request; returns the status code, the response head and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 pub async fn http_get(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
@@ -352,4 +512,12 @@ impl Client {
             }
         }
     }
+}
+
+/// The `[auth] api_keys` entry of `key`: `sha256:<hex>`.
+pub fn key_hash_entry(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(key.as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }

@@ -86,6 +86,10 @@ pub fn gateway(emulator: &Process, env: &[(&str, &str)]) -> Process {
         ("VOXGATE_RECOGNIZER__BACKEND", "google"),
         ("VOXGATE_GOOGLE__AUTH", "none"),
         ("VOXGATE_GOOGLE__ENDPOINT", endpoint.as_str()),
+        // Every test client comes from 127.0.0.1, loads of them at once in the bench tests.
+        ("VOXGATE_SERVER__CONNECTION_RATE_PER_IP", "1e9"),
+        ("VOXGATE_SERVER__CONNECTION_BURST_PER_IP", "1000000"),
+        ("VOXGATE_SESSION__MAX_SESSIONS_PER_IP", "1000000"),
     ];
     all.extend_from_slice(env);
     Process::start(
