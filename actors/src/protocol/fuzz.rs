@@ -286,7 +286,8 @@ fn base64_audio_parse_cost() {
     let content = base64::engine::general_purpose::STANDARD.encode(&audio);
     let text = json!({"type": "audio", "content": content}).to_string();
     let rounds = 100_000;
-    let checks: [(&str, &dyn Fn(&str) -> bool); 2] = [
+    type Check<'a> = &'a dyn Fn(&str) -> bool;
+    let checks: [(&str, Check); 2] = [
         ("nesting pre-check", &|text| {
             !nesting_exceeds(text.as_bytes(), MAX_JSON_DEPTH)
         }),
