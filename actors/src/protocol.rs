@@ -443,24 +443,31 @@ pub fn parse_client_text(text: &str) -> Result<ClientMessage, Rejection> {
 }
 
 /// Whether arrays and objects in the JSON `text` nest deeper than `limit` (brackets inside strings
-/// do not count). A linear scan before parsing, so a deeply nested message costs no recursion.
+/// do not count). A linear scan before parsing, so a deeply nested message costs no recursion;
+/// strings are skipped with `memchr`, so a long base64 `content` costs next to nothing.
 fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&byte) = text.get(at) {
         match byte {
-            b'"' => in_string = true,
+            b'"' => {
+                // Jump to the closing quote, stepping over escaped characters.
+                at += 1;
+                loop {
+                    let Some(rest) = text.get(at..) else {
+                        return false;
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        None => return false,
+                        Some(found) if rest[found] == b'\\' => at += found + 2,
+                        Some(found) => {
+                            at += found + 1;
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -470,6 +477,7 @@ fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     false
 }

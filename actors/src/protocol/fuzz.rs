@@ -164,6 +164,16 @@ proptest! {
         }
     }
 
+    /// The pre-check that jumps over strings answers as a scan of every byte would, on any text
+    /// made of brackets, quotes and escapes (unterminated strings and trailing escapes included).
+    #[test]
+    fn the_nesting_check_matches_a_byte_by_byte_scan(text in "[\\[\\]{}\"\\\\a]{0,64}", limit in 0usize..6) {
+        prop_assert_eq!(
+            nesting_exceeds(text.as_bytes(), limit),
+            nesting_exceeds_byte_by_byte(text.as_bytes(), limit)
+        );
+    }
+
     /// Any query string: a configuration, none, or a documented rejection.
     #[test]
     fn any_query_parses_or_is_rejected(query in "\\PC{0,200}") {
@@ -232,5 +242,72 @@ mod regressions {
         let text = r#"{"type":"start","encoding":"LINEAR16","sample_rate_hz":4294967296}"#;
         let rejection = parse_client_text(text).err();
         assert_eq!(rejection.map(|r| r.code), Some(ErrorCode::InvalidMessage));
+    }
+}
+
+/// The nesting pre-check's definition, one byte at a time (what `nesting_exceeds` must agree with).
+fn nesting_exceeds_byte_by_byte(text: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// What one base64 `audio` message of 100 ms of 16 kHz LINEAR16 costs to parse, and how much of
+/// that is the nesting pre-check (a measurement, not a check): `cargo test --release -p
+/// voxgate-actors --lib base64_audio_parse_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, run explicitly"]
+fn base64_audio_parse_cost() {
+    let audio: Vec<u8> = (0..3_200u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let content = base64::engine::general_purpose::STANDARD.encode(&audio);
+    let text = json!({"type": "audio", "content": content}).to_string();
+    let rounds = 100_000;
+    type Check<'a> = &'a dyn Fn(&str) -> bool;
+    let checks: [(&str, Check); 2] = [
+        ("nesting pre-check", &|text| {
+            !nesting_exceeds(text.as_bytes(), MAX_JSON_DEPTH)
+        }),
+        ("parse_client_text", &|text| parse_client_text(text).is_ok()),
+    ];
+    for (name, check) in checks {
+        let mut runs: Vec<f64> = (0..5)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                for _ in 0..rounds {
+                    assert!(check(std::hint::black_box(text.as_str())));
+                }
+                started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "{name}: median {:.2} µs per message of {} bytes, runs {runs:.2?}",
+            runs[2],
+            text.len()
+        );
     }
 }
