@@ -342,6 +342,36 @@ async fn origins() {
         assert_eq!(refused.status, 403, "{evil}");
         assert_eq!(refused.body["error"], "origin_not_allowed");
     }
+    // DNS rebinding: the attacker's name resolves to this server, so its page's Origin and the
+    // Host the browser sends agree; a name is not an address, so it is refused all the same.
+    let rebound = format!("evil.example:{}", server.addr.port());
+    let refused = server
+        .connect_with(
+            "/v1/listen",
+            &[("Host", &rebound), ("Origin", &format!("http://{rebound}"))],
+        )
+        .await
+        .err()
+        .map(|r| (r.status, r.body["error"].clone()));
+    assert_eq!(
+        refused,
+        Some((403, json!("origin_not_allowed"))),
+        "rebinding"
+    );
+    let localhost = format!("localhost:{}", server.addr.port());
+    assert!(
+        server
+            .connect_with(
+                "/v1/listen",
+                &[
+                    ("Host", &localhost),
+                    ("Origin", &format!("http://{localhost}"))
+                ],
+            )
+            .await
+            .is_ok(),
+        "a page on localhost is same-origin"
+    );
     still_works(&mut bystander, &bystander_pipeline, 1).await;
     drop(bystander);
     server.stop().await;
