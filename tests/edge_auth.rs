@@ -254,6 +254,33 @@ async fn session_tokens() {
     server.stop().await;
 }
 
+/// Removing a leaked key from the configuration revokes the tokens it minted (same secret,
+/// signature still valid); the other key's tokens go on working.
+#[actix_rt::test]
+async fn removing_a_key_revokes_its_tokens() {
+    let server = TestServer::start(keyed_config()).await;
+    let (status, body) = mint(&server, Some(&bearer(KEY_A)), "").await;
+    assert_eq!(status, 200, "{body}");
+    let token_a = bearer(body["token"].as_str().unwrap_or_default());
+    let (status, body) = mint(&server, Some(&bearer(KEY_B)), "").await;
+    assert_eq!(status, 200, "{body}");
+    let token_b = bearer(body["token"].as_str().unwrap_or_default());
+    server.stop().await;
+
+    let mut config = keyed_config();
+    config.auth.api_keys = vec![key_hash_entry(KEY_B)];
+    let mut server = TestServer::start(config).await;
+    let refused = server
+        .connect_with("/v1/listen", &[("Authorization", &token_a)])
+        .await
+        .err()
+        .map(|r| (r.status, r.body["error"].clone()));
+    assert_eq!(refused, Some((401, json!("unauthorized"))), "key A's token");
+    let (client, _) = start_with(&mut server, &[("Authorization", &token_b)]).await;
+    drop(client);
+    server.stop().await;
+}
+
 /// A key's sessions (its tokens' included) are limited; another key and the open sessions are
 /// not affected; a closed session frees its place.
 #[actix_rt::test]

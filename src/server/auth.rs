@@ -64,6 +64,8 @@ pub enum AuthError {
     Invalid,
     #[error("the session token has expired; get a new one from POST /v1/tokens")]
     Expired,
+    #[error("the session token was minted by an API key that is no longer configured")]
+    KeyRevoked,
     #[error("this needs an API key (a session token cannot mint tokens)")]
     KeyRequired,
     #[error("the Authorization header must be `Bearer <key or token>`")]
@@ -197,6 +199,11 @@ impl Authenticator {
         }
         if credential.starts_with(TOKEN_PREFIX) {
             return match self.tokens.verify(credential, tokens::unix_now()) {
+                // A token lives only as long as its key: removing a leaked key from the
+                // configuration revokes every token it minted.
+                Ok(Claims { kid, .. }) if !self.keys.iter().any(|key| key.id == kid) => {
+                    Err(AuthError::KeyRevoked)
+                }
                 Ok(Claims { kid, msl, .. }) => Ok(Principal::Token {
                     key_id: kid,
                     max_session_secs: msl,
@@ -334,15 +341,16 @@ mod tests {
     fn tokens_authenticate_for_their_key_but_cannot_mint() {
         let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:1"))
             .unwrap_or_else(|e| panic!("{e}"));
+        let kid = key_id(&Sha256::digest(KEY.as_bytes()).into());
         let token = auth.tokens.mint(&Claims {
-            kid: "k-abc".into(),
+            kid: kid.clone(),
             exp: tokens::unix_now() + 60,
             msl: Some(30.0),
         });
         assert_eq!(
             auth.authenticate(Some(&token)),
             Ok(Principal::Token {
-                key_id: "k-abc".into(),
+                key_id: kid.clone(),
                 max_session_secs: Some(30.0)
             })
         );
@@ -351,11 +359,40 @@ mod tests {
             Err(AuthError::KeyRequired)
         );
         let expired = auth.tokens.mint(&Claims {
-            kid: "k-abc".into(),
+            kid,
             exp: 1,
             msl: None,
         });
         assert_eq!(auth.authenticate(Some(&expired)), Err(AuthError::Expired));
+    }
+
+    /// A token whose key is no longer configured is refused, though its signature is valid.
+    #[test]
+    fn a_token_of_a_removed_key_is_refused() {
+        let mut keyed = settings(&[KEY, "other-key-0123456789"], false);
+        keyed.token_secret = Some(crate::config::Secret::new("s".repeat(32)));
+        let (before, _) =
+            Authenticator::new(&keyed, addr("0.0.0.0:1")).unwrap_or_else(|e| panic!("{e}"));
+        let kid = key_id(&Sha256::digest(KEY.as_bytes()).into());
+        let token = before.tokens.mint(&Claims {
+            kid,
+            exp: tokens::unix_now() + 60,
+            msl: None,
+        });
+        assert!(before.authenticate(Some(&token)).is_ok());
+        keyed.api_keys.remove(0);
+        let (after, _) =
+            Authenticator::new(&keyed, addr("0.0.0.0:1")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(after.authenticate(Some(&token)), Err(AuthError::KeyRevoked));
+        let unknown = after.tokens.mint(&Claims {
+            kid: "k-abc".into(),
+            exp: tokens::unix_now() + 60,
+            msl: None,
+        });
+        assert_eq!(
+            after.authenticate(Some(&unknown)),
+            Err(AuthError::KeyRevoked)
+        );
     }
 
     #[test]
