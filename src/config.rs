@@ -47,9 +47,11 @@ pub struct ServerSettings {
     pub connection_rate_per_ip: f64,
     /// …with bursts of up to this many.
     pub connection_burst_per_ip: u32,
-    /// Take the client's address from the last `X-Forwarded-For` entry (only behind a proxy that
-    /// appends it, and reachable only through that proxy).
-    pub trust_x_forwarded_for: bool,
+    /// The reverse proxies (their IP addresses) whose `X-Forwarded-For` is believed: only a
+    /// request whose TCP peer is one of them has its client address taken from that header (the
+    /// rightmost entry that is not itself a trusted proxy). Empty: the header is ignored, since
+    /// anyone else could forge it to dodge the per-address limits.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerSettings {
@@ -62,7 +64,7 @@ impl Default for ServerSettings {
             send_timeout_secs: 10.0,
             connection_rate_per_ip: 10.0,
             connection_burst_per_ip: 20,
-            trust_x_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -398,11 +400,10 @@ impl Config {
         }
         for (i, key) in self.auth.api_keys.iter().enumerate() {
             if crate::server::auth::parse_key_hash(key).is_none() {
-                // The entry is a hash, never the key, but quote only its start anyway.
-                let start: String = key.chars().take(10).collect();
+                // Never quoted: an entry that is not a hash is most likely a key pasted raw.
                 return Err(ConfigError(format!(
-                    "auth.api_keys[{i}]: `{start}…` is not `sha256:<64 hex digits>` (store the \
-                     SHA-256 of the key, e.g. `printf %s \"$KEY\" | sha256sum`)"
+                    "auth.api_keys[{i}]: expected `sha256:<64 hex digits>` (store the SHA-256 of \
+                     the key, e.g. `printf %s \"$KEY\" | sha256sum`, never the key itself)"
                 )));
             }
         }
@@ -500,6 +501,38 @@ mod tests {
             err.contains("server.lisen") || err.contains("lisen"),
             "{err}"
         );
+    }
+
+    /// An `api_keys` entry that is not a hash is most likely a key pasted raw: the error names
+    /// its index and what is expected, never any part of it.
+    #[test]
+    fn a_bad_api_key_entry_is_named_not_quoted() {
+        let raw_key = "sk-live-9f8e7d6c5b4a39281706";
+        let good = "sha256:".to_string() + &"ab".repeat(32);
+        let text = format!("[auth]\napi_keys = [\"{good}\", \"{raw_key}\"]\n");
+        let err = load_str(&text, &[]).err().map(|e| e.0).unwrap_or_default();
+        assert!(err.contains("auth.api_keys[1]"), "{err}");
+        assert!(err.contains("sha256:<64 hex digits>"), "{err}");
+        assert!(!err.contains(&raw_key[..3]), "the entry is quoted: {err}");
+    }
+
+    /// `trusted_proxies` takes IP addresses; anything else is named by its key.
+    #[test]
+    fn trusted_proxies_are_ip_addresses() {
+        let c = load_str("[server]\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\n", &[])
+            .map_err(|e| e.0)
+            .unwrap_or_default();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        for bad in ["[\"10.0.0.0/8\"]", "[\"proxy.example\"]", "true"] {
+            let text = format!("[server]\ntrusted_proxies = {bad}\n");
+            let err = load_str(&text, &[]).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains("server.trusted_proxies"), "{bad}: {err}");
+        }
+        let err = load_str("", &[("VOXGATE_SERVER__TRUSTED_PROXIES", "[\"nope\"]")])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(err.contains("server.trusted_proxies"), "{err}");
     }
 
     /// Invalid values are rejected with the key's path.

@@ -461,6 +461,34 @@ async fn connection_rate_per_address() {
     server.stop().await;
 }
 
+/// `X-Forwarded-For` decides the client address only when the TCP peer is a trusted proxy: from
+/// anyone else, forging it does not dodge the per-address connection rate.
+#[actix_rt::test]
+async fn forwarded_addresses_count_from_trusted_proxies_only() {
+    let auth_a = bearer(KEY_A);
+    for (proxies, forged_dodges) in [(vec![], false), (vec!["127.0.0.1".parse().ok()], true)] {
+        let mut config = keyed_config();
+        config.server.connection_rate_per_ip = 0.01;
+        config.server.connection_burst_per_ip = 1;
+        config.server.trusted_proxies = proxies.into_iter().flatten().collect();
+        let server = TestServer::start(config).await;
+        let mut statuses = Vec::new();
+        for client in ["198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+            let headers = format!("Authorization: {auth_a}\r\nX-Forwarded-For: {client}\r\n");
+            let (status, _, _) =
+                http_request(server.addr, "POST", "/v1/tokens", &headers, "").await;
+            statuses.push(status);
+        }
+        let expected = if forged_dodges {
+            vec![200, 200, 429]
+        } else {
+            vec![200, 429, 429]
+        };
+        assert_eq!(statuses, expected, "trusted proxy: {forged_dodges}");
+        server.stop().await;
+    }
+}
+
 /// Secure by default: no API key and a non-loopback address is no server at all, unless
 /// anonymous access is asked for explicitly.
 #[actix_rt::test]

@@ -71,7 +71,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         config.server.listen = listen;
     }
     // Before anything is bound: an unauthenticated server on a public address never starts.
-    auth::Authenticator::new(&config.auth, config.server.listen)?;
+    auth::Authenticator::new(
+        &config.auth,
+        config.server.listen,
+        &config.server.trusted_proxies,
+    )?;
     actix_rt::System::new().block_on(async move {
         // Registered first, so a signal during start-up is not fatal but a shutdown.
         let signal = shutdown_signal()?;
