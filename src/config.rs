@@ -37,7 +37,8 @@ pub struct ServerSettings {
     /// After SIGTERM/SIGINT: how long open sessions may go on before they are flushed and closed
     /// with 1001.
     pub shutdown_grace_secs: f64,
-    /// A client must send its request head within this long of connecting (slow-loris).
+    /// A client must send its request head within this long of connecting, and a request body
+    /// within this long of the head (slow-loris).
     pub request_timeout_secs: f64,
     /// Data the server sent that a client has neither acknowledged nor made room for (a client
     /// that stopped reading, or vanished) for this long ends its connection (`TCP_USER_TIMEOUT`).

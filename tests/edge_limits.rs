@@ -269,6 +269,49 @@ async fn slow_request_heads_time_out() {
     server.stop().await;
 }
 
+/// A `POST /v1/tokens` body trickled a byte at a time is cut off `request_timeout_secs` after the
+/// head: 408 `request_timeout`, and the connection is closed.
+#[actix_rt::test]
+async fn slow_request_bodies_time_out() {
+    let mut config = test_config();
+    config.server.request_timeout_secs = 0.5;
+    config.auth.api_keys = vec![common::key_hash_entry("body-key-0123456789")];
+    let server = TestServer::start(config).await;
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(
+            b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer body-key-0123456789\r\n\
+              Content-Length: 1000\r\n\r\n",
+        )
+        .await
+        .expect("write head");
+    let began = Instant::now();
+    // One byte every 100 ms: the whole body would take 100 s.
+    let trickle = actix_rt::spawn(async move {
+        for _ in 0..1_000 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(WAIT, reader.read_to_end(&mut response)).await;
+    trickle.abort();
+    assert!(
+        read.is_ok(),
+        "the server answered and closed within {WAIT:?}"
+    );
+    assert!(began.elapsed() >= Duration::from_millis(400));
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""error":"request_timeout""#), "{text}");
+    server.stop().await;
+}
+
 /// A client that only keeps its connection alive and never configures it is ended at
 /// `start_timeout_secs` (pings do not count as a configuration).
 #[actix_rt::test]

@@ -39,6 +39,8 @@ pub struct Gatekeeper {
     per_key: SessionCounts<String>,
     /// `[server] trusted_proxies`: the peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<IpAddr>,
+    /// `[server] request_timeout_secs`: also how long a request body may take to arrive.
+    pub request_timeout: Duration,
     /// `[auth] token_ttl_secs` / `max_token_ttl_secs`.
     pub token_ttl_secs: f64,
     pub max_token_ttl_secs: f64,
@@ -64,6 +66,8 @@ impl Gatekeeper {
             per_ip: SessionCounts::new(config.session.max_sessions_per_ip),
             per_key: SessionCounts::new(config.session.max_sessions_per_key),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            request_timeout: Duration::try_from_secs_f64(config.server.request_timeout_secs)
+                .map_err(|e| format!("server.request_timeout_secs: {e}"))?,
             token_ttl_secs: config.auth.token_ttl_secs,
             max_token_ttl_secs: config.auth.max_token_ttl_secs,
         })
