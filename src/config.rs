@@ -152,6 +152,19 @@ impl Default for AuthSettings {
     }
 }
 
+/// The shortest `[tls] reload_interval_secs` other than 0 (a file check this often is cheap; a
+/// shorter, or sub-nanosecond, period makes no sense and a zero one would stop the timer).
+pub const MIN_RELOAD_INTERVAL_SECS: f64 = 0.01;
+/// The longest period or timeout a timer is given: a day.
+pub const MAX_TIMER_SECS: f64 = 86_400.0;
+/// The longest `[auth] max_token_ttl_secs`: 30 days (tokens are meant to be short-lived; and
+/// the expiry must stay a valid Unix time).
+pub const MAX_TOKEN_TTL_SECS: f64 = 30.0 * 86_400.0;
+/// Bounds of `[server] connection_rate_per_ip`: one per 1000 s to a million per second (the
+/// bucket's refill time must be a representable duration).
+pub const MIN_CONNECTION_RATE: f64 = 0.001;
+pub const MAX_CONNECTION_RATE: f64 = 1_000_000.0;
+
 /// The shortest accepted `[auth] token_secret`.
 pub const MIN_TOKEN_SECRET_CHARS: usize = 32;
 
@@ -312,7 +325,7 @@ impl Config {
             ),
             (
                 "server.request_timeout_secs",
-                server.request_timeout_secs > 0.0,
+                (0.01..=MAX_TIMER_SECS).contains(&server.request_timeout_secs),
             ),
             (
                 "server.send_timeout_secs",
@@ -320,7 +333,8 @@ impl Config {
             ),
             (
                 "server.connection_rate_per_ip",
-                server.connection_rate_per_ip > 0.0,
+                (MIN_CONNECTION_RATE..=MAX_CONNECTION_RATE)
+                    .contains(&server.connection_rate_per_ip),
             ),
             (
                 "server.connection_burst_per_ip",
@@ -351,14 +365,18 @@ impl Config {
                 "session.max_outgoing_bytes",
                 session.max_outgoing_bytes >= 16 * 1_024,
             ),
+            // 0 = SIGHUP only; otherwise a period a timer can tick at.
             (
                 "tls.reload_interval_secs",
-                self.tls.reload_interval_secs >= 0.0,
+                self.tls.reload_interval_secs == 0.0
+                    || (MIN_RELOAD_INTERVAL_SECS..=MAX_TIMER_SECS)
+                        .contains(&self.tls.reload_interval_secs),
             ),
             ("auth.token_ttl_secs", self.auth.token_ttl_secs > 0.0),
             (
                 "auth.max_token_ttl_secs",
-                self.auth.max_token_ttl_secs >= self.auth.token_ttl_secs,
+                (self.auth.token_ttl_secs..=MAX_TOKEN_TTL_SECS)
+                    .contains(&self.auth.max_token_ttl_secs),
             ),
             (
                 "local.end_silence_ms",
@@ -581,6 +599,52 @@ mod tests {
             assert!(err.contains(key), "{text:?}: {err}");
         }
         assert!(load_str("[audio]\ncatchup_speed = 2.0\ngap_close_ms = 0\n", &[]).is_ok());
+    }
+
+    /// Values that would make a zero or unrepresentable duration (and panic a timer or a clock
+    /// computation) are refused, naming the key.
+    #[test]
+    fn values_that_would_break_timers_are_refused() {
+        let cases = [
+            (
+                "[tls]\nreload_interval_secs = 1e-12\n",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "[tls]\nreload_interval_secs = 1e300\n",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "[tls]\nreload_interval_secs = nan\n",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "[server]\nconnection_rate_per_ip = 1e-300\n",
+                "server.connection_rate_per_ip",
+            ),
+            (
+                "[server]\nconnection_rate_per_ip = inf\n",
+                "server.connection_rate_per_ip",
+            ),
+            (
+                "[server]\nrequest_timeout_secs = 1e-12\n",
+                "server.request_timeout_secs",
+            ),
+            (
+                "[auth]\nmax_token_ttl_secs = 1e18\n",
+                "auth.max_token_ttl_secs",
+            ),
+            (
+                "[auth]\nmax_token_ttl_secs = inf\n",
+                "auth.max_token_ttl_secs",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        assert!(load_str("[tls]\nreload_interval_secs = 0.0\n", &[]).is_ok());
+        assert!(load_str("[auth]\nmax_token_ttl_secs = 2592000.0\n", &[]).is_ok());
     }
 
     /// Environment variables override the file, typed as TOML when they parse as TOML.

@@ -127,7 +127,9 @@ impl ConnectionRate {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
             // Forget the clients whose buckets are full again: they are as if new.
-            let refill = Duration::from_secs_f64(self.burst / self.rate);
+            // Checked: an extreme rate must not panic (validation bounds it anyway).
+            let refill =
+                Duration::try_from_secs_f64(self.burst / self.rate).unwrap_or(Duration::MAX);
             buckets.retain(|_, b| now.saturating_duration_since(b.last) < refill);
             if buckets.len() >= MAX_TRACKED {
                 return Err(Duration::from_secs(1));
@@ -144,7 +146,10 @@ impl ConnectionRate {
             bucket.level -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.level) / self.rate))
+            Err(
+                Duration::try_from_secs_f64((1.0 - bucket.level) / self.rate)
+                    .unwrap_or(Duration::MAX),
+            )
         }
     }
 
@@ -299,6 +304,17 @@ mod tests {
         for i in 1..600u64 {
             let at = t0 + Duration::from_millis(100 + 100 * i);
             assert_eq!(rate.allow(v4(1), at), Ok(()));
+        }
+    }
+
+    /// Rates far outside what validation allows still give an answer, never a panic.
+    #[test]
+    fn extreme_rates_do_not_panic() {
+        let t0 = Instant::now();
+        for rate in [1e-300, f64::MIN_POSITIVE, 1e300] {
+            let limits = ConnectionRate::new(rate, 1);
+            assert_eq!(limits.allow(v4(1), t0), Ok(()));
+            let _ = limits.allow(v4(1), t0);
         }
     }
 

@@ -151,7 +151,12 @@ async fn mint_token(
             return Refusal::InvalidRequest.response("max_session_secs must be more than 0");
         }
     }
-    let expires_at = tokens::unix_now() + ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let Some(expires_at) = tokens::unix_now()
+        .checked_add(ttl.as_secs())
+        .and_then(|t| t.checked_add(u64::from(ttl.subsec_nanos() > 0)))
+    else {
+        return Refusal::InvalidRequest.response("ttl_secs is too large");
+    };
     let token = gate.auth.tokens.mint(&Claims {
         kid: key_id.clone(),
         exp: expires_at,

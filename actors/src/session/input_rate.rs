@@ -21,6 +21,10 @@ const BEFORE_START: AudioFormat = AudioFormat {
     sample_rate_hz: 48_000,
 };
 
+/// The longest a client's reading is paused at once (a debt longer than this, possible only with
+/// extreme settings, is waited out in several pauses).
+const MAX_PAUSE: Duration = Duration::from_secs(3_600);
+
 /// A token bucket whose level may go negative (a debt the caller waits out).
 #[derive(Debug, Clone)]
 struct TokenBucket {
@@ -55,7 +59,9 @@ impl TokenBucket {
         if self.level >= 0.0 || self.rate <= 0.0 {
             Duration::ZERO
         } else {
-            Duration::try_from_secs_f64(-self.level / self.rate).unwrap_or(Duration::MAX)
+            Duration::try_from_secs_f64(-self.level / self.rate)
+                .unwrap_or(MAX_PAUSE)
+                .min(MAX_PAUSE)
         }
     }
 }
@@ -124,7 +130,8 @@ impl InputRate {
     /// its rate and reading should pause until then.
     pub(super) fn input(&mut self, bytes: usize, now: Instant) -> Option<Instant> {
         let wait = self.bytes.take(bytes as f64, now);
-        (!wait.is_zero()).then(|| now + wait)
+        // `now + wait` cannot overflow with `wait` ≤ MAX_PAUSE on any real clock; checked anyway.
+        (!wait.is_zero()).then(|| now.checked_add(wait).unwrap_or(now))
     }
 
     /// `bytes` of audio arrived: `audio_too_fast` once the audio runs more than `max_audio_lead_ms`
@@ -251,6 +258,20 @@ mod tests {
                 .audio(3_200, t0 + Duration::from_millis(i * 100))
                 .is_ok());
         }
+    }
+
+    /// A paced speed so small that the debt is beyond any `Duration`: a bounded pause, no
+    /// overflow.
+    #[test]
+    fn an_extreme_debt_is_a_bounded_pause() {
+        let t0 = Instant::now();
+        let mut tiny = settings();
+        tiny.max_audio_speed = 1e-300;
+        let mut rate = InputRate::new(&tiny, t0);
+        rate.set_format(PCM16K, t0);
+        let _ = rate.input(1_000_000, t0);
+        let pause = rate.input(1_000_000, t0);
+        assert_eq!(pause, Some(t0 + MAX_PAUSE));
     }
 
     mod properties {
