@@ -205,6 +205,12 @@ impl ServerHandle {
         self.tls.is_some()
     }
 
+    /// With `[tls]`: the count of certificate-file changes the watcher has acted on (see
+    /// [`ReloadableCert::changes_seen`]).
+    pub fn tls_changes_seen(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.tls.as_ref().map(|cert| cert.changes_seen())
+    }
+
     /// Reloads the TLS certificate from its files now (what SIGHUP does). Open connections keep
     /// theirs; new ones get the new one. Without TLS: an error.
     pub fn reload_tls(&self) -> Result<(), String> {
