@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use common::{
     http_request, key_hash_entry, start_json, test_config, Client, StartedPipeline, TestServer,
 };
@@ -310,22 +307,10 @@ async fn sessions_per_key() {
 
     let mut first = first;
     first.ws.close(None).await.expect("close");
+    // The session releases its places in the same step as it stops its pipeline.
     assert_eq!(first_pipeline.stops(1).await, 1);
-    let mut admitted = false;
-    for _ in 0..50 {
-        let (mut again, _) = server
-            .connect_with("/v1/listen", &[("Authorization", &auth_a)])
-            .await
-            .expect("upgrade");
-        again.send_json(&start_json()).await;
-        if again.expect_json().await["type"] == "ready" {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "the freed place is given to the key again");
-    drop((second, other));
+    let (again, _) = start_with(&mut server, &[("Authorization", &auth_a)]).await;
+    drop((second, other, again));
     server.stop().await;
 }
 
@@ -489,39 +474,46 @@ async fn forwarded_addresses_count_from_trusted_proxies_only() {
     }
 }
 
-/// Secure by default: no API key and a non-loopback address is no server at all, unless
-/// anonymous access is asked for explicitly.
+/// Secure by default: no API key and a non-loopback address (or a trusted proxy, whose clients
+/// come from elsewhere) is no server at all, unless anonymous access is asked for explicitly.
+/// Nothing here binds anything but loopback: the refusal is checked on the authenticator, and on
+/// the real command, which refuses before binding.
 #[actix_rt::test]
 async fn no_anonymous_server_on_a_public_address() {
-    let (probe_pipelines, _started) = common::probe_pipelines();
-    // Bound, never served: start refuses before accepting anything.
-    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
-    let refused = voxgate::server::start(test_config(), listener, probe_pipelines.clone())
-        .await
+    use voxgate::server::auth::Authenticator;
+    let public: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+    let refused = Authenticator::new(&test_config().auth, public, &[])
         .err()
         .unwrap_or_default();
     assert!(refused.contains("refusing to listen"), "{refused}");
+    let (keyed, _) = Authenticator::new(&keyed_config().auth, public, &[])
+        .unwrap_or_else(|e| panic!("a keyed server may listen anywhere: {e}"));
+    assert!(!keyed.allows_anonymous(), "keys configured: no anonymous");
 
-    // The command refuses before binding.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
-        .args(["serve", "--config", "/dev/null", "--listen", "0.0.0.0:0"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run voxgate");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("[auth] anonymous = true"), "{stderr}");
-
-    // With a key configured the same address is fine for start (anonymous clients are not).
-    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut config = keyed_config();
-    config.server.workers = 1;
-    let server = voxgate::server::start(config, listener, probe_pipelines)
-        .await
-        .expect("a keyed server starts on any address");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (status, _, body) = http_request(addr, "GET", "/v1/listen", "", "").await;
-    assert_eq!(status, 401, "{body}");
-    server.shutdown().await.expect("shutdown");
+    // The command refuses before binding: 192.0.2.1 (TEST-NET-1) is no address of this host, so
+    // a bind would fail with `cannot listen on`; the refusal comes first. Likewise behind a
+    // trusted proxy on loopback.
+    for (listen, proxies, expected) in [
+        ("0.0.0.0:0", "[]", "[auth] anonymous = true"),
+        ("192.0.2.1:9", "[]", "[auth] anonymous = true"),
+        ("127.0.0.1:0", "[\"127.0.0.1\"]", "trusted_proxies"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+            .args(["serve", "--config", "/dev/null", "--listen", listen])
+            .env("RUST_LOG", "warn")
+            .env("VOXGATE_SERVER__TRUSTED_PROXIES", proxies)
+            .output()
+            .expect("run voxgate");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{listen}: {stderr}");
+        assert!(stderr.contains(expected), "{listen}: {stderr}");
+        assert!(
+            !stderr.contains("cannot listen"),
+            "{listen}: bound first: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&output.stdout).contains("listening on"),
+            "{listen}: served"
+        );
+    }
 }
