@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    http_request, key_hash_entry, start_json, test_config, Client, StartedPipeline, TestServer,
+    http_request, key_hash_entry, start_json, still_works, test_config, Client, StartedPipeline,
+    TestServer,
 };
 use serde_json::{json, Value};
 use voxgate::config::Secret;
@@ -41,13 +42,6 @@ async fn start_with(
     client.expect_type("ready").await;
     let pipeline = server.next_pipeline().await;
     (client, pipeline)
-}
-
-/// The bystander session still carries audio.
-async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
-    client.send_binary(&[n as u8]).await;
-    let audio = pipeline.audio(n).await;
-    assert_eq!(audio.len(), n, "the bystander session still works");
 }
 
 /// POSTs to `/v1/tokens`; the status and the JSON body.

@@ -8,33 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::raw::{frame, RawClient, Read, BINARY, PING, PONG, TEXT};
-use common::{start_json, test_config, Client, StartedPipeline, TestServer, WAIT};
+use common::{raw_session, start_json, still_works, test_config, TestServer, WAIT};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voxgate_actors::messages::{AudioIn, StopPipeline, Transcript};
 use voxgate_actors::protocol::ErrorCode;
-
-/// A raw connection that sent `start` and got `ready`.
-async fn raw_session(server: &mut TestServer) -> (RawClient, StartedPipeline) {
-    let mut raw = RawClient::connect(server.addr).await;
-    raw.write(&frame(TEXT, start_json().to_string().as_bytes()))
-        .await;
-    match raw.next_frame().await {
-        Read::Frame(f) => assert_eq!(f.json()["type"], "ready", "{f:?}"),
-        other => panic!("expected ready, got {other:?}"),
-    }
-    (raw, server.next_pipeline().await)
-}
-
-/// The bystander session still carries audio (the `n`th chunk).
-async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
-    client.send_binary(&[n as u8]).await;
-    assert_eq!(
-        pipeline.audio(n).await.len(),
-        n,
-        "the bystander still streams"
-    );
-}
 
 fn transcript(text: String) -> Transcript {
     Transcript {
