@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
+use voxgate_actors::token_bucket::TokenBucket;
 
 /// Most client addresses the rate table tracks at once.
 const MAX_TRACKED: usize = 100_000;
@@ -100,17 +101,11 @@ pub fn forwarded_client(peer: IpAddr, entries: &[&str], trusted_proxies: &[IpAdd
 
 /// New connections per second per client address.
 pub struct ConnectionRate {
-    buckets: Mutex<HashMap<ClientAddr, Bucket>>,
+    buckets: Mutex<HashMap<ClientAddr, TokenBucket>>,
     /// Connections per second.
     rate: f64,
     /// Bucket depth.
     burst: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    level: f64,
-    last: Instant,
 }
 
 impl ConnectionRate {
@@ -127,30 +122,15 @@ impl ConnectionRate {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
             // Forget the clients whose buckets are full again: they are as if new.
-            // Checked: an extreme rate must not panic (validation bounds it anyway).
-            let refill =
-                Duration::try_from_secs_f64(self.burst / self.rate).unwrap_or(Duration::MAX);
-            buckets.retain(|_, b| now.saturating_duration_since(b.last) < refill);
+            buckets.retain(|_, bucket| !bucket.is_full_at(now));
             if buckets.len() >= MAX_TRACKED {
                 return Err(Duration::from_secs(1));
             }
         }
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            level: self.burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.level = (bucket.level + elapsed * self.rate).min(self.burst);
-        bucket.last = now;
-        if bucket.level >= 1.0 {
-            bucket.level -= 1.0;
-            Ok(())
-        } else {
-            Err(
-                Duration::try_from_secs_f64((1.0 - bucket.level) / self.rate)
-                    .unwrap_or(Duration::MAX),
-            )
-        }
+        buckets
+            .entry(client)
+            .or_insert_with(|| TokenBucket::full(self.burst, self.rate, now))
+            .try_take(1.0, now)
     }
 
     #[cfg(test)]
