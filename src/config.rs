@@ -37,7 +37,8 @@ pub struct ServerSettings {
     /// After SIGTERM/SIGINT: how long open sessions may go on before they are flushed and closed
     /// with 1001.
     pub shutdown_grace_secs: f64,
-    /// A client must send its request head within this long of connecting (slow-loris).
+    /// A client must send its request head within this long of connecting, and a request body
+    /// within this long of the head (slow-loris).
     pub request_timeout_secs: f64,
     /// Data the server sent that a client has neither acknowledged nor made room for (a client
     /// that stopped reading, or vanished) for this long ends its connection (`TCP_USER_TIMEOUT`).
@@ -47,9 +48,11 @@ pub struct ServerSettings {
     pub connection_rate_per_ip: f64,
     /// …with bursts of up to this many.
     pub connection_burst_per_ip: u32,
-    /// Take the client's address from the last `X-Forwarded-For` entry (only behind a proxy that
-    /// appends it, and reachable only through that proxy).
-    pub trust_x_forwarded_for: bool,
+    /// The reverse proxies (their IP addresses) whose `X-Forwarded-For` is believed: only a
+    /// request whose TCP peer is one of them has its client address taken from that header (the
+    /// rightmost entry that is not itself a trusted proxy). Empty: the header is ignored, since
+    /// anyone else could forge it to dodge the per-address limits.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerSettings {
@@ -62,7 +65,7 @@ impl Default for ServerSettings {
             send_timeout_secs: 10.0,
             connection_rate_per_ip: 10.0,
             connection_burst_per_ip: 20,
-            trust_x_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -148,6 +151,19 @@ impl Default for AuthSettings {
         }
     }
 }
+
+/// The shortest `[tls] reload_interval_secs` other than 0 (a file check this often is cheap; a
+/// shorter, or sub-nanosecond, period makes no sense and a zero one would stop the timer).
+pub const MIN_RELOAD_INTERVAL_SECS: f64 = 0.01;
+/// The longest period or timeout a timer is given: a day.
+pub const MAX_TIMER_SECS: f64 = 86_400.0;
+/// The longest `[auth] max_token_ttl_secs`: 30 days (tokens are meant to be short-lived; and
+/// the expiry must stay a valid Unix time).
+pub const MAX_TOKEN_TTL_SECS: f64 = 30.0 * 86_400.0;
+/// The lowest `[server] connection_rate_per_ip`: one per 1000 s (the bucket's refill time must be
+/// a representable duration; any finite rate above it is fine — load tools lift the limit with
+/// 1e9).
+pub const MIN_CONNECTION_RATE: f64 = 0.001;
 
 /// The shortest accepted `[auth] token_secret`.
 pub const MIN_TOKEN_SECRET_CHARS: usize = 32;
@@ -309,7 +325,7 @@ impl Config {
             ),
             (
                 "server.request_timeout_secs",
-                server.request_timeout_secs > 0.0,
+                (0.01..=MAX_TIMER_SECS).contains(&server.request_timeout_secs),
             ),
             (
                 "server.send_timeout_secs",
@@ -317,7 +333,7 @@ impl Config {
             ),
             (
                 "server.connection_rate_per_ip",
-                server.connection_rate_per_ip > 0.0,
+                (MIN_CONNECTION_RATE..=f64::MAX).contains(&server.connection_rate_per_ip),
             ),
             (
                 "server.connection_burst_per_ip",
@@ -348,14 +364,18 @@ impl Config {
                 "session.max_outgoing_bytes",
                 session.max_outgoing_bytes >= 16 * 1_024,
             ),
+            // 0 = SIGHUP only; otherwise a period a timer can tick at.
             (
                 "tls.reload_interval_secs",
-                self.tls.reload_interval_secs >= 0.0,
+                self.tls.reload_interval_secs == 0.0
+                    || (MIN_RELOAD_INTERVAL_SECS..=MAX_TIMER_SECS)
+                        .contains(&self.tls.reload_interval_secs),
             ),
             ("auth.token_ttl_secs", self.auth.token_ttl_secs > 0.0),
             (
                 "auth.max_token_ttl_secs",
-                self.auth.max_token_ttl_secs >= self.auth.token_ttl_secs,
+                (self.auth.token_ttl_secs..=MAX_TOKEN_TTL_SECS)
+                    .contains(&self.auth.max_token_ttl_secs),
             ),
             (
                 "local.end_silence_ms",
@@ -398,11 +418,10 @@ impl Config {
         }
         for (i, key) in self.auth.api_keys.iter().enumerate() {
             if crate::server::auth::parse_key_hash(key).is_none() {
-                // The entry is a hash, never the key, but quote only its start anyway.
-                let start: String = key.chars().take(10).collect();
+                // Never quoted: an entry that is not a hash is most likely a key pasted raw.
                 return Err(ConfigError(format!(
-                    "auth.api_keys[{i}]: `{start}…` is not `sha256:<64 hex digits>` (store the \
-                     SHA-256 of the key, e.g. `printf %s \"$KEY\" | sha256sum`)"
+                    "auth.api_keys[{i}]: expected `sha256:<64 hex digits>` (store the SHA-256 of \
+                     the key, e.g. `printf %s \"$KEY\" | sha256sum`, never the key itself)"
                 )));
             }
         }
@@ -502,6 +521,38 @@ mod tests {
         );
     }
 
+    /// An `api_keys` entry that is not a hash is most likely a key pasted raw: the error names
+    /// its index and what is expected, never any part of it.
+    #[test]
+    fn a_bad_api_key_entry_is_named_not_quoted() {
+        let raw_key = "sk-live-9f8e7d6c5b4a39281706";
+        let good = "sha256:".to_string() + &"ab".repeat(32);
+        let text = format!("[auth]\napi_keys = [\"{good}\", \"{raw_key}\"]\n");
+        let err = load_str(&text, &[]).err().map(|e| e.0).unwrap_or_default();
+        assert!(err.contains("auth.api_keys[1]"), "{err}");
+        assert!(err.contains("sha256:<64 hex digits>"), "{err}");
+        assert!(!err.contains(&raw_key[..3]), "the entry is quoted: {err}");
+    }
+
+    /// `trusted_proxies` takes IP addresses; anything else is named by its key.
+    #[test]
+    fn trusted_proxies_are_ip_addresses() {
+        let c = load_str("[server]\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\n", &[])
+            .map_err(|e| e.0)
+            .unwrap_or_default();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        for bad in ["[\"10.0.0.0/8\"]", "[\"proxy.example\"]", "true"] {
+            let text = format!("[server]\ntrusted_proxies = {bad}\n");
+            let err = load_str(&text, &[]).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains("server.trusted_proxies"), "{bad}: {err}");
+        }
+        let err = load_str("", &[("VOXGATE_SERVER__TRUSTED_PROXIES", "[\"nope\"]")])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(err.contains("server.trusted_proxies"), "{err}");
+    }
+
     /// Invalid values are rejected with the key's path.
     #[test]
     fn invalid_value_is_named() {
@@ -547,6 +598,53 @@ mod tests {
             assert!(err.contains(key), "{text:?}: {err}");
         }
         assert!(load_str("[audio]\ncatchup_speed = 2.0\ngap_close_ms = 0\n", &[]).is_ok());
+    }
+
+    /// Values that would make a zero or unrepresentable duration (and panic a timer or a clock
+    /// computation) are refused, naming the key.
+    #[test]
+    fn values_that_would_break_timers_are_refused() {
+        let cases = [
+            (
+                "[tls]\nreload_interval_secs = 1e-12\n",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "[tls]\nreload_interval_secs = 1e300\n",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "[tls]\nreload_interval_secs = nan\n",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "[server]\nconnection_rate_per_ip = 1e-300\n",
+                "server.connection_rate_per_ip",
+            ),
+            (
+                "[server]\nconnection_rate_per_ip = inf\n",
+                "server.connection_rate_per_ip",
+            ),
+            (
+                "[server]\nrequest_timeout_secs = 1e-12\n",
+                "server.request_timeout_secs",
+            ),
+            (
+                "[auth]\nmax_token_ttl_secs = 1e18\n",
+                "auth.max_token_ttl_secs",
+            ),
+            (
+                "[auth]\nmax_token_ttl_secs = inf\n",
+                "auth.max_token_ttl_secs",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).err().map(|e| e.0).unwrap_or_default();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        assert!(load_str("[tls]\nreload_interval_secs = 0.0\n", &[]).is_ok());
+        assert!(load_str("[server]\nconnection_rate_per_ip = 1e9\n", &[]).is_ok());
+        assert!(load_str("[auth]\nmax_token_ttl_secs = 2592000.0\n", &[]).is_ok());
     }
 
     /// Environment variables override the file, typed as TOML when they parse as TOML.

@@ -26,12 +26,45 @@ pub mod emulator;
 pub mod rlimit;
 pub mod server;
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Crates whose logs are never shown, whatever `RUST_LOG` says: tungstenite traces the raw bytes
+/// of the requests it sends — `voxgate stream`'s and `voxgate bench`'s `Authorization` header,
+/// the API key, included.
+const SILENCED_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// The log filter for `rust_log` (the `RUST_LOG` variable; default `info`): its directives, minus
+/// any naming a [`SILENCED_TARGETS`] crate or module, plus `<crate>=off` for each, so that no
+/// directive can turn them back on.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let silenced = |directive: &str| {
+        let target = directive
+            .split(['=', '['])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        SILENCED_TARGETS
+            .iter()
+            .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+    };
+    let kept: Vec<&str> = rust_log
+        .unwrap_or("info")
+        .split(',')
+        .filter(|d| !d.trim().is_empty() && !silenced(d))
+        .collect();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(kept.join(","))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in SILENCED_TARGETS {
+        if let Ok(off) = format!("{target}=off").parse() {
+            filter = filter.add_directive(off);
+        }
+    }
+    filter
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), except that [`SILENCED_TARGETS`] never log.
+pub fn init_tracing() {
+    let rust_log = std::env::var("RUST_LOG").ok();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(rust_log.as_deref()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use common::{
-    http_request, key_hash_entry, start_json, test_config, Client, StartedPipeline, TestServer,
+    http_request, key_hash_entry, start_json, still_works, test_config, Client, StartedPipeline,
+    TestServer,
 };
 use serde_json::{json, Value};
 use voxgate::config::Secret;
@@ -44,13 +42,6 @@ async fn start_with(
     client.expect_type("ready").await;
     let pipeline = server.next_pipeline().await;
     (client, pipeline)
-}
-
-/// The bystander session still carries audio.
-async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
-    client.send_binary(&[n as u8]).await;
-    let audio = pipeline.audio(n).await;
-    assert_eq!(audio.len(), n, "the bystander session still works");
 }
 
 /// POSTs to `/v1/tokens`; the status and the JSON body.
@@ -254,6 +245,33 @@ async fn session_tokens() {
     server.stop().await;
 }
 
+/// Removing a leaked key from the configuration revokes the tokens it minted (same secret,
+/// signature still valid); the other key's tokens go on working.
+#[actix_rt::test]
+async fn removing_a_key_revokes_its_tokens() {
+    let server = TestServer::start(keyed_config()).await;
+    let (status, body) = mint(&server, Some(&bearer(KEY_A)), "").await;
+    assert_eq!(status, 200, "{body}");
+    let token_a = bearer(body["token"].as_str().unwrap_or_default());
+    let (status, body) = mint(&server, Some(&bearer(KEY_B)), "").await;
+    assert_eq!(status, 200, "{body}");
+    let token_b = bearer(body["token"].as_str().unwrap_or_default());
+    server.stop().await;
+
+    let mut config = keyed_config();
+    config.auth.api_keys = vec![key_hash_entry(KEY_B)];
+    let mut server = TestServer::start(config).await;
+    let refused = server
+        .connect_with("/v1/listen", &[("Authorization", &token_a)])
+        .await
+        .err()
+        .map(|r| (r.status, r.body["error"].clone()));
+    assert_eq!(refused, Some((401, json!("unauthorized"))), "key A's token");
+    let (client, _) = start_with(&mut server, &[("Authorization", &token_b)]).await;
+    drop(client);
+    server.stop().await;
+}
+
 /// A key's sessions (its tokens' included) are limited; another key and the open sessions are
 /// not affected; a closed session frees its place.
 #[actix_rt::test]
@@ -283,22 +301,10 @@ async fn sessions_per_key() {
 
     let mut first = first;
     first.ws.close(None).await.expect("close");
+    // The session releases its places in the same step as it stops its pipeline.
     assert_eq!(first_pipeline.stops(1).await, 1);
-    let mut admitted = false;
-    for _ in 0..50 {
-        let (mut again, _) = server
-            .connect_with("/v1/listen", &[("Authorization", &auth_a)])
-            .await
-            .expect("upgrade");
-        again.send_json(&start_json()).await;
-        if again.expect_json().await["type"] == "ready" {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "the freed place is given to the key again");
-    drop((second, other));
+    let (again, _) = start_with(&mut server, &[("Authorization", &auth_a)]).await;
+    drop((second, other, again));
     server.stop().await;
 }
 
@@ -342,6 +348,36 @@ async fn origins() {
         assert_eq!(refused.status, 403, "{evil}");
         assert_eq!(refused.body["error"], "origin_not_allowed");
     }
+    // DNS rebinding: the attacker's name resolves to this server, so its page's Origin and the
+    // Host the browser sends agree; a name is not an address, so it is refused all the same.
+    let rebound = format!("evil.example:{}", server.addr.port());
+    let refused = server
+        .connect_with(
+            "/v1/listen",
+            &[("Host", &rebound), ("Origin", &format!("http://{rebound}"))],
+        )
+        .await
+        .err()
+        .map(|r| (r.status, r.body["error"].clone()));
+    assert_eq!(
+        refused,
+        Some((403, json!("origin_not_allowed"))),
+        "rebinding"
+    );
+    let localhost = format!("localhost:{}", server.addr.port());
+    assert!(
+        server
+            .connect_with(
+                "/v1/listen",
+                &[
+                    ("Host", &localhost),
+                    ("Origin", &format!("http://{localhost}"))
+                ],
+            )
+            .await
+            .is_ok(),
+        "a page on localhost is same-origin"
+    );
     still_works(&mut bystander, &bystander_pipeline, 1).await;
     drop(bystander);
     server.stop().await;
@@ -404,39 +440,74 @@ async fn connection_rate_per_address() {
     server.stop().await;
 }
 
-/// Secure by default: no API key and a non-loopback address is no server at all, unless
-/// anonymous access is asked for explicitly.
+/// `X-Forwarded-For` decides the client address only when the TCP peer is a trusted proxy: from
+/// anyone else, forging it does not dodge the per-address connection rate.
+#[actix_rt::test]
+async fn forwarded_addresses_count_from_trusted_proxies_only() {
+    let auth_a = bearer(KEY_A);
+    for (proxies, forged_dodges) in [(vec![], false), (vec!["127.0.0.1".parse().ok()], true)] {
+        let mut config = keyed_config();
+        config.server.connection_rate_per_ip = 0.01;
+        config.server.connection_burst_per_ip = 1;
+        config.server.trusted_proxies = proxies.into_iter().flatten().collect();
+        let server = TestServer::start(config).await;
+        let mut statuses = Vec::new();
+        for client in ["198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+            let headers = format!("Authorization: {auth_a}\r\nX-Forwarded-For: {client}\r\n");
+            let (status, _, _) =
+                http_request(server.addr, "POST", "/v1/tokens", &headers, "").await;
+            statuses.push(status);
+        }
+        let expected = if forged_dodges {
+            vec![200, 200, 429]
+        } else {
+            vec![200, 429, 429]
+        };
+        assert_eq!(statuses, expected, "trusted proxy: {forged_dodges}");
+        server.stop().await;
+    }
+}
+
+/// Secure by default: no API key and a non-loopback address (or a trusted proxy, whose clients
+/// come from elsewhere) is no server at all, unless anonymous access is asked for explicitly.
+/// Nothing here binds anything but loopback: the refusal is checked on the authenticator, and on
+/// the real command, which refuses before binding.
 #[actix_rt::test]
 async fn no_anonymous_server_on_a_public_address() {
-    let (probe_pipelines, _started) = common::probe_pipelines();
-    // Bound, never served: start refuses before accepting anything.
-    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
-    let refused = voxgate::server::start(test_config(), listener, probe_pipelines.clone())
-        .await
+    use voxgate::server::auth::Authenticator;
+    let public: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+    let refused = Authenticator::new(&test_config().auth, public, &[])
         .err()
         .unwrap_or_default();
     assert!(refused.contains("refusing to listen"), "{refused}");
+    let (keyed, _) = Authenticator::new(&keyed_config().auth, public, &[])
+        .unwrap_or_else(|e| panic!("a keyed server may listen anywhere: {e}"));
+    assert!(!keyed.allows_anonymous(), "keys configured: no anonymous");
 
-    // The command refuses before binding.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
-        .args(["serve", "--config", "/dev/null", "--listen", "0.0.0.0:0"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run voxgate");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("[auth] anonymous = true"), "{stderr}");
-
-    // With a key configured the same address is fine for start (anonymous clients are not).
-    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut config = keyed_config();
-    config.server.workers = 1;
-    let server = voxgate::server::start(config, listener, probe_pipelines)
-        .await
-        .expect("a keyed server starts on any address");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (status, _, body) = http_request(addr, "GET", "/v1/listen", "", "").await;
-    assert_eq!(status, 401, "{body}");
-    server.shutdown().await.expect("shutdown");
+    // The command refuses before binding: 192.0.2.1 (TEST-NET-1) is no address of this host, so
+    // a bind would fail with `cannot listen on`; the refusal comes first. Likewise behind a
+    // trusted proxy on loopback.
+    for (listen, proxies, expected) in [
+        ("0.0.0.0:0", "[]", "[auth] anonymous = true"),
+        ("192.0.2.1:9", "[]", "[auth] anonymous = true"),
+        ("127.0.0.1:0", "[\"127.0.0.1\"]", "trusted_proxies"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+            .args(["serve", "--config", "/dev/null", "--listen", listen])
+            .env("RUST_LOG", "warn")
+            .env("VOXGATE_SERVER__TRUSTED_PROXIES", proxies)
+            .output()
+            .expect("run voxgate");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{listen}: {stderr}");
+        assert!(stderr.contains(expected), "{listen}: {stderr}");
+        assert!(
+            !stderr.contains("cannot listen"),
+            "{listen}: bound first: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&output.stdout).contains("listening on"),
+            "{listen}: served"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::raw::{
     frame, frame_with, header_declaring, RawClient, Read, BINARY, CONTINUATION, PING, TEXT,
 };
-use common::{start_json, test_config, TestServer, WAIT};
+use common::{raw_session, test_config, TestServer, WAIT};
 use serde_json::json;
 use voxgate_actors::messages::AudioIn;
 use voxgate_actors::protocol::ErrorCode;
@@ -164,18 +164,6 @@ fn cases() -> Vec<Case> {
             code: ErrorCode::InvalidMessage,
         },
     ]
-}
-
-/// A raw connection that sent `start` and got `ready`.
-async fn raw_session(server: &mut TestServer) -> (RawClient, common::StartedPipeline) {
-    let mut raw = RawClient::connect(server.addr).await;
-    raw.write(&frame(TEXT, start_json().to_string().as_bytes()))
-        .await;
-    match raw.next_frame().await {
-        Read::Frame(f) => assert_eq!(f.json()["type"], "ready", "{f:?}"),
-        other => panic!("expected ready, got {other:?}"),
-    }
-    (raw, server.next_pipeline().await)
 }
 
 /// Every hostile frame gets its error and close; the bystander keeps streaming.

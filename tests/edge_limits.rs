@@ -8,33 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::raw::{frame, RawClient, Read, BINARY, PING, PONG, TEXT};
-use common::{start_json, test_config, Client, StartedPipeline, TestServer, WAIT};
+use common::{raw_session, start_json, still_works, test_config, TestServer, WAIT};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voxgate_actors::messages::{AudioIn, StopPipeline, Transcript};
 use voxgate_actors::protocol::ErrorCode;
-
-/// A raw connection that sent `start` and got `ready`.
-async fn raw_session(server: &mut TestServer) -> (RawClient, StartedPipeline) {
-    let mut raw = RawClient::connect(server.addr).await;
-    raw.write(&frame(TEXT, start_json().to_string().as_bytes()))
-        .await;
-    match raw.next_frame().await {
-        Read::Frame(f) => assert_eq!(f.json()["type"], "ready", "{f:?}"),
-        other => panic!("expected ready, got {other:?}"),
-    }
-    (raw, server.next_pipeline().await)
-}
-
-/// The bystander session still carries audio (the `n`th chunk).
-async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
-    client.send_binary(&[n as u8]).await;
-    assert_eq!(
-        pipeline.audio(n).await.len(),
-        n,
-        "the bystander still streams"
-    );
-}
 
 fn transcript(text: String) -> Transcript {
     Transcript {
@@ -266,6 +244,49 @@ async fn slow_request_heads_time_out() {
     );
     still_works(&mut bystander, &bystander_pipeline, 1).await;
     drop(bystander);
+    server.stop().await;
+}
+
+/// A `POST /v1/tokens` body trickled a byte at a time is cut off `request_timeout_secs` after the
+/// head: 408 `request_timeout`, and the connection is closed.
+#[actix_rt::test]
+async fn slow_request_bodies_time_out() {
+    let mut config = test_config();
+    config.server.request_timeout_secs = 0.5;
+    config.auth.api_keys = vec![common::key_hash_entry("body-key-0123456789")];
+    let server = TestServer::start(config).await;
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(
+            b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer body-key-0123456789\r\n\
+              Content-Length: 1000\r\n\r\n",
+        )
+        .await
+        .expect("write head");
+    let began = Instant::now();
+    // One byte every 100 ms: the whole body would take 100 s.
+    let trickle = actix_rt::spawn(async move {
+        for _ in 0..1_000 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(WAIT, reader.read_to_end(&mut response)).await;
+    trickle.abort();
+    assert!(
+        read.is_ok(),
+        "the server answered and closed within {WAIT:?}"
+    );
+    assert!(began.elapsed() >= Duration::from_millis(400));
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""error":"request_timeout""#), "{text}");
     server.stop().await;
 }
 

@@ -180,3 +180,49 @@ async fn secrets_appear_nowhere() {
     let signature = token.rsplit('.').next().unwrap_or_default();
     assert!(!logs.contains(signature));
 }
+
+/// `voxgate stream --api-key` at the most verbose log level, even asking for tungstenite's
+/// traces explicitly: the key goes to the server (a listener of this test that reads the request
+/// and refuses it) and never to the log.
+#[test]
+fn the_stream_client_never_logs_its_key() {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || -> String {
+        let Ok((tcp, _)) = listener.accept() else {
+            return String::new();
+        };
+        let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut reader = BufReader::new(&tcp);
+        let mut head = String::new();
+        while reader.read_line(&mut head).is_ok_and(|n| n > 0) && !head.ends_with("\r\n\r\n") {}
+        let mut tcp = &tcp;
+        let _ = tcp.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        head
+    });
+    let dir = common::certs::temp_dir("stream-key");
+    let audio = dir.join("audio.raw");
+    std::fs::write(&audio, vec![0u8; 3_200]).expect("write audio");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .args(["stream", "--url", &format!("ws://{addr}/v1/listen")])
+        .args(["--api-key", KEY])
+        .arg(&audio)
+        .env(
+            "RUST_LOG",
+            "trace,tungstenite=trace,tungstenite::handshake::client=trace",
+        )
+        .output()
+        .expect("run voxgate stream");
+    let request = server.join().unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        request.contains(&format!("Bearer {KEY}")),
+        "the key was sent: {request}"
+    );
+    assert!(!output.status.success(), "refused with 401");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains(KEY), "the key is in the log: {stderr}");
+}

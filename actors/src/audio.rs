@@ -137,6 +137,31 @@ impl AudioFormat {
 mod tests {
     use super::*;
 
+    /// The input-rate ceilings the documents state (protocol.md's and security.md's "real time")
+    /// are the ones `max_bytes_per_second` computes: FLAC and Opus at their top rate + 10 %.
+    #[test]
+    fn documented_real_time_ceilings_match_the_code() {
+        let flac = AudioFormat {
+            encoding: Encoding::Flac,
+            sample_rate_hz: 16_000,
+        };
+        assert_eq!(flac.max_bytes_per_second(), 32_000 * 11 / 10);
+        let opus = AudioFormat {
+            encoding: Encoding::OggOpus,
+            sample_rate_hz: 48_000,
+        };
+        let opus_over_top = opus.max_bytes_per_second() as f64 / (510_000.0 / 8.0);
+        assert!((1.09..=1.11).contains(&opus_over_top), "{opus_over_top}");
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        for doc in ["protocol.md", "security.md"] {
+            let text = std::fs::read_to_string(docs.join(doc)).unwrap_or_default();
+            let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for claim in ["FLAC as LINEAR16 + 10 %", "Opus 510 kbit/s + 10 %"] {
+                assert!(words.contains(claim), "docs/{doc} does not say `{claim}`");
+            }
+        }
+    }
+
     #[test]
     fn linear16_16k_is_32_bytes_per_ms() {
         let f = AudioFormat {

@@ -8,7 +8,7 @@
 //! the pacing of frames to the attached stream, the replay into a new stream after a restart, and
 //! the half-close of a stream at `finalize`/`stop`.
 //!
-//! Pacing is a token bucket per stream, in milliseconds of audio: a new stream may be sent
+//! Pacing is a token bucket per stream ([`crate::token_bucket`]), in milliseconds of audio: a new stream may be sent
 //! `max_lead_ms` at once (the burst), and the allowance refills at `catchup_speed` × real time. A
 //! client sending at real time is forwarded frame by frame as it arrives; a backlog — the replay
 //! after a restart, audio buffered during an outage, a client faster than real time — is fed at
@@ -45,16 +45,16 @@ use crate::messages::*;
 use crate::metrics::METRICS;
 use crate::protocol::ErrorCode;
 use crate::settings::AudioSettings;
+use crate::token_bucket::TokenBucket;
 use frames::FrameStore;
 
 /// The stream audio goes to now.
 struct AttachedStream {
     id: u64,
     sink: Recipient<UpstreamAudio>,
-    /// Audio (ms) this stream may still be sent at once: the pacing's token bucket.
-    allowance_ms: f64,
-    /// When `allowance_ms` was last refilled.
-    refilled_at: Instant,
+    /// The pacing: tokens are milliseconds of audio this stream may still be sent at once (the
+    /// burst), refilling at `catchup_speed` × real time.
+    allowance: TokenBucket,
 }
 
 /// A client's `finalize` or `stop`: the stream is half-closed after the audio before `at_byte`.
@@ -260,24 +260,18 @@ impl AudioBuffer {
             let burst_ms = self.burst_ms();
             // A frame longer than the burst (compressed audio) goes once the bucket is full.
             let frame_ms = (end_ms.saturating_sub(start_ms) as f64).min(burst_ms);
-            let speed = self.settings.catchup_speed.max(1.0);
             let now = Instant::now();
             let Some(stream) = self.stream.as_mut() else {
                 return;
             };
-            let refill = now.duration_since(stream.refilled_at).as_secs_f64() * 1_000.0 * speed;
-            stream.allowance_ms = (stream.allowance_ms + refill).min(burst_ms);
-            stream.refilled_at = now;
-            if stream.allowance_ms < frame_ms {
-                let wait_ms = (frame_ms - stream.allowance_ms) / speed;
-                let wait = Duration::from_secs_f64(wait_ms / 1_000.0);
+            // The bucket counts in std instants; tokio's (which tests may pause) convert exactly.
+            if let Err(wait) = stream.allowance.try_take(frame_ms, now.into_std()) {
                 self.pacing_timer = Some(ctx.run_later(wait, |act, ctx| {
                     act.pacing_timer = None;
                     act.pump(ctx);
                 }));
                 return;
             }
-            stream.allowance_ms -= frame_ms;
             let Some(frame) = self.store.take_next() else {
                 return;
             };
@@ -457,8 +451,11 @@ impl Handler<AttachStream> for AudioBuffer {
         self.stream = Some(AttachedStream {
             id: msg.stream_id,
             sink: msg.sink,
-            allowance_ms: self.burst_ms(),
-            refilled_at: Instant::now(),
+            allowance: TokenBucket::full(
+                self.burst_ms(),
+                1_000.0 * self.settings.catchup_speed.max(1.0),
+                Instant::now().into_std(),
+            ),
         });
         self.pump(ctx);
     }

@@ -29,6 +29,7 @@
 //!   of decoder threads.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
 //! - [`restart_policy`]: the restart policy as data (retryable codes, backoff, intensity).
+//! - [`token_bucket`]: the token bucket behind every rate (connections, frames, input, pacing).
 //! - [`circuit_breaker`]: the process-wide breaker that holds every session back while the
 //!   upstream is down.
 //! - [`metrics`]: Prometheus metrics shared by every actor.
@@ -47,3 +48,4 @@ pub mod session;
 pub mod settings;
 pub mod supervisor;
 pub mod testing;
+pub mod token_bucket;

@@ -830,7 +830,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             ws::Message::Close(reason) => {
                 if self.phase != Phase::Closing {
                     tracing::info!(session_id = %self.id, ?reason, "client closed the connection");
-                    self.stop_pipeline();
+                    // The pipeline stop and the permits' release in one step: whoever sees the
+                    // pipeline stopped finds the client's places free again.
+                    self.release();
                     self.write_close(ctx, reason);
                 }
                 ctx.stop();

@@ -8,10 +8,11 @@
 //! and tokens by its *key id* (`k-` + the first 12 hex digits of its hash), never by itself.
 //!
 //! Secure by default ([`Authenticator::new`]): with no API key configured, anonymous clients are
-//! accepted only while the server listens on loopback; on any other address the server refuses to
-//! start unless `[auth] anonymous = true` (and then warns).
+//! accepted only while the server listens on loopback and trusts no proxy; on any other address,
+//! or behind a proxy (`[server] trusted_proxies`: clients then come from elsewhere through it), the
+//! server refuses to start unless `[auth] anonymous = true` (and then warns).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use sha2::{Digest, Sha256};
@@ -64,6 +65,8 @@ pub enum AuthError {
     Invalid,
     #[error("the session token has expired; get a new one from POST /v1/tokens")]
     Expired,
+    #[error("the session token was minted by an API key that is no longer configured")]
+    KeyRevoked,
     #[error("this needs an API key (a session token cannot mint tokens)")]
     KeyRequired,
     #[error("the Authorization header must be `Bearer <key or token>`")]
@@ -110,10 +113,13 @@ pub fn key_id(hash: &[u8; 32]) -> String {
 
 impl Authenticator {
     /// The server's authenticator, or why the server must not start. The warning, if any, is
-    /// for the log (anonymous clients on a non-loopback address).
+    /// for the log (anonymous clients on a non-loopback address or behind a proxy).
+    /// `trusted_proxies` is `[server] trusted_proxies`: a server behind a proxy serves clients
+    /// from elsewhere, however local its own address.
     pub fn new(
         settings: &AuthSettings,
         listen: SocketAddr,
+        trusted_proxies: &[IpAddr],
     ) -> Result<(Authenticator, Option<String>), String> {
         let mut keys = Vec::with_capacity(settings.api_keys.len());
         for (i, entry) in settings.api_keys.iter().enumerate() {
@@ -125,12 +131,18 @@ impl Authenticator {
             });
         }
         let loopback = listen.ip().is_loopback();
+        let behind_proxy = !trusted_proxies.is_empty();
         let mut warning = None;
         let anonymous = if settings.anonymous {
-            if !loopback {
+            if !loopback || behind_proxy {
+                let through = if behind_proxy {
+                    " (or through the trusted proxies)"
+                } else {
+                    ""
+                };
                 warning = Some(format!(
-                    "[auth] anonymous = true: anyone who can reach {listen} may use this server \
-                     (and its Google quota) without a credential"
+                    "[auth] anonymous = true: anyone who can reach {listen}{through} may use this \
+                     server (and its Google quota) without a credential"
                 ));
             }
             true
@@ -140,6 +152,13 @@ impl Authenticator {
                     "refusing to listen on {listen} without authentication: configure \
                      [auth] api_keys, or set [auth] anonymous = true to accept anyone (or listen \
                      on a loopback address)"
+                ));
+            }
+            if behind_proxy {
+                return Err(format!(
+                    "refusing to serve clients through [server] trusted_proxies without \
+                     authentication (they come from elsewhere, however local {listen} is): \
+                     configure [auth] api_keys, or set [auth] anonymous = true to accept anyone"
                 ));
             }
             true
@@ -197,6 +216,11 @@ impl Authenticator {
         }
         if credential.starts_with(TOKEN_PREFIX) {
             return match self.tokens.verify(credential, tokens::unix_now()) {
+                // A token lives only as long as its key: removing a leaked key from the
+                // configuration revokes every token it minted.
+                Ok(Claims { kid, .. }) if !self.keys.iter().any(|key| key.id == kid) => {
+                    Err(AuthError::KeyRevoked)
+                }
                 Ok(Claims { kid, msl, .. }) => Ok(Principal::Token {
                     key_id: kid,
                     max_session_secs: msl,
@@ -291,30 +315,50 @@ mod tests {
     #[test]
     fn without_keys_anonymous_only_on_loopback_unless_explicit() {
         for loopback in ["127.0.0.1:80", "[::1]:80", "127.0.0.2:1"] {
-            let (auth, warning) = Authenticator::new(&settings(&[], false), addr(loopback))
+            let (auth, warning) = Authenticator::new(&settings(&[], false), addr(loopback), &[])
                 .unwrap_or_else(|e| panic!("{loopback}: {e}"));
             assert!(auth.allows_anonymous() && warning.is_none());
         }
         for exposed in ["0.0.0.0:80", "[::]:80", "192.168.1.5:80"] {
-            let refused = Authenticator::new(&settings(&[], false), addr(exposed)).err();
+            let refused = Authenticator::new(&settings(&[], false), addr(exposed), &[]).err();
             assert!(
                 refused.is_some_and(|e| e.contains("anonymous")),
                 "{exposed}"
             );
-            let (auth, warning) = Authenticator::new(&settings(&[], true), addr(exposed))
+            let (auth, warning) = Authenticator::new(&settings(&[], true), addr(exposed), &[])
                 .unwrap_or_else(|e| panic!("{exposed}: {e}"));
             assert!(auth.allows_anonymous());
             assert!(warning.is_some(), "anonymous on {exposed} is warned about");
         }
-        let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:80"))
+        let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:80"), &[])
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!auth.allows_anonymous(), "keys configured: no anonymous");
     }
 
+    /// Behind a trusted proxy the clients come from elsewhere: no keys and no explicit
+    /// `anonymous` is refused even on loopback.
+    #[test]
+    fn behind_a_proxy_anonymous_must_be_explicit() {
+        let proxy = [IpAddr::from([127, 0, 0, 1])];
+        let refused = Authenticator::new(&settings(&[], false), addr("127.0.0.1:80"), &proxy).err();
+        assert!(
+            refused.is_some_and(|e| e.contains("trusted_proxies") && e.contains("anonymous")),
+            "no keys behind a proxy"
+        );
+        let (auth, warning) =
+            Authenticator::new(&settings(&[], true), addr("127.0.0.1:80"), &proxy)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(auth.allows_anonymous() && warning.is_some());
+        let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("127.0.0.1:80"), &proxy)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!auth.allows_anonymous());
+    }
+
     #[test]
     fn keys_are_matched_by_hash_and_known_by_id() {
-        let (auth, _) = Authenticator::new(&settings(&["other", KEY], false), addr("0.0.0.0:1"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (auth, _) =
+            Authenticator::new(&settings(&["other", KEY], false), addr("0.0.0.0:1"), &[])
+                .unwrap_or_else(|e| panic!("{e}"));
         let principal = auth.authenticate(Some(KEY));
         let expected_id = key_id(&Sha256::digest(KEY.as_bytes()).into());
         assert_eq!(
@@ -332,17 +376,18 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_for_their_key_but_cannot_mint() {
-        let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:1"))
+        let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:1"), &[])
             .unwrap_or_else(|e| panic!("{e}"));
+        let kid = key_id(&Sha256::digest(KEY.as_bytes()).into());
         let token = auth.tokens.mint(&Claims {
-            kid: "k-abc".into(),
+            kid: kid.clone(),
             exp: tokens::unix_now() + 60,
             msl: Some(30.0),
         });
         assert_eq!(
             auth.authenticate(Some(&token)),
             Ok(Principal::Token {
-                key_id: "k-abc".into(),
+                key_id: kid.clone(),
                 max_session_secs: Some(30.0)
             })
         );
@@ -351,11 +396,40 @@ mod tests {
             Err(AuthError::KeyRequired)
         );
         let expired = auth.tokens.mint(&Claims {
-            kid: "k-abc".into(),
+            kid,
             exp: 1,
             msl: None,
         });
         assert_eq!(auth.authenticate(Some(&expired)), Err(AuthError::Expired));
+    }
+
+    /// A token whose key is no longer configured is refused, though its signature is valid.
+    #[test]
+    fn a_token_of_a_removed_key_is_refused() {
+        let mut keyed = settings(&[KEY, "other-key-0123456789"], false);
+        keyed.token_secret = Some(crate::config::Secret::new("s".repeat(32)));
+        let (before, _) =
+            Authenticator::new(&keyed, addr("0.0.0.0:1"), &[]).unwrap_or_else(|e| panic!("{e}"));
+        let kid = key_id(&Sha256::digest(KEY.as_bytes()).into());
+        let token = before.tokens.mint(&Claims {
+            kid,
+            exp: tokens::unix_now() + 60,
+            msl: None,
+        });
+        assert!(before.authenticate(Some(&token)).is_ok());
+        keyed.api_keys.remove(0);
+        let (after, _) =
+            Authenticator::new(&keyed, addr("0.0.0.0:1"), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(after.authenticate(Some(&token)), Err(AuthError::KeyRevoked));
+        let unknown = after.tokens.mint(&Claims {
+            kid: "k-abc".into(),
+            exp: tokens::unix_now() + 60,
+            msl: None,
+        });
+        assert_eq!(
+            after.authenticate(Some(&unknown)),
+            Err(AuthError::KeyRevoked)
+        );
     }
 
     #[test]
@@ -407,7 +481,7 @@ mod tests {
             authorization in "\\PC{0,200}",
             protocols in "[ -~]{0,200}",
         ) {
-            let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:1"))
+            let (auth, _) = Authenticator::new(&settings(&[KEY], false), addr("0.0.0.0:1"), &[])
                 .unwrap_or_else(|e| panic!("{e}"));
             let mut headers = HeaderMap::new();
             if let Ok(value) = HeaderValue::from_str(&protocols) {

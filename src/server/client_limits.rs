@@ -3,7 +3,8 @@
 //!
 //! A client *address* is an IPv4 address or an IPv6 /64 (one subscriber's usual allocation, so an
 //! IPv6 client cannot dodge the limits by rotating through its addresses). Behind a proxy it is
-//! read from `X-Forwarded-For` when `[server] trust_x_forwarded_for` says so.
+//! read from `X-Forwarded-For`, but only when the TCP peer is one of `[server] trusted_proxies`:
+//! from anyone else the header is the client's to forge.
 //!
 //! The tables are bounded: session counts hold only clients with sessions open; the rate table
 //! forgets clients whose bucket has refilled, and when it is still full of active clients new ones
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
+use voxgate_actors::token_bucket::TokenBucket;
 
 /// Most client addresses the rate table tracks at once.
 const MAX_TRACKED: usize = 100_000;
@@ -57,37 +59,53 @@ impl std::fmt::Display for ClientAddr {
     }
 }
 
-/// The client's IP: the TCP peer, or (when trusted) the last `X-Forwarded-For` entry — the address
-/// the proxy itself saw; entries before it are the client's own claims.
-pub fn client_ip(req: &HttpRequest, trust_x_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_x_forwarded_for {
-        let forwarded = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .last()
-            .and_then(|last| last.trim().parse::<IpAddr>().ok());
-        if forwarded.is_some() {
-            return forwarded;
+/// The client's IP: the TCP peer — or, when the peer is one of `trusted_proxies`, what the
+/// proxies' `X-Forwarded-For` says (see [`forwarded_client`]).
+pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !is_trusted(peer, trusted_proxies) {
+        return Some(peer);
+    }
+    let entries: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    Some(forwarded_client(peer, &entries, trusted_proxies))
+}
+
+/// Whether `ip` is a trusted proxy (an IPv4-mapped IPv6 peer counts as its IPv4 address).
+fn is_trusted(ip: IpAddr, trusted_proxies: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    trusted_proxies.iter().any(|p| p.to_canonical() == ip)
+}
+
+/// The client behind a chain of trusted proxies: walking `X-Forwarded-For` from the right (each
+/// proxy appends the address it saw), the first entry that is not a trusted proxy. Entries to its
+/// left are the client's own claims. An entry that is not an address ends the walk at the last
+/// trusted hop: nothing left of it can be believed.
+pub fn forwarded_client(peer: IpAddr, entries: &[&str], trusted_proxies: &[IpAddr]) -> IpAddr {
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        if !is_trusted(client, trusted_proxies) {
+            break;
+        }
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
         }
     }
-    req.peer_addr().map(|a| a.ip())
+    client
 }
 
 /// New connections per second per client address.
 pub struct ConnectionRate {
-    buckets: Mutex<HashMap<ClientAddr, Bucket>>,
+    buckets: Mutex<HashMap<ClientAddr, TokenBucket>>,
     /// Connections per second.
     rate: f64,
     /// Bucket depth.
     burst: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    level: f64,
-    last: Instant,
 }
 
 impl ConnectionRate {
@@ -104,25 +122,15 @@ impl ConnectionRate {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
             // Forget the clients whose buckets are full again: they are as if new.
-            let refill = Duration::from_secs_f64(self.burst / self.rate);
-            buckets.retain(|_, b| now.saturating_duration_since(b.last) < refill);
+            buckets.retain(|_, bucket| !bucket.is_full_at(now));
             if buckets.len() >= MAX_TRACKED {
                 return Err(Duration::from_secs(1));
             }
         }
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            level: self.burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.level = (bucket.level + elapsed * self.rate).min(self.burst);
-        bucket.last = now;
-        if bucket.level >= 1.0 {
-            bucket.level -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.level) / self.rate))
-        }
+        buckets
+            .entry(client)
+            .or_insert_with(|| TokenBucket::full(self.burst, self.rate, now))
+            .try_take(1.0, now)
     }
 
     #[cfg(test)]
@@ -221,6 +229,42 @@ mod tests {
         assert_eq!(ClientAddr::of(mapped), v4(7));
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0; 4]))
+    }
+
+    /// `X-Forwarded-For` counts only from a trusted proxy, and only as far as trusted hops go.
+    #[test]
+    fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
+        let proxies = [ip("10.0.0.5"), ip("10.0.0.6")];
+        let client = ip("203.0.113.7");
+        // From a trusted proxy: the entry it appended.
+        assert_eq!(
+            forwarded_client(ip("10.0.0.5"), &["1.2.3.4", "203.0.113.7"], &proxies),
+            client
+        );
+        // Through two trusted proxies.
+        assert_eq!(
+            forwarded_client(ip("10.0.0.5"), &["203.0.113.7", "10.0.0.6"], &proxies),
+            client
+        );
+        // No header, or garbage where the proxy's entry should be: the proxy itself.
+        assert_eq!(
+            forwarded_client(ip("10.0.0.5"), &[], &proxies),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            forwarded_client(ip("10.0.0.5"), &["1.2.3.4", "junk"], &proxies),
+            ip("10.0.0.5")
+        );
+        assert!(
+            is_trusted(ip("::ffff:10.0.0.5"), &proxies),
+            "v4-mapped peer"
+        );
+        assert!(!is_trusted(ip("10.0.0.7"), &proxies));
+        assert!(!is_trusted(ip("10.0.0.5"), &[]));
+    }
+
     #[test]
     fn connections_beyond_the_burst_wait_for_the_rate() {
         let rate = ConnectionRate::new(10.0, 3);
@@ -240,6 +284,17 @@ mod tests {
         for i in 1..600u64 {
             let at = t0 + Duration::from_millis(100 + 100 * i);
             assert_eq!(rate.allow(v4(1), at), Ok(()));
+        }
+    }
+
+    /// Rates far outside what validation allows still give an answer, never a panic.
+    #[test]
+    fn extreme_rates_do_not_panic() {
+        let t0 = Instant::now();
+        for rate in [1e-300, f64::MIN_POSITIVE, 1e300] {
+            let limits = ConnectionRate::new(rate, 1);
+            assert_eq!(limits.allow(v4(1), t0), Ok(()));
+            let _ = limits.allow(v4(1), t0);
         }
     }
 

@@ -37,7 +37,10 @@ pub struct Gatekeeper {
     rate: ConnectionRate,
     per_ip: SessionCounts<ClientAddr>,
     per_key: SessionCounts<String>,
-    trust_x_forwarded_for: bool,
+    /// `[server] trusted_proxies`: the peers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<IpAddr>,
+    /// `[server] request_timeout_secs`: also how long a request body may take to arrive.
+    pub request_timeout: Duration,
     /// `[auth] token_ttl_secs` / `max_token_ttl_secs`.
     pub token_ttl_secs: f64,
     pub max_token_ttl_secs: f64,
@@ -47,7 +50,8 @@ impl Gatekeeper {
     /// The gate of a server listening on `listen`: `Err` when the configuration must not be
     /// served there (see [`Authenticator::new`]).
     pub fn new(config: &Config, listen: SocketAddr) -> Result<Gatekeeper, String> {
-        let (auth, warning) = Authenticator::new(&config.auth, listen)?;
+        let (auth, warning) =
+            Authenticator::new(&config.auth, listen, &config.server.trusted_proxies)?;
         if let Some(warning) = warning {
             tracing::warn!("{warning}");
         }
@@ -61,7 +65,9 @@ impl Gatekeeper {
             ),
             per_ip: SessionCounts::new(config.session.max_sessions_per_ip),
             per_key: SessionCounts::new(config.session.max_sessions_per_key),
-            trust_x_forwarded_for: config.server.trust_x_forwarded_for,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            request_timeout: Duration::try_from_secs_f64(config.server.request_timeout_secs)
+                .map_err(|e| format!("server.request_timeout_secs: {e}"))?,
             token_ttl_secs: config.auth.token_ttl_secs,
             max_token_ttl_secs: config.auth.max_token_ttl_secs,
         })
@@ -69,7 +75,7 @@ impl Gatekeeper {
 
     /// The client address of `req` for the limits.
     fn client(&self, req: &HttpRequest) -> ClientAddr {
-        let ip = client_limits::client_ip(req, self.trust_x_forwarded_for);
+        let ip = client_limits::client_ip(req, &self.trusted_proxies);
         ClientAddr::of(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
     }
 

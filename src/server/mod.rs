@@ -71,7 +71,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         config.server.listen = listen;
     }
     // Before anything is bound: an unauthenticated server on a public address never starts.
-    auth::Authenticator::new(&config.auth, config.server.listen)?;
+    auth::Authenticator::new(
+        &config.auth,
+        config.server.listen,
+        &config.server.trusted_proxies,
+    )?;
     actix_rt::System::new().block_on(async move {
         // Registered first, so a signal during start-up is not fatal but a shutdown.
         let signal = shutdown_signal()?;
@@ -201,6 +205,12 @@ impl ServerHandle {
         self.tls.is_some()
     }
 
+    /// With `[tls]`: the count of certificate-file changes the watcher has acted on (see
+    /// [`ReloadableCert::changes_seen`]).
+    pub fn tls_changes_seen(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.tls.as_ref().map(|cert| cert.changes_seen())
+    }
+
     /// Reloads the TLS certificate from its files now (what SIGHUP does). Open connections keep
     /// theirs; new ones get the new one. Without TLS: an error.
     pub fn reload_tls(&self) -> Result<(), String> {
@@ -265,6 +275,21 @@ where
         .map_err(|e| format!("server.send_timeout_secs: {e}"))?;
     let request_timeout = Duration::try_from_secs_f64(config.server.request_timeout_secs)
         .map_err(|e| format!("server.request_timeout_secs: {e}"))?;
+    // Checked before anything is served. A zero period would panic the interval (e.g. 1e-12 s in
+    // a configuration `start` was given without `Config::validate`).
+    let secs = config.tls.reload_interval_secs;
+    let reload_period = if secs == 0.0 {
+        None
+    } else {
+        match Duration::try_from_secs_f64(secs) {
+            Ok(period) if !period.is_zero() => Some(period),
+            _ => {
+                return Err(format!(
+                    "tls.reload_interval_secs: {secs} is not 0 nor a usable period"
+                ))
+            }
+        }
+    };
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
@@ -293,10 +318,8 @@ where
     .run();
     let handle = server.handle();
     let task = actix_rt::spawn(server);
-    let tls_watch = match &tls {
-        Some(cert) if config.tls.reload_interval_secs > 0.0 => {
-            let period = Duration::try_from_secs_f64(config.tls.reload_interval_secs)
-                .map_err(|e| format!("tls.reload_interval_secs: {e}"))?;
+    let tls_watch = match (&tls, reload_period) {
+        (Some(cert), Some(period)) => {
             let cert = cert.clone();
             Some(actix_rt::spawn(async move {
                 let mut ticks = tokio::time::interval(period);

@@ -5,7 +5,11 @@
 //!
 //! - No `Origin` header: not a browser; allowed (credentials still apply).
 //! - `allowed_origins` empty: same-origin only (the origin's host and port are the request's
-//!   `Host`).
+//!   `Host`), and only while the `Host` is an IP literal or `localhost`. A name could be
+//!   rebound (DNS rebinding): a page at `http://evil.example:8080` whose name the attacker then
+//!   points at voxgate's address sends `Origin: http://evil.example:8080` *and*
+//!   `Host: evil.example:8080`, which match. So pages served under a real domain name must be
+//!   listed in `allowed_origins`.
 //! - Otherwise exactly the listed origins (`scheme://host[:port]`, case-insensitive, default ports
 //!   implied), or any with `"*"`. The opaque origin `null` matches only `"*"`.
 
@@ -92,8 +96,29 @@ impl OriginPolicy {
         let (scheme, authority) = origin.split_once("://").unwrap_or_default();
         let default_port = if scheme == "https" { "443" } else { "80" };
         let host = host.trim().to_ascii_lowercase();
-        authority == strip_port(&host, default_port)
+        is_literal_or_localhost(&host) && authority == strip_port(&host, default_port)
     }
+}
+
+/// Whether a `Host` header (`host[:port]`) names an IP address literally, or `localhost`: the
+/// hosts that no DNS answer can make point elsewhere.
+fn is_literal_or_localhost(host: &str) -> bool {
+    if let Some(bracketed) = host.strip_prefix('[') {
+        let Some((ip, rest)) = bracketed.split_once(']') else {
+            return false;
+        };
+        let port_ok = rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        return port_ok && ip.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name == "localhost" || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 #[cfg(test)]
@@ -115,11 +140,35 @@ mod tests {
     fn empty_list_means_same_origin() {
         let p = policy(&[]);
         assert!(p.allows(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
-        assert!(p.allows(Some("https://App.Example"), Some("app.example:443")));
+        assert!(p.allows(Some("http://LOCALHOST:3000"), Some("localhost:3000")));
+        assert!(p.allows(Some("http://localhost"), Some("localhost:80")));
+        assert!(p.allows(Some("http://[::1]:8080"), Some("[::1]:8080")));
         assert!(!p.allows(Some("https://evil.example"), Some("app.example")));
         assert!(!p.allows(Some("http://127.0.0.1:9"), Some("127.0.0.1:8080")));
         assert!(!p.allows(Some("null"), Some("app.example")));
         assert!(!p.allows(Some("http://a.example"), None));
+    }
+
+    /// DNS rebinding: the attacker's name now points at voxgate, so Origin and Host agree; a
+    /// name is never same-origin, only a listed origin.
+    #[test]
+    fn same_origin_needs_an_ip_literal_or_localhost_host() {
+        let p = policy(&[]);
+        for (origin, host) in [
+            ("http://evil.example:8080", "evil.example:8080"),
+            ("https://App.Example", "app.example:443"),
+            ("http://localhost.evil.example", "localhost.evil.example"),
+            ("http://127.0.0.1.nip.io:8080", "127.0.0.1.nip.io:8080"),
+            ("http://[::1]", "[::1]x"),
+        ] {
+            assert!(!p.allows(Some(origin), Some(host)), "{origin} / {host}");
+        }
+        let listed = policy(&["http://app.example:8080"]);
+        assert!(listed.allows(Some("http://app.example:8080"), Some("app.example:8080")));
+        assert!(is_literal_or_localhost("10.1.2.3:9"));
+        assert!(is_literal_or_localhost("localhost"));
+        assert!(!is_literal_or_localhost("10.1.2.3:"));
+        assert!(!is_literal_or_localhost("[::1"));
     }
 
     #[test]

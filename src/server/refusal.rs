@@ -22,17 +22,20 @@ pub enum Refusal {
     OriginNotAllowed,
     /// Too many new connections from this client address.
     RateLimited,
+    /// A request body that did not arrive within `[server] request_timeout_secs`.
+    RequestTimeout,
 }
 
 impl Refusal {
     /// Every refusal, in the order `docs/protocol.md` lists them.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::WebsocketUpgradeRequired,
         Refusal::SubprotocolRequired,
         Refusal::InvalidRequest,
         Refusal::Unauthorized,
         Refusal::OriginNotAllowed,
         Refusal::RateLimited,
+        Refusal::RequestTimeout,
     ];
 
     /// The stable string sent as `error`.
@@ -44,6 +47,7 @@ impl Refusal {
             Refusal::Unauthorized => "unauthorized",
             Refusal::OriginNotAllowed => "origin_not_allowed",
             Refusal::RateLimited => "rate_limited",
+            Refusal::RequestTimeout => "request_timeout",
         }
     }
 
@@ -55,6 +59,7 @@ impl Refusal {
             Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
             Refusal::OriginNotAllowed => StatusCode::FORBIDDEN,
             Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::http::ConnectionType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, Upg
 
 use super::auth::{self, Principal};
 use super::gatekeeper::Gatekeeper;
-use super::refusal::Refusal;
+use super::refusal::{Refusal, Refused};
 use super::shutdown::ServerState;
 use super::tokens::{self, Claims};
 
@@ -111,18 +112,23 @@ async fn mint_token(
             return Refusal::Unauthorized.response(e.to_string());
         }
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else {
-            return Refusal::InvalidRequest.response("the request body could not be read");
-        };
-        if body.len() + chunk.len() > MAX_TOKEN_REQUEST_BYTES {
-            return Refusal::InvalidRequest.response(format!(
-                "the request body exceeds {MAX_TOKEN_REQUEST_BYTES} bytes"
+    // actix's request timeout covers the head only: a body trickled byte by byte would hold the
+    // connection (and this handler) for as long as the client likes.
+    let body = match tokio::time::timeout(gate.request_timeout, read_body(&mut payload)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(refused)) => return refused.response(),
+        Err(_) => {
+            tracing::info!(%client, "token request refused: body not received in time");
+            let mut response = Refusal::RequestTimeout.response(format!(
+                "the request body did not arrive within {:.1} s",
+                gate.request_timeout.as_secs_f64()
             ));
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            return response;
         }
-        body.extend_from_slice(&chunk);
-    }
+    };
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
@@ -145,7 +151,12 @@ async fn mint_token(
             return Refusal::InvalidRequest.response("max_session_secs must be more than 0");
         }
     }
-    let expires_at = tokens::unix_now() + ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let Some(expires_at) = tokens::unix_now()
+        .checked_add(ttl.as_secs())
+        .and_then(|t| t.checked_add(u64::from(ttl.subsec_nanos() > 0)))
+    else {
+        return Refusal::InvalidRequest.response("ttl_secs is too large");
+    };
     let token = gate.auth.tokens.mint(&Claims {
         kid: key_id.clone(),
         exp: expires_at,
@@ -159,6 +170,27 @@ async fn mint_token(
     HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(body)
+}
+
+/// The whole body, at most [`MAX_TOKEN_REQUEST_BYTES`].
+async fn read_body(payload: &mut web::Payload) -> Result<Vec<u8>, Refused> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(Refused::new(
+                Refusal::InvalidRequest,
+                "the request body could not be read",
+            ));
+        };
+        if body.len() + chunk.len() > MAX_TOKEN_REQUEST_BYTES {
+            return Err(Refused::new(
+                Refusal::InvalidRequest,
+                format!("the request body exceeds {MAX_TOKEN_REQUEST_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// 200 while serving; 503 once shutdown has begun (so a load balancer stops sending clients).

@@ -27,6 +27,9 @@ pub struct ReloadableCert {
     current: RwLock<Arc<CertifiedKey>>,
     /// The files' modification times at the last load (to notice changes).
     loaded_mtimes: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    /// How many changes of the files the watcher has acted on (each a reload attempt, successful
+    /// or not): what a caller waits on to know that a change was seen.
+    changes_seen: tokio::sync::watch::Sender<u64>,
 }
 
 /// The ring crypto provider (the one voxgate builds with; tonic's TLS uses it too).
@@ -76,6 +79,7 @@ impl ReloadableCert {
             key_path: key_path.clone(),
             current: RwLock::new(Arc::new(certified)),
             loaded_mtimes: Mutex::new(mtimes),
+            changes_seen: tokio::sync::watch::Sender::new(0),
         })))
     }
 
@@ -109,7 +113,14 @@ impl ReloadableCert {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = now;
             }
+            self.changes_seen.send_modify(|seen| *seen += 1);
         }
+    }
+
+    /// The count of file changes the watcher has acted on so far, updated after each reload
+    /// attempt (successful or not) it made.
+    pub fn changes_seen(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes_seen.subscribe()
     }
 
     /// The rustls configuration of the server: TLS 1.2 and 1.3, HTTP/1.1 (WebSockets need it).

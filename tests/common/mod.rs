@@ -344,32 +344,33 @@ pub async fn http_request(
     (status, head.to_string(), body.to_string())
 }
 
+/// A plain HTTP/1.1 GET; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect for HTTP");
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra_headers}\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .expect("read response");
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, _, body) = http_request(addr, "GET", path, extra_headers, "").await;
     (status, body)
+}
+
+/// A raw connection (hand-made frames, see [`raw`]) that sent `start` and got `ready`, and its
+/// pipeline.
+pub async fn raw_session(server: &mut TestServer) -> (raw::RawClient, StartedPipeline) {
+    let mut raw = raw::RawClient::connect(server.addr).await;
+    raw.write(&raw::frame(raw::TEXT, start_json().to_string().as_bytes()))
+        .await;
+    match raw.next_frame().await {
+        raw::Read::Frame(f) => assert_eq!(f.json()["type"], "ready", "{f:?}"),
+        other => panic!("expected ready, got {other:?}"),
+    }
+    (raw, server.next_pipeline().await)
+}
+
+/// A bystander session still carries audio: it sends its `n`th chunk, which reaches its pipeline.
+pub async fn still_works(client: &mut Client, pipeline: &StartedPipeline, n: usize) {
+    client.send_binary(&[n as u8]).await;
+    assert_eq!(
+        pipeline.audio(n).await.len(),
+        n,
+        "the bystander session still carries audio"
+    );
 }
 
 pub fn start_json() -> Value {

@@ -183,6 +183,22 @@ impl RawClient {
         self.writer.take().expect("the writer is still here")
     }
 
+    /// Reads and throws away whatever the server sends (pongs to a ping flood, say) until `done`
+    /// completes; its output.
+    pub async fn discard_while<F: std::future::Future>(&mut self, done: F) -> F::Output {
+        tokio::pin!(done);
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut open = true;
+        loop {
+            tokio::select! {
+                output = &mut done => return output,
+                read = self.reader.read(&mut scratch), if open => {
+                    open = matches!(read, Ok(n) if n > 0);
+                }
+            }
+        }
+    }
+
     /// The next frame from the server within `within`.
     pub async fn read(&mut self, within: Duration) -> Read {
         let deadline = tokio::time::Instant::now() + within;

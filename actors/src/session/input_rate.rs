@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::audio::{AudioFormat, Encoding};
 use crate::protocol::{ErrorCode, Rejection};
 use crate::settings::SessionSettings;
+use crate::token_bucket::TokenBucket;
 
 /// The format whose rate bounds input before the session is configured.
 const BEFORE_START: AudioFormat = AudioFormat {
@@ -21,44 +22,9 @@ const BEFORE_START: AudioFormat = AudioFormat {
     sample_rate_hz: 48_000,
 };
 
-/// A token bucket whose level may go negative (a debt the caller waits out).
-#[derive(Debug, Clone)]
-struct TokenBucket {
-    level: f64,
-    capacity: f64,
-    /// Tokens per second.
-    rate: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn full(capacity: f64, rate: f64, now: Instant) -> TokenBucket {
-        TokenBucket {
-            level: capacity,
-            capacity,
-            rate,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.level = (self.level + elapsed * self.rate).min(self.capacity);
-        self.last = now;
-    }
-
-    /// Takes `n` tokens; returns how long until the level is back to zero (zero if it is not in
-    /// debt).
-    fn take(&mut self, n: f64, now: Instant) -> Duration {
-        self.refill(now);
-        self.level -= n;
-        if self.level >= 0.0 || self.rate <= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::try_from_secs_f64(-self.level / self.rate).unwrap_or(Duration::MAX)
-        }
-    }
-}
+/// The longest a client's reading is paused at once (a debt longer than this, possible only with
+/// extreme settings, is waited out in several pauses).
+const MAX_PAUSE: Duration = Duration::from_secs(3_600);
 
 /// One session's input limits.
 #[derive(Debug, Clone)]
@@ -99,16 +65,17 @@ impl InputRate {
 
     /// The session is configured: input is measured against this format from now on.
     pub(super) fn set_format(&mut self, format: AudioFormat, now: Instant) {
-        self.bytes.refill(now);
         self.real_time_bytes_per_sec = format.max_bytes_per_second() as f64;
-        self.bytes.rate = self.real_time_bytes_per_sec * self.max_speed;
-        self.bytes.capacity = self.real_time_bytes_per_sec * self.burst_ms / 1_000.0;
-        self.bytes.level = self.bytes.capacity;
+        self.bytes = TokenBucket::full(
+            self.real_time_bytes_per_sec * self.burst_ms / 1_000.0,
+            self.real_time_bytes_per_sec * self.max_speed,
+            now,
+        );
     }
 
     /// A frame arrived (any kind): `too_many_messages` once they come faster than allowed.
     pub(super) fn frame(&mut self, now: Instant) -> Result<(), Rejection> {
-        if self.frames.take(1.0, now).is_zero() {
+        if self.frames.take_with_debt(1.0, now).is_zero() {
             return Ok(());
         }
         Err(Rejection::new(
@@ -123,8 +90,9 @@ impl InputRate {
     /// `bytes` of input (a data frame's payload) arrived: `Some(instant)` when the client is over
     /// its rate and reading should pause until then.
     pub(super) fn input(&mut self, bytes: usize, now: Instant) -> Option<Instant> {
-        let wait = self.bytes.take(bytes as f64, now);
-        (!wait.is_zero()).then(|| now + wait)
+        let wait = self.bytes.take_with_debt(bytes as f64, now).min(MAX_PAUSE);
+        // `now + wait` cannot overflow with `wait` ≤ MAX_PAUSE on any real clock; checked anyway.
+        (!wait.is_zero()).then(|| now.checked_add(wait).unwrap_or(now))
     }
 
     /// `bytes` of audio arrived: `audio_too_fast` once the audio runs more than `max_audio_lead_ms`
@@ -251,6 +219,20 @@ mod tests {
                 .audio(3_200, t0 + Duration::from_millis(i * 100))
                 .is_ok());
         }
+    }
+
+    /// A paced speed so small that the debt is beyond any `Duration`: a bounded pause, no
+    /// overflow.
+    #[test]
+    fn an_extreme_debt_is_a_bounded_pause() {
+        let t0 = Instant::now();
+        let mut tiny = settings();
+        tiny.max_audio_speed = 1e-300;
+        let mut rate = InputRate::new(&tiny, t0);
+        rate.set_format(PCM16K, t0);
+        let _ = rate.input(1_000_000, t0);
+        let pause = rate.input(1_000_000, t0);
+        assert_eq!(pause, Some(t0 + MAX_PAUSE));
     }
 
     mod properties {
