@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::process::*;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use voxgate::emulator::synth;
 
@@ -24,38 +24,7 @@ enum Framing {
 
 /// Streams `audio` in 100 ms frames paced at real time, then `stop`; returns what the client saw.
 async fn stream_session(addr: &str, audio: Vec<u8>, framing: Framing) -> Received {
-    let mut client = connect(addr, "").await;
-    client
-        .send_json(
-            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
-               "language_code":"en-US","interim_results":true}),
-        )
-        .await;
-    let ready = client.expect_type("ready").await;
-    let rx = Received {
-        messages: vec![ready],
-        close: None,
-    };
-    let (mut sink, mut stream) = client.ws.split();
-    let reader = tokio::spawn(async move {
-        let mut rx = rx;
-        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await
-        {
-            match msg {
-                Ok(Message::Text(t)) => {
-                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                    rx.messages.push(v);
-                }
-                Ok(Message::Close(f)) => {
-                    rx.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        rx
-    });
+    let (mut sink, reader) = start_live_session(addr, Duration::from_secs(30)).await;
 
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     for (i, chunk) in audio.chunks(3_200).enumerate() {

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::process::*;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use voxgate::emulator::synth::{self, Encoded, SynthEncoding};
 
@@ -79,37 +79,7 @@ fn encoded(secs: u64, seed: u64) -> Encoded {
 /// What one client does: stream `audio` in 100 ms chunks at real time, pausing (sending nothing)
 /// for `pause` after `pause_at_ms` of audio, then `stop`; returns everything it received.
 async fn stream_session(addr: &str, audio: &[u8], pause: Option<(u64, Duration)>) -> Received {
-    let mut client = connect(addr, "").await;
-    client
-        .send_json(
-            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
-               "language_code":"en-US","interim_results":true}),
-        )
-        .await;
-    let ready = client.expect_type("ready").await;
-    let (mut sink, mut stream) = client.ws.split();
-    let reader = tokio::spawn(async move {
-        let mut rx = Received {
-            messages: vec![ready],
-            close: None,
-        };
-        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(90), stream.next()).await
-        {
-            match msg {
-                Ok(Message::Text(t)) => {
-                    rx.messages
-                        .push(serde_json::from_str(&t).unwrap_or(Value::Null));
-                }
-                Ok(Message::Close(f)) => {
-                    rx.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        rx
-    });
+    let (mut sink, reader) = start_live_session(addr, Duration::from_secs(90)).await;
     let mut ticker = tokio::time::interval(Duration::from_millis(CHUNK_MS as u64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for (i, chunk) in audio.chunks(CHUNK_MS * BYTES_PER_MS).enumerate() {

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use common::librivox::{clips, normalise, word_error_rate, Clip};
 use common::process::*;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use voxgate_actors::recognizer::local::engine::{PocketSphinxEngine, SpeechEngine};
 use voxgate_actors::settings::LocalSettings;
@@ -50,37 +50,7 @@ fn direct() -> &'static Vec<(Clip, Vec<String>)> {
 /// Streams `audio` (LINEAR16, 16 kHz) in 100 ms binary frames at real time, then `stop`; returns
 /// everything the client received and the close code.
 async fn stream_session(addr: String, audio: Vec<u8>) -> Received {
-    let mut client = connect(&addr, "").await;
-    client
-        .send_json(
-            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
-               "language_code":"en-US","interim_results":true}),
-        )
-        .await;
-    let ready = client.expect_type("ready").await;
-    let (mut sink, mut stream) = client.ws.split();
-    let reader = tokio::spawn(async move {
-        let mut rx = Received {
-            messages: vec![ready],
-            close: None,
-        };
-        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await
-        {
-            match msg {
-                Ok(Message::Text(t)) => {
-                    rx.messages
-                        .push(serde_json::from_str(&t).unwrap_or(Value::Null));
-                }
-                Ok(Message::Close(f)) => {
-                    rx.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        rx
-    });
+    let (mut sink, reader) = start_live_session(&addr, Duration::from_secs(60)).await;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     for chunk in audio.chunks(3_200) {
         ticker.tick().await;

@@ -3,8 +3,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use serde_json::Value;
+use futures_util::stream::SplitSink;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A running `voxgate` process, killed when dropped.
 pub struct Process {
@@ -133,4 +138,47 @@ pub async fn connect(addr: &str, query: &str) -> super::Client {
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
     super::Client { ws }
+}
+
+/// The sending half of a live session's socket.
+pub type SessionSink = SplitSink<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>, Message>;
+
+/// Connects to the gateway process at `addr`, starts a 16 kHz LINEAR16 session with interim
+/// results and waits for `ready`. A task collects everything the server sends from then on, until
+/// its Close, a socket error, or `read_timeout` of silence. Returns the sending half and that task.
+pub async fn start_live_session(
+    addr: &str,
+    read_timeout: Duration,
+) -> (SessionSink, tokio::task::JoinHandle<Received>) {
+    let mut client = connect(addr, "").await;
+    client
+        .send_json(
+            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+            "language_code":"en-US","interim_results":true}),
+        )
+        .await;
+    let ready = client.expect_type("ready").await;
+    let (sink, mut stream) = client.ws.split();
+    let reader = tokio::spawn(async move {
+        let mut rx = Received {
+            messages: vec![ready],
+            close: None,
+        };
+        while let Ok(Some(msg)) = tokio::time::timeout(read_timeout, stream.next()).await {
+            match msg {
+                Ok(Message::Text(t)) => {
+                    rx.messages
+                        .push(serde_json::from_str(&t).unwrap_or(Value::Null));
+                }
+                Ok(Message::Close(f)) => {
+                    rx.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        rx
+    });
+    (sink, reader)
 }
