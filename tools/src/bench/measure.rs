@@ -268,7 +268,7 @@ impl Collector {
 mod tests {
     use super::*;
     use crate::bench::script::ScriptFormat;
-    use crate::emulator::synth::SynthEncoding;
+    use voxgate_emulator::synth::SynthEncoding;
 
     #[test]
     fn percentiles_are_nearest_rank() {

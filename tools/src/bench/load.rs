@@ -14,8 +14,8 @@ use tokio::net::tcp::OwnedReadHalf;
 
 use super::measure::{FinalChecker, SessionOutcome};
 use super::pacer::{Entry, EntryHandle, Sink};
-use super::run::Shared;
 use super::script::Plan;
+use super::shared::Shared;
 use super::ws::{self, ServerFrame, WsUrl, WsWriter};
 
 /// Connecting and the handshake may take this long (a server busy accepting thousands).

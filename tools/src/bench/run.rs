@@ -15,19 +15,19 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::json;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::direct::{self, ChannelPool};
 use super::load;
-use super::measure::{Collector, Totals};
+use super::measure::Totals;
 use super::pacer::{FrameSet, Pacer};
 use super::process::{self, GatewayMetrics, ProcSample};
-use super::script::{Plan, Script, ScriptFormat};
+use super::script::{Script, ScriptFormat};
+use super::shared::{Shared, SharedParts};
 use super::ws::{self, WsUrl};
 
 /// How long after the last session the "after" readings are taken (the server drops its actors
@@ -35,9 +35,6 @@ use super::ws::{self, WsUrl};
 const SETTLE_AFTER: Duration = Duration::from_secs(5);
 /// RSS is sampled this often while streaming.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
-/// Consecutive sessions start this many utterances apart in the script (so finals of different
-/// sessions do not coincide).
-const START_STRIDE: usize = 7;
 
 /// What the bench runs against.
 #[derive(Debug, Clone)]
@@ -69,58 +66,6 @@ pub struct RunSpec {
     pub loop_secs: f64,
     pub server_pid: Option<u32>,
     pub emulator_pid: Option<u32>,
-}
-
-/// What sessions share during a run.
-pub struct Shared {
-    /// What every session says and must hear back.
-    pub script: Arc<Script>,
-    /// Sends every session's frames.
-    pub pacer: Arc<Pacer>,
-    /// Where sessions report how they ended.
-    pub collector: Collector,
-    /// Sessions ask for interim results.
-    pub interim: bool,
-    /// Steady run: sessions wait for "go" before streaming.
-    pub steady: bool,
-    /// Set at "go" (direct sessions open their calls then).
-    pub go: watch::Receiver<bool>,
-    /// The gateway's `start` message, as a client frame.
-    pub start_frame: Bytes,
-    /// Sessions that are ready, or failed before being ready.
-    settled: AtomicU64,
-    /// Notified when `settled` grows.
-    settled_changed: Notify,
-    /// Plans by starting utterance (steady runs reuse them).
-    plans: Vec<OnceLock<Arc<Plan>>>,
-    /// Seconds of audio per plan.
-    plan_secs: f64,
-}
-
-impl Shared {
-    /// A session is ready, or failed before it could be: counted once per session.
-    pub fn settle(&self) {
-        self.settled.fetch_add(1, Ordering::Relaxed);
-        self.settled_changed.notify_waiters();
-    }
-
-    fn plan(&self, n: u64) -> Arc<Plan> {
-        let count = self.plans.len();
-        let after = (n as usize).wrapping_mul(START_STRIDE) % count;
-        self.plans[after]
-            .get_or_init(|| Arc::new(self.script.plan(after, self.plan_secs)))
-            .clone()
-    }
-
-    async fn all_settled(&self, sessions: u64) {
-        loop {
-            let notified = self.settled_changed.notified();
-            if self.settled.load(Ordering::Relaxed) >= sessions {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// The readings of one process at the run's phase boundaries.
@@ -260,21 +205,15 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         });
         ws::client_frame_bytes(ws::TEXT, start.to_string().as_bytes())
     };
-    let shared = Arc::new(Shared {
-        plans: (0..script.utterances.len())
-            .map(|_| OnceLock::new())
-            .collect(),
+    let shared = Arc::new(Shared::new(SharedParts {
         plan_secs: spec.churn_secs.unwrap_or(spec.duration_secs),
         script,
         pacer: pacer.clone(),
-        collector: Collector::default(),
         interim: spec.interim,
         steady: spec.churn_secs.is_none(),
         go: go_rx,
         start_frame,
-        settled: AtomicU64::new(0),
-        settled_changed: Notify::new(),
-    });
+    }));
     let metrics_addr: Option<SocketAddr> = match &spec.target {
         Target::Gateway { url, .. } => Some(url.addr),
         Target::Direct { .. } => None,

@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 
-use crate::emulator::synth::{self, Decoder, SynthEncoding};
+use voxgate_emulator::synth::{self, Decoder, SynthEncoding};
 
 /// Words the scripts are made of (short and long, so utterances vary in length).
 const VOCABULARY: &[&str] = &[

@@ -14,6 +14,7 @@
 //! - [`measure`]: the check of each final, latency samples, percentiles, totals.
 //! - `process`: CPU and RSS of the server (and emulator) from `/proc`, the gateway's gauges.
 //! - [`run`]: a run's phases (baseline, ramp, idle, streaming, after) and readings.
+//! - `shared`: what the sessions of one run share (script, pacer, collector, "go", settling).
 //! - [`report`]: the figures, as a table or JSON.
 //! - `scenarios`: the standard scenarios, with their own emulator and gateway processes.
 
@@ -26,15 +27,16 @@ pub mod report;
 pub mod run;
 mod scenarios;
 pub mod script;
+mod shared;
 mod ws;
 
 use std::path::PathBuf;
 
-use crate::emulator::synth::SynthEncoding;
 use measure::Percentiles;
 use report::Report;
 use run::{RunSpec, Target};
 use script::ScriptFormat;
+use voxgate_emulator::synth::SynthEncoding;
 
 pub use scenarios::ScenarioArgs;
 

@@ -20,7 +20,7 @@ use super::report::Report;
 use super::run::{self, RunSpec, Target};
 use super::script::ScriptFormat;
 use super::ws::WsUrl;
-use crate::emulator::synth::SynthEncoding;
+use voxgate_emulator::synth::SynthEncoding;
 
 const BEGIN_MARK: &str = "<!-- bench:begin -->";
 const END_MARK: &str = "<!-- bench:end -->";

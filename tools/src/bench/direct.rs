@@ -20,9 +20,9 @@ use voxgate_actors::recognizer::google_convert::{config_request, duration_ms};
 
 use super::measure::{FinalChecker, SessionOutcome};
 use super::pacer::{Entry, Sink};
-use super::run::Shared;
 use super::script::Plan;
-use crate::emulator::synth::SynthEncoding;
+use super::shared::Shared;
+use voxgate_emulator::synth::SynthEncoding;
 
 /// Concurrent calls per HTTP/2 connection (the emulator's, and Google's, limit).
 const STREAMS_PER_CONNECTION: usize = 100;

@@ -25,7 +25,7 @@ use super::faults::{fault_status, PlannedFault};
 use super::recognizer::StreamRecognizer;
 use super::responses;
 use super::rules::{self, AcceptedConfig, Pacing};
-use super::service::Shared;
+use super::shared::Shared;
 use super::stats::Stats;
 use super::synth::Recognition;
 

@@ -15,7 +15,8 @@ use super::config::EmulatorConfig;
 use super::connection::KillableStream;
 use super::generated::speech_server::SpeechServer;
 use super::recognizer::Recognizers;
-use super::service::{Shared, SpeechService};
+use super::service::SpeechService;
+use super::shared::Shared;
 use super::stats::{Stats, StatsSnapshot};
 
 /// How long a graceful shutdown waits for clients to let their connections go before cutting them.

@@ -26,5 +26,5 @@ fn main() {
         .build_client(false)
         .build_transport(false)
         .compile(&[speech]);
-    println!("cargo:rerun-if-changed=src/build.rs");
+    println!("cargo:rerun-if-changed=build.rs");
 }
