@@ -4,7 +4,7 @@
 //! [`CircuitBreaker`] — what happens when a stream ends: open the next one when audio comes after
 //! a `finalize` or an audio gap, finish after a `stop`, restart with a replay of the audio not yet
 //! final after a transient failure, wait while the upstream is down for everyone, or give up with
-//! a coded error. It also rotates healthy streams before Google's duration limit.
+//! a coded error. It also rotates healthy streams before Google's duration limit (see `rotation`).
 //!
 //! ## Why one recognizer actor per stream, started by the supervisor
 //!
@@ -26,17 +26,6 @@
 //! supervisor (which never restarts itself either) starts the next one through a
 //! [`RecognizerFactory`], as an OTP supervisor would start a new child.
 //!
-//! ## Rotation
-//!
-//! At `rotate_after_secs` the supervisor opens the next stream ahead of time (the *standby*: the
-//! call and its configuration, no audio). At the current stream's next final result — the point
-//! where everything before the final's end is delivered — it cancels the current stream and
-//! attaches the standby with a replay from that end; the old stream's unfinalised tail (at most
-//! the pacing burst) is recognised again by the new one, and finals are deduplicated by end time.
-//! A standby that waited `standby_max_wait_secs` is replaced by a fresh one (Google ends a call
-//! that gets no audio for ~10 s); at `max_stream_secs` the switch happens whatever. A rotation is
-//! not a failure: no backoff, no warning, not counted against the intensity.
-//!
 //! ## Restarts and the circuit breaker
 //!
 //! A failure with a retryable code restarts after the policy's backoff, counted against the restart
@@ -45,9 +34,21 @@
 //! its own: it waits for the breaker, warns the client once (`upstream_outage`), keeps
 //! buffering, and those waits are not counted; when a stream opens again the client gets
 //! `upstream_recovered`.
+//!
+//! ## Layout
+//!
+//! - this file: the actor — it keeps the streams, timers and links, and carries decisions out.
+//! - `rotation`: replacing a healthy stream by a standby opened ahead of time.
+//! - `decision`: what happens after each event, as a pure function of the stream's state
+//!   (`decision::StreamState`), the event, the policy and the time, with its table of tests.
+//! - `tests.rs`: the actor's tests, with probes in place of the session, buffer and recognizers.
+
+mod decision;
+mod rotation;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::time::Instant;
@@ -60,6 +61,8 @@ use crate::protocol::{ErrorCode, StartConfig};
 use crate::recognizer::RecognizerFactory;
 use crate::restart_policy::{RestartPolicy, RestartTracker};
 use crate::settings::grpc_code_name;
+use decision::{Decision, Ending, StreamEvent, StreamState};
+use rotation::Rotation;
 
 /// Warning: a stream failed and is being restarted (the client loses nothing).
 pub const WARNING_UPSTREAM_RECONNECTING: &str = "upstream_reconnecting";
@@ -68,16 +71,42 @@ pub const WARNING_UPSTREAM_OUTAGE: &str = "upstream_outage";
 /// Warning: after `upstream_outage`, a stream is open again.
 pub const WARNING_UPSTREAM_RECOVERED: &str = "upstream_recovered";
 
+/// What an upstream that closed a stream nobody asked it to close is reported to have said.
+const UNREQUESTED_END: &str = "upstream ended the stream before it was half-closed";
+
 /// One upstream stream this supervisor started.
 struct ActiveStream {
     id: u64,
     handle: StreamHandle,
     /// When it was started: its age decides the rotation (Google counts from the call's start).
     started_at: Instant,
-    /// Set when the buffer half-closed this stream (and why): a clean end is then expected.
-    half_closed: Option<HalfCloseReason>,
-    /// Google signalled the end of the single utterance: a clean end finishes the session.
-    end_of_single_utterance: bool,
+    /// How it is expected to end (set by the buffer's half-close or Google's end of utterance):
+    /// what its clean end leads to.
+    ending: Ending,
+}
+
+/// Where the session's stream is: the actor's side of [`StreamState`], with the stream and the
+/// timer it holds.
+enum Phase {
+    /// No stream is open and none is scheduled: the next audio opens one.
+    AwaitingAudio,
+    /// A start is scheduled: the timer of a backoff or of a wait for the circuit breaker.
+    StartScheduled(SpawnHandle),
+    /// This stream is attached to the buffer.
+    Streaming(ActiveStream),
+    /// Finished, failed or stopped: nothing is started or forwarded any more.
+    Done,
+}
+
+impl Phase {
+    fn state(&self) -> StreamState {
+        match self {
+            Phase::AwaitingAudio => StreamState::AwaitingAudio,
+            Phase::StartScheduled(_) => StreamState::StartScheduled,
+            Phase::Streaming(stream) => StreamState::Streaming(stream.ending),
+            Phase::Done => StreamState::Done,
+        }
+    }
 }
 
 /// The stream supervisor actor. See the module doc.
@@ -96,31 +125,20 @@ pub struct StreamSupervisor {
     buffer: BufferControl,
     /// The id the next stream gets (1, 2, …): events of older streams are recognised as stale.
     next_stream_id: u64,
-    /// The stream attached to the buffer; `None` before audio, between streams and at the end.
-    current: Option<ActiveStream>,
-    /// The next stream, opened ahead of a rotation; not attached yet.
-    standby: Option<ActiveStream>,
-    /// `current` is past `rotate_after`: its next final switches to the standby.
-    rotation_due: bool,
-    /// The rotation timer of `current` (rotate_after, then standby refresh or max age).
+    /// Where the stream is: awaiting audio, a start scheduled, attached, or all over.
+    phase: Phase,
+    rotation: Rotation,
+    /// The rotation timer of the current stream (rotate_after, then standby refresh or max age).
     rotation_timer: Option<SpawnHandle>,
-    /// The timer of a pending start: a backoff, or a wait for the circuit breaker.
-    restart_timer: Option<SpawnHandle>,
     /// End of the last final delivered (session clock): earlier finals are duplicates from a
     /// replay, and a restart replays from here.
     last_final_end_ms: Option<u64>,
-    /// No stream is open because no audio waits for one (the start, after a `finalize` or a gap).
-    awaiting_audio: bool,
-    /// Audio came while `current` was being half-closed: the next stream starts at its end.
-    audio_pending: bool,
     /// The client was told the upstream is unavailable, and is told when a stream opens again.
     told_unavailable: bool,
     /// The one immediate retry with fresh credentials after `UNAUTHENTICATED` was used (until a
     /// stream opens again).
     credentials_refreshed: bool,
     summary: PipelineSummary,
-    /// Finished, failed or stopped: nothing is started or forwarded any more.
-    done: bool,
 }
 
 impl StreamSupervisor {
@@ -143,19 +161,45 @@ impl StreamSupervisor {
             session,
             buffer,
             next_stream_id: 1,
-            current: None,
-            standby: None,
-            rotation_due: false,
+            phase: Phase::AwaitingAudio,
+            rotation: Rotation::NotDue,
             rotation_timer: None,
-            restart_timer: None,
             last_final_end_ms: None,
-            awaiting_audio: true,
-            audio_pending: false,
             told_unavailable: false,
             credentials_refreshed: false,
             summary: PipelineSummary::default(),
-            done: false,
         }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// The stream attached to the buffer, if any.
+    fn current(&self) -> Option<&ActiveStream> {
+        match &self.phase {
+            Phase::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    fn current_mut(&mut self) -> Option<&mut ActiveStream> {
+        match &mut self.phase {
+            Phase::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// What happens after `event`: the decision reads the stream's state, the breaker, the
+    /// credentials retry and the restart history; the caller carries it out.
+    fn decide(&self, event: StreamEvent, now: Instant) -> Decision {
+        let state = decision::State {
+            stream: self.phase.state(),
+            breaker_open: self.breaker.is_open(),
+            credentials_refreshed: self.credentials_refreshed,
+            restarts: &self.tracker,
+        };
+        decision::decide(&state, event, &self.policy, now, rand::random::<f64>())
     }
 
     /// Starts a recognizer (the call opens; nothing is attached yet).
@@ -172,8 +216,7 @@ impl StreamSupervisor {
             id: stream_id,
             handle,
             started_at: Instant::now(),
-            half_closed: None,
-            end_of_single_utterance: false,
+            ending: Ending::Unrequested,
         }
     }
 
@@ -186,16 +229,8 @@ impl StreamSupervisor {
             resume,
         });
         let age = stream.started_at.elapsed();
-        self.current = Some(stream);
-        self.audio_pending = false;
-        self.cancel_rotation(ctx);
-        if !self.config.single_utterance {
-            let wait = self.policy.rotation().rotate_after.saturating_sub(age);
-            self.rotation_timer = Some(ctx.run_later(wait, |act, ctx| {
-                act.rotation_timer = None;
-                act.on_rotation_due(ctx);
-            }));
-        }
+        self.phase = Phase::Streaming(stream);
+        self.arm_rotation(age, ctx);
     }
 
     fn start_stream(&mut self, resume: Resume, ctx: &mut Context<Self>) {
@@ -226,94 +261,19 @@ impl StreamSupervisor {
                 // Spread the sessions' next looks so they do not arrive in lockstep.
                 let wait = wait.mul_f64(1.0 + self.policy.jitter() * rand::random::<f64>());
                 debug!(session = %self.session_id, wait_ms = wait.as_millis() as u64, "upstream down: waiting for the circuit breaker");
-                self.restart_timer = Some(ctx.run_later(wait, move |act, ctx| {
-                    act.restart_timer = None;
-                    if !act.done {
-                        act.start_when_permitted(resume, ctx);
-                    }
-                }));
+                self.schedule_start(wait, resume, ctx);
             }
         }
     }
 
-    fn cancel_rotation(&mut self, ctx: &mut Context<Self>) {
-        self.rotation_due = false;
-        if let Some(timer) = self.rotation_timer.take() {
-            ctx.cancel_future(timer);
-        }
-        if let Some(standby) = self.standby.take() {
-            standby.handle.cancel.do_send(CancelStream);
-        }
-    }
-
-    /// `current` reached `rotate_after`: open the standby; switch at the next final.
-    fn on_rotation_due(&mut self, ctx: &mut Context<Self>) {
-        if self.done
-            || self
-                .current
-                .as_ref()
-                .is_none_or(|c| c.half_closed.is_some())
-        {
-            return;
-        }
-        self.rotation_due = true;
-        self.refresh_standby(ctx);
-    }
-
-    /// Opens a (new) standby — unless the upstream is down — and arms the next check: the
-    /// standby's refresh or the current stream's maximum age, whichever comes first.
-    fn refresh_standby(&mut self, ctx: &mut Context<Self>) {
-        if let Some(old) = self.standby.take() {
-            old.handle.cancel.do_send(CancelStream);
-        }
-        if !self.breaker.is_open() {
-            let standby = self.open_stream(ctx);
-            debug!(session = %self.session_id, stream = standby.id, "standby stream opened for a rotation");
-            self.standby = Some(standby);
-        }
-        let Some(age) = self.current.as_ref().map(|c| c.started_at.elapsed()) else {
-            return;
-        };
-        let rotation = self.policy.rotation();
-        let wait = rotation
-            .standby_max_wait
-            .min(rotation.max_age.saturating_sub(age));
-        self.rotation_timer = Some(ctx.run_later(wait, |act, ctx| {
-            act.rotation_timer = None;
-            if act.done || !act.rotation_due {
-                return;
+    /// After `wait`, starts a stream from `resume` when the circuit breaker permits.
+    fn schedule_start(&mut self, wait: Duration, resume: Resume, ctx: &mut Context<Self>) {
+        let timer = ctx.run_later(wait, move |act, ctx| {
+            if matches!(act.phase, Phase::StartScheduled(_)) {
+                act.start_when_permitted(resume, ctx);
             }
-            let age = act.current.as_ref().map(|c| c.started_at.elapsed());
-            if age.is_some_and(|age| age >= act.policy.rotation().max_age) {
-                act.rotate("maximum age", ctx);
-            } else {
-                act.refresh_standby(ctx);
-            }
-        }));
-    }
-
-    /// Replaces `current` by the standby (or a new stream), replaying from the last final.
-    fn rotate(&mut self, why: &'static str, ctx: &mut Context<Self>) {
-        let Some(old) = self.current.take() else {
-            return;
-        };
-        old.handle.cancel.do_send(CancelStream);
-        let next = match self.standby.take() {
-            Some(standby) => standby,
-            None => self.open_stream(ctx),
-        };
-        METRICS.stream_rotations.inc();
-        info!(
-            session = %self.session_id,
-            from = old.id,
-            to = next.id,
-            age_ms = old.started_at.elapsed().as_millis() as u64,
-            replay_from_ms = self.last_final_end_ms.unwrap_or(0),
-            why,
-            "upstream stream rotated"
-        );
-        let resume = self.resume_after_last_final();
-        self.attach(next, resume, ctx);
+        });
+        self.phase = Phase::StartScheduled(timer);
     }
 
     fn on_opened(&mut self) {
@@ -347,146 +307,108 @@ impl StreamSupervisor {
             upto_ms: transcript.end_ms,
         });
         self.session.transcripts.do_send(transcript);
-        if self.rotation_due && self.standby.is_some() {
+        if self.rotation.standby().is_some() {
             self.rotate("after a final", ctx);
         }
     }
 
-    fn on_clean_end(&mut self, stream: ActiveStream, ctx: &mut Context<Self>) {
-        if stream.end_of_single_utterance {
-            self.finish(ctx);
-            return;
-        }
-        match stream.half_closed {
-            Some(HalfCloseReason::Finalize | HalfCloseReason::Gap) => {
-                self.tracker.succeeded();
-                if self.audio_pending {
-                    self.audio_pending = false;
-                    self.start_when_permitted(Resume::AfterSent, ctx);
-                } else {
-                    self.awaiting_audio = true;
-                }
-            }
-            Some(HalfCloseReason::EndOfAudio) => self.finish(ctx),
-            None => {
-                // Upstream closed a stream nobody asked it to close: its audio may not all be
-                // final, so it is restarted with a replay like after a transient failure.
-                let failure = StreamFailure {
-                    code: tonic::Code::Ok,
-                    message: "upstream ended the stream before it was half-closed".to_string(),
-                };
-                self.restart(stream.id, failure, ctx);
-            }
-        }
-    }
-
-    fn on_failure(
+    /// The current stream `stream_id` ended — cleanly, failed with `event`'s code, or refused for
+    /// lack of capacity — saying `message`. Decides what follows and carries it out.
+    fn on_stream_end(
         &mut self,
-        stream: ActiveStream,
-        failure: StreamFailure,
+        stream_id: u64,
+        event: StreamEvent,
+        message: String,
         ctx: &mut Context<Self>,
     ) {
-        self.breaker.record_failure(failure.code, Instant::now());
-        let code = grpc_code_name(failure.code);
-        if failure.code == tonic::Code::Unauthenticated && !self.credentials_refreshed {
-            // An expired or revoked token: one immediate retry with fresh credentials, not a
-            // failure of the upstream (no backoff, not counted against the intensity).
-            self.credentials_refreshed = true;
-            self.recognizers.refresh_credentials();
-            self.buffer.detach.do_send(DetachStream {
-                stream_id: stream.id,
-            });
-            METRICS.stream_restarts.with_label_values(&[code]).inc();
-            self.summary.restarts += 1;
-            warn!(session = %self.session_id, stream = stream.id, reason = "credentials", code, attempt = 1, message = %failure.message, "upstream rejected the credentials: retrying with fresh ones");
-            let resume = self.resume_after_last_final();
-            self.start_stream(resume, ctx);
-            return;
-        }
-        if self.policy.is_retryable(failure.code) {
-            self.restart(stream.id, failure, ctx);
-        } else {
-            warn!(
-                session = %self.session_id,
-                stream = stream.id,
-                code,
-                message = %failure.message,
-                "upstream rejected the stream"
-            );
-            let message = if failure.message.is_empty() {
-                format!("upstream failed with {code}")
-            } else {
-                format!("{code}: {}", failure.message)
-            };
-            self.fail(ErrorCode::UpstreamRejected, message, ctx);
-        }
-    }
-
-    /// Restarts after a failure of stream `failed_id`: waits for the circuit breaker while the
-    /// upstream is down for everyone (not counted), else backs off if the intensity allows.
-    fn restart(&mut self, failed_id: u64, failure: StreamFailure, ctx: &mut Context<Self>) {
-        let code = grpc_code_name(failure.code);
-        self.buffer.detach.do_send(DetachStream {
-            stream_id: failed_id,
-        });
-        let resume = self.resume_after_last_final();
-        if self.breaker.is_open() {
-            METRICS.stream_restarts.with_label_values(&[code]).inc();
-            self.summary.restarts += 1;
-            warn!(
-                session = %self.session_id,
-                stream = failed_id,
-                reason = "outage",
-                code,
-                message = %failure.message,
-                "upstream stream failed while the upstream is down: waiting for the circuit breaker"
-            );
-            self.start_when_permitted(resume, ctx);
-            return;
-        }
-        let Some(restart) =
-            self.tracker
-                .next_restart(&self.policy, Instant::now(), rand::random::<f64>())
-        else {
-            warn!(
-                session = %self.session_id,
-                stream = failed_id,
-                code,
-                message = %failure.message,
-                "upstream keeps failing: giving up"
-            );
-            let message = format!(
-                "the upstream recognizer kept failing ({} restarts allowed within the restart period); \
-                 last failure: {code}: {}",
-                self.tracker.recent_restarts(),
-                failure.message
-            );
-            self.fail(ErrorCode::UpstreamUnavailable, message, ctx);
-            return;
+        let now = Instant::now();
+        let decision = self.decide(event, now);
+        // The stream is gone: the decision sets what comes next (`Done` unless it starts one).
+        let ended = std::mem::replace(&mut self.phase, Phase::Done);
+        let code = match event {
+            StreamEvent::Failed(code) => code,
+            _ => tonic::Code::Ok,
         };
-        METRICS.stream_restarts.with_label_values(&[code]).inc();
-        self.summary.restarts += 1;
-        let backoff_ms = restart.backoff.as_millis() as u64;
-        warn!(
-            session = %self.session_id,
-            stream = failed_id,
-            reason = "failure",
-            code,
-            message = %failure.message,
-            attempt = restart.attempt,
-            backoff_ms,
-            "upstream stream failed: restarting"
-        );
-        self.session.warnings.do_send(PipelineWarning {
-            code: WARNING_UPSTREAM_RECONNECTING,
-            message: format!("upstream stream failed ({code}); reconnecting in {backoff_ms} ms"),
-        });
-        self.restart_timer = Some(ctx.run_later(restart.backoff, move |act, ctx| {
-            act.restart_timer = None;
-            if !act.done {
-                act.start_when_permitted(resume, ctx);
+        let code_name = grpc_code_name(code);
+        if let Some(reason) = decision.restart_reason() {
+            // Every restart is counted and logged the same way, whatever its reason.
+            self.buffer.detach.do_send(DetachStream { stream_id });
+            METRICS
+                .stream_restarts
+                .with_label_values(&[code_name])
+                .inc();
+            self.summary.restarts += 1;
+            let backoff = match decision {
+                Decision::Backoff(restart) => Some(restart),
+                _ => None,
+            };
+            warn!(
+                session = %self.session_id,
+                stream = stream_id,
+                reason,
+                code = code_name,
+                %message,
+                attempt = backoff.map(|r| r.attempt),
+                backoff_ms = backoff.map(|r| r.backoff.as_millis() as u64),
+                "upstream stream failed: restarting"
+            );
+        }
+        let resume = self.resume_after_last_final();
+        match decision {
+            Decision::Finish => self.finish(ctx),
+            Decision::AwaitAudio => {
+                // A stream that ended as asked proved the upstream works.
+                self.tracker.succeeded();
+                self.phase = Phase::AwaitingAudio;
             }
-        }));
+            Decision::OpenNext => {
+                self.tracker.succeeded();
+                self.start_when_permitted(Resume::AfterSent, ctx);
+            }
+            Decision::RetryWithFreshCredentials => {
+                self.credentials_refreshed = true;
+                self.recognizers.refresh_credentials();
+                self.start_stream(resume, ctx);
+            }
+            Decision::AwaitBreaker => self.start_when_permitted(resume, ctx),
+            Decision::Backoff(restart) => {
+                self.tracker.record_restart(&self.policy, now);
+                let backoff_ms = restart.backoff.as_millis() as u64;
+                self.session.warnings.do_send(PipelineWarning {
+                    code: WARNING_UPSTREAM_RECONNECTING,
+                    message: format!(
+                        "upstream stream failed ({code_name}); reconnecting in {backoff_ms} ms"
+                    ),
+                });
+                self.schedule_start(restart.backoff, resume, ctx);
+            }
+            Decision::GiveUp { restarts_in_period } => {
+                warn!(session = %self.session_id, stream = stream_id, code = code_name, %message, "upstream keeps failing: giving up");
+                let message = format!(
+                    "the upstream recognizer kept failing ({restarts_in_period} restarts allowed \
+                     within the restart period); last failure: {code_name}: {message}"
+                );
+                self.fail(ErrorCode::UpstreamUnavailable, message, ctx);
+            }
+            Decision::Reject => {
+                warn!(session = %self.session_id, stream = stream_id, code = code_name, %message, "upstream rejected the stream");
+                let message = if message.is_empty() {
+                    format!("upstream failed with {code_name}")
+                } else {
+                    format!("{code_name}: {message}")
+                };
+                self.fail(ErrorCode::UpstreamRejected, message, ctx);
+            }
+            Decision::FailBusy => {
+                // No capacity now: retrying inside the session would only queue it silently
+                // behind the streams that hold the decoders; the client may retry later.
+                warn!(session = %self.session_id, stream = stream_id, %message, "no recognizer capacity");
+                self.fail(ErrorCode::Busy, message, ctx);
+            }
+            // Never decided for the end of an attached stream (see the decision table): the
+            // stream stays as it was.
+            Decision::Ignore | Decision::OpenNextAfterThisOne => self.phase = ended,
+        }
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
@@ -502,10 +424,21 @@ impl StreamSupervisor {
         self.shut_down(ctx);
     }
 
-    /// Stops for good; [`Actor::stopped`] cancels the streams and stops the buffer.
+    /// Stops for good; [`Actor::stopped`] cancels the rotation and stops the buffer.
     fn shut_down(&mut self, ctx: &mut Context<Self>) {
-        self.done = true;
+        self.end_phase(ctx);
         ctx.stop();
+    }
+
+    /// Nothing more is started: a scheduled start is cancelled, the attached stream too.
+    fn end_phase(&mut self, ctx: &mut Context<Self>) {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::StartScheduled(timer) => {
+                ctx.cancel_future(timer);
+            }
+            Phase::Streaming(stream) => stream.handle.cancel.do_send(CancelStream),
+            Phase::AwaitingAudio | Phase::Done => {}
+        }
     }
 }
 
@@ -513,14 +446,8 @@ impl Actor for StreamSupervisor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
-        self.done = true;
-        if let Some(timer) = self.restart_timer.take() {
-            ctx.cancel_future(timer);
-        }
+        self.end_phase(ctx);
         self.cancel_rotation(ctx);
-        if let Some(stream) = self.current.take() {
-            stream.handle.cancel.do_send(CancelStream);
-        }
         self.buffer.stop.do_send(StopPipeline);
     }
 }
@@ -529,10 +456,14 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: RecognizerEvent, ctx: &mut Context<Self>) {
-        if self.done {
+        if self.is_done() {
             return;
         }
-        if self.standby.as_ref().is_some_and(|s| s.id == msg.stream_id) {
+        if self
+            .rotation
+            .standby()
+            .is_some_and(|s| s.id == msg.stream_id)
+        {
             match msg.kind {
                 RecognizerEventKind::Opened => self.breaker.record_success(),
                 RecognizerEventKind::Ended(result) => {
@@ -540,19 +471,19 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
                     if let Err(failure) = result {
                         self.breaker.record_failure(failure.code, Instant::now());
                     }
-                    self.standby = None;
+                    self.rotation.take_standby();
                 }
                 RecognizerEventKind::Busy(message) => {
                     // No capacity for a second stream now: the current one carries on.
                     debug!(session = %self.session_id, stream = msg.stream_id, %message, "standby stream refused: busy");
-                    self.standby = None;
+                    self.rotation.take_standby();
                 }
                 // A standby has no audio: nothing else is expected from it.
                 RecognizerEventKind::Result(_) | RecognizerEventKind::EndOfSingleUtterance => {}
             }
             return;
         }
-        let Some(current) = self.current.as_mut().filter(|s| s.id == msg.stream_id) else {
+        let Some(current) = self.current_mut().filter(|s| s.id == msg.stream_id) else {
             debug!(session = %self.session_id, stream = msg.stream_id, "event of a former stream ignored");
             return;
         };
@@ -560,26 +491,23 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
             RecognizerEventKind::Opened => self.on_opened(),
             RecognizerEventKind::Result(transcript) => self.on_result(transcript, ctx),
             RecognizerEventKind::EndOfSingleUtterance => {
-                current.end_of_single_utterance = true;
+                current.ending = Ending::EndOfSingleUtterance;
                 let stream_id = current.id;
                 self.buffer.detach.do_send(DetachStream { stream_id });
             }
             RecognizerEventKind::Ended(result) => {
-                let Some(stream) = self.current.take() else {
-                    return;
-                };
                 self.cancel_rotation(ctx);
-                match result {
-                    Ok(()) => self.on_clean_end(stream, ctx),
-                    Err(failure) => self.on_failure(stream, failure, ctx),
-                }
+                let (event, message) = match result {
+                    Ok(()) => (StreamEvent::EndedCleanly, UNREQUESTED_END.to_string()),
+                    Err(failure) => {
+                        self.breaker.record_failure(failure.code, Instant::now());
+                        (StreamEvent::Failed(failure.code), failure.message)
+                    }
+                };
+                self.on_stream_end(msg.stream_id, event, message, ctx);
             }
             RecognizerEventKind::Busy(message) => {
-                // No capacity now: retrying inside the session would only queue it silently
-                // behind the streams that hold the decoders; the client may retry later.
-                let stream = self.current.take().map(|s| s.id);
-                warn!(session = %self.session_id, ?stream, %message, "no recognizer capacity");
-                self.fail(ErrorCode::Busy, message, ctx);
+                self.on_stream_end(msg.stream_id, StreamEvent::Busy, message, ctx);
             }
         }
     }
@@ -589,8 +517,20 @@ impl Handler<UpstreamHalfClosed> for StreamSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamHalfClosed, ctx: &mut Context<Self>) {
-        if let Some(current) = self.current.as_mut().filter(|s| s.id == msg.stream_id) {
-            current.half_closed = Some(msg.reason);
+        if let Some(current) = self.current_mut().filter(|s| s.id == msg.stream_id) {
+            current.ending = match current.ending {
+                // The utterance's end finishes the session whatever half-close follows.
+                Ending::EndOfSingleUtterance => Ending::EndOfSingleUtterance,
+                // A `stop` upgrading a `finalize` keeps the note that audio waits.
+                Ending::HalfClosed { audio_waiting, .. } => Ending::HalfClosed {
+                    reason: msg.reason,
+                    audio_waiting,
+                },
+                Ending::Unrequested => Ending::HalfClosed {
+                    reason: msg.reason,
+                    audio_waiting: false,
+                },
+            };
             // A stream that is ending is not rotated: the next one starts after it.
             self.cancel_rotation(ctx);
         }
@@ -601,18 +541,17 @@ impl Handler<AudioPending> for StreamSupervisor {
     type Result = ();
 
     fn handle(&mut self, _: AudioPending, ctx: &mut Context<Self>) {
-        if self.done {
-            return;
-        }
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.half_closed.is_some())
-        {
-            self.audio_pending = true;
-        } else if self.awaiting_audio && self.current.is_none() && self.restart_timer.is_none() {
-            self.awaiting_audio = false;
-            self.start_when_permitted(Resume::AfterSent, ctx);
+        match self.decide(StreamEvent::AudioWaiting, Instant::now()) {
+            Decision::OpenNext => self.start_when_permitted(Resume::AfterSent, ctx),
+            Decision::OpenNextAfterThisOne => {
+                if let Some(Ending::HalfClosed { audio_waiting, .. }) =
+                    self.current_mut().map(|c| &mut c.ending)
+                {
+                    *audio_waiting = true;
+                }
+            }
+            // Audio decides nothing else: a stream takes it, a start is coming, or all is over.
+            _ => {}
         }
     }
 }
