@@ -21,6 +21,9 @@
 //!
 //! When the actor stops, for whatever reason — or is dropped without stopping, when the
 //! connection fails under it — it sends `StopPipeline` and releases its session permit.
+//!
+//! (Over 600 lines on purpose: this is one state machine — every handler asks which phase the
+//! session is in — and reads best whole; everything that is not the actor is in the files beside.)
 
 mod fragments;
 mod frame_limit;
@@ -47,7 +50,9 @@ use crate::messages::{
 };
 use crate::metrics::METRICS;
 use crate::pipeline::PipelineFactory;
-use crate::protocol::native::{parse_client_text, parse_query_config, ClientMessage, ServerMessage};
+use crate::protocol::native::{
+    parse_client_text, parse_query_config, ClientMessage, ServerMessage,
+};
 use crate::protocol::{ErrorCode, StartConfig};
 use crate::settings::SessionSettings;
 use fragments::{Reassembled, Reassembler};
@@ -55,8 +60,7 @@ use input_rate::InputRate;
 use outgoing::{frame_len, transcript_message, OutgoingMeter};
 use read_gate::ReadGate;
 pub use upgrade::{
-    check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice,
-    UpgradeRefused,
+    check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
 };
 
 /// How long the session waits for the client's Close frame after sending its own.
