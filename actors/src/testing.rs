@@ -1,5 +1,7 @@
-//! A probe actor for tests: it stands in for any neighbour, records every message it receives,
-//! and lets a test wait for and read them back.
+//! Test doubles and fixtures, compiled only for tests (this crate's own, and its users' through
+//! the cargo feature `test-util`): a probe actor that stands in for any neighbour, records every
+//! message it receives and lets a test wait for and read them back; and [`start_config`], the
+//! configuration most tests stream with.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};

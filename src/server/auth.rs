@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use voxgate_actors::protocol::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
+use voxgate_actors::protocol::native::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
 use super::tokens::{self, Claims, TokenSigner, MAX_TOKEN_CHARS, TOKEN_PREFIX};
 use crate::config::AuthSettings;

@@ -7,7 +7,7 @@
 //! - [`google_pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
 //! - `local` (cargo feature `local`): the offline PocketSphinx engine — its decoder pool, the
 //!   recognizer actor and `local::LocalRecognizerFactory`.
-//! - [`probe`]: a factory of probe streams, for tests.
+//! - `probe` (cargo feature `test-util`, and in this crate's tests): a factory of probe streams.
 
 pub mod google;
 pub mod google_auth;
@@ -15,6 +15,7 @@ pub mod google_convert;
 pub mod google_pool;
 #[cfg(feature = "local")]
 pub mod local;
+#[cfg(any(test, feature = "test-util"))]
 pub mod probe;
 
 use crate::messages::{StreamHandle, StreamRequest};

@@ -324,6 +324,7 @@ impl PocketSphinxEngine {
     }
 
     /// The cepstral mean every stream starts from (exposed for tests).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn initial_cmn(&self) -> &[f32] {
         self.decoder.initial_cmn()
     }

@@ -4,8 +4,16 @@
 //! client sent. For the uncompressed encodings (LINEAR16, MULAW) a byte offset maps exactly to a time;
 //! for the compressed ones the gateway cannot know the duration of a chunk without decoding it, so it
 //! uses a nominal bit rate (documented in `docs/protocol.md`) for its bounds and acknowledgements only.
+//!
+//! - this file: [`Encoding`], [`AudioFormat`] and their arithmetic.
+//! - [`signature`]: [`SignatureCheck`], the check that container audio (FLAC, Ogg, WebM) starts
+//!   with its container's signature.
+
+pub mod signature;
 
 use serde::{Deserialize, Serialize};
+
+pub use signature::{SignatureCheck, SignatureMismatch};
 
 /// The audio encodings of Google Speech v1 that clients may send (`encoding` in `start`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,12 +3,14 @@
 //! starts its pipeline through a [`PipelineFactory`] once configured and turns what the pipeline
 //! reports into client messages. It knows nothing of audio buffering or Google.
 //!
-//! Every line of socket handling is in this file and its byte-level helpers: [`frame_limit`]
-//! (oversized frames, from their header), [`read_gate`] (read-ahead budget and pacing),
-//! [`outgoing`] (the backlog of a client that does not read) and [`input_rate`] (how fast a client
-//! may send). `actix-web-actors` is deprecated upstream in favour of `actix-ws`, and keeping the
-//! socket here means that move touches these files only. The server calls [`upgrade`] and never
-//! sees the socket.
+//! Every line of socket handling is in this folder: this file is the actor; beside it
+//! [`upgrade`](mod@upgrade) (the handshake, admission and what the server hands a session),
+//! [`fragments`] (fragmented messages put back together), and the byte-level helpers
+//! [`frame_limit`] (oversized frames, from their header), [`read_gate`] (read-ahead budget and
+//! pacing), [`outgoing`] (the backlog of a client that does not read, and the transcript as a
+//! client message) and [`input_rate`] (how fast a client may send). `actix-web-actors` is
+//! deprecated upstream in favour of `actix-ws`, and keeping the socket here means that move
+//! touches these files only. The server calls [`upgrade()`] and never sees the socket.
 //!
 //! Lifecycle, in phases:
 //! - `AwaitingStart`: waits for `start` (or was configured from the query string at once).
@@ -19,38 +21,47 @@
 //!
 //! When the actor stops, for whatever reason — or is dropped without stopping, when the
 //! connection fails under it — it sends `StopPipeline` and releases its session permit.
+//!
+//! (Over 600 lines on purpose: this is one state machine — every handler asks which phase the
+//! session is in — and reads best whole; everything that is not the actor is in the files beside.)
 
+mod fragments;
 mod frame_limit;
 mod input_rate;
 mod outgoing;
 mod read_gate;
+mod upgrade;
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
+use crate::audio::SignatureCheck;
 use crate::messages::{
     AudioAcked, AudioIn, EndOfAudio, Finalize, PipelineError, PipelineFinished, PipelineHandle,
     PipelineSummary, PipelineWarning, SessionLinks, StopPipeline, Transcript,
 };
 use crate::metrics::METRICS;
 use crate::pipeline::PipelineFactory;
-use crate::protocol::{
-    parse_client_text, parse_query_config, ClientMessage, ErrorCode, Rejection, ServerMessage,
-    StartConfig, SUBPROTOCOL,
+use crate::protocol::native::{
+    parse_client_text, parse_query_config, ClientMessage, ServerMessage,
 };
+use crate::protocol::{ErrorCode, StartConfig};
 use crate::settings::SessionSettings;
+use fragments::{Reassembled, Reassembler};
 use input_rate::InputRate;
-use outgoing::{frame_len, MeteredBody, OutgoingMeter};
+use outgoing::{frame_len, transcript_message, OutgoingMeter};
 use read_gate::ReadGate;
+pub use upgrade::{
+    check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
+};
 
 /// How long the session waits for the client's Close frame after sending its own.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,87 +71,6 @@ pub const WARNING_AUDIO_AFTER_STOP: &str = "audio_after_stop";
 
 /// Close reason of a connection from which nothing arrived for `client_timeout_secs`.
 pub const CLIENT_TIMEOUT_REASON: &str = "client_timeout";
-
-/// The server is shutting down: what every session is told (through a `watch` channel).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownNotice {
-    /// End of the grace period: then the session flushes its pipeline and closes with 1001.
-    pub deadline: Instant,
-    /// After the grace period, how long the session waits for its last results.
-    pub flush_timeout: Duration,
-}
-
-/// Whatever the server counts a session against (its share of `max_sessions`, of its client's
-/// sessions…): held for the session's whole life, released when it is dropped.
-pub struct SessionPermit(#[allow(dead_code)] Box<dyn Send>);
-
-impl SessionPermit {
-    pub fn new(held: impl Send + 'static) -> SessionPermit {
-        SessionPermit(Box::new(held))
-    }
-}
-
-/// Whether the server let this connection have a session.
-pub enum Admission {
-    /// Holds the server's permits for as long as the session lives.
-    Admitted(SessionPermit),
-    /// Upgraded only to be told why not (`too_many_sessions`, `shutting_down`, …): a browser
-    /// cannot read the body of a refused HTTP upgrade, but it can read an error message.
-    Refused(Rejection),
-}
-
-/// What the server gives each new session.
-pub struct SessionParams {
-    pub settings: Arc<SessionSettings>,
-    /// This worker's way of starting pipelines.
-    pub pipelines: Rc<dyn PipelineFactory>,
-    pub admission: Admission,
-    /// The raw query string of the upgrade request (it may carry the configuration).
-    pub query: String,
-    /// `Some` once the server is shutting down.
-    pub shutdown: watch::Receiver<Option<ShutdownNotice>>,
-    /// Who the client is, for the logs (`key k-1a2b…`, `anonymous`, and its address); never a
-    /// secret.
-    pub client: Arc<str>,
-    /// A cap on the session's length from the client's credential (a token's scope), on top of
-    /// `[session] max_session_secs`.
-    pub max_session_secs: Option<f64>,
-}
-
-/// The request was not a valid WebSocket upgrade (the server answers HTTP 400).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpgradeRefused(pub String);
-
-/// Checks that `req` is a WebSocket upgrade this server can accept, without starting anything.
-pub fn check_upgrade(req: &HttpRequest) -> Result<(), UpgradeRefused> {
-    ws::handshake_with_protocols(req, &[SUBPROTOCOL])
-        .map(|_| ())
-        .map_err(|e| UpgradeRefused(e.to_string()))
-}
-
-/// Upgrades `req` to a WebSocket served by a new [`Session`]. When the client offers
-/// subprotocols, [`SUBPROTOCOL`] is selected if among them.
-pub fn upgrade(
-    req: &HttpRequest,
-    payload: web::Payload,
-    params: SessionParams,
-) -> Result<HttpResponse, UpgradeRefused> {
-    let mut response = ws::handshake_with_protocols(req, &[SUBPROTOCOL])
-        .map_err(|e| UpgradeRefused(e.to_string()))?;
-    let max_frame_bytes = params.settings.max_frame_bytes;
-    let session = Session::new(params);
-    let bytes = frame_limit::FrameLimit::new(
-        payload,
-        max_frame_bytes,
-        session.marker_nonce,
-        session.gate.clone(),
-        session.id.clone(),
-    );
-    let outgoing = session.outgoing.clone();
-    let codec = actix_http::ws::Codec::new().max_size(max_frame_bytes);
-    let context = ws::WebsocketContext::with_codec(session, bytes, codec);
-    Ok(response.streaming(MeteredBody::new(context, outgoing)))
-}
 
 /// Where the session is in its life (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,12 +88,6 @@ enum EndCause {
     ClientStop,
     /// The shutdown grace period ended: the client gets `shutting_down` and 1001.
     Shutdown,
-}
-
-/// A message arriving in fragments (continuation frames), reassembled up to `max_frame_bytes`.
-struct Fragments {
-    is_text: bool,
-    data: BytesMut,
 }
 
 /// The shutdown channel's value, as a stream item of its own type.
@@ -195,10 +119,8 @@ pub struct Session {
     client: Arc<str>,
     /// `[session] max_session_secs`, capped by the credential's scope.
     max_session_secs: f64,
-    /// Set once configured: the audio's format (for its signature check).
-    format: Option<crate::audio::AudioFormat>,
-    /// How many bytes of the format's stream signature the audio has matched so far.
-    signature_matched: usize,
+    /// Set once configured: the check of the audio's first bytes against its format.
+    signature: Option<SignatureCheck>,
     phase: Phase,
     /// Set once configured; dropped (after `StopPipeline`) when the session closes.
     pipeline: Option<PipelineHandle>,
@@ -208,7 +130,8 @@ pub struct Session {
     last_seen: Instant,
     /// Audio, `keepalive` or `finalize` (idle timeout).
     last_activity: Instant,
-    fragments: Option<Fragments>,
+    /// Continuation frames put back together, bounded like whole messages.
+    fragments: Reassembler,
     /// Highest `audio_ms` acknowledged by the pipeline (for `closed` and the audio metric).
     acked_ms: u64,
     /// The `audio_after_stop` warning is sent once.
@@ -234,6 +157,7 @@ impl Session {
             .map_or(settings.max_session_secs, |cap| {
                 cap.min(settings.max_session_secs)
             });
+        let fragments = Reassembler::new(settings.max_frame_bytes, settings.max_json_bytes);
         Session {
             id: uuid::Uuid::new_v4().to_string().into(),
             gate: ReadGate::new(read_ahead),
@@ -241,8 +165,7 @@ impl Session {
             input_rate: InputRate::new(&settings, now),
             client: params.client,
             max_session_secs,
-            format: None,
-            signature_matched: 0,
+            signature: None,
             settings,
             pipelines: params.pipelines,
             admission: Some(params.admission),
@@ -256,7 +179,7 @@ impl Session {
             start_timer: None,
             last_seen: now,
             last_activity: now,
-            fragments: None,
+            fragments,
             acked_ms: 0,
             warned_audio_after_stop: false,
             shutdown: None,
@@ -405,7 +328,7 @@ impl Session {
             errors: me.clone().recipient(),
             finished: me.recipient(),
         };
-        self.format = Some(config.format);
+        self.signature = Some(SignatureCheck::new(config.format.encoding));
         self.input_rate.set_format(config.format, Instant::now());
         let pipeline = self
             .pipelines
@@ -538,8 +461,8 @@ impl Session {
                     self.fail(ctx, rejection.code, &rejection.message);
                     return;
                 }
-                if let Err(message) = self.check_signature(&data) {
-                    self.fail(ctx, ErrorCode::InvalidAudio, &message);
+                if let Some(Err(mismatch)) = self.signature.as_mut().map(|s| s.check(&data)) {
+                    self.fail(ctx, ErrorCode::InvalidAudio, &mismatch.to_string());
                     return;
                 }
                 if let Some(pipeline) = &self.pipeline {
@@ -549,32 +472,6 @@ impl Session {
             Phase::Ending(_) => self.warn_after_stop(ctx),
             Phase::Closing => {}
         }
-    }
-
-    /// For encodings in a container: the first bytes of the audio must be its signature.
-    fn check_signature(&mut self, data: &[u8]) -> Result<(), String> {
-        let Some(format) = self.format else {
-            return Ok(());
-        };
-        let Some(signature) = format.encoding.stream_signature() else {
-            return Ok(());
-        };
-        let expected = &signature[self.signature_matched.min(signature.len())..];
-        let n = expected.len().min(data.len());
-        if data[..n] != expected[..n] {
-            return Err(format!(
-                "{} audio must start with the {} stream signature; this is not {} audio",
-                format.encoding.as_str(),
-                match format.encoding {
-                    crate::audio::Encoding::Flac => "FLAC (`fLaC`)",
-                    crate::audio::Encoding::OggOpus => "Ogg (`OggS`)",
-                    _ => "WebM (EBML)",
-                },
-                format.encoding.as_str()
-            ));
-        }
-        self.signature_matched += n;
-        Ok(())
     }
 
     /// `bytes` of data arrived: pauses reading when the client is over its input rate.
@@ -643,55 +540,11 @@ impl Session {
 
     /// Continuation frames: reassembled into one message, bounded by `max_frame_bytes`.
     fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
-        let (start, is_text, piece, last) = match item {
-            actix_http::ws::Item::FirstText(b) => (true, true, b, false),
-            actix_http::ws::Item::FirstBinary(b) => (true, false, b, false),
-            actix_http::ws::Item::Continue(b) => (false, false, b, false),
-            actix_http::ws::Item::Last(b) => (false, false, b, true),
-        };
-        if start {
-            self.fragments = Some(Fragments {
-                is_text,
-                data: BytesMut::new(),
-            });
-        }
-        let Some(fragments) = self.fragments.as_mut() else {
-            // The codec enforces the sequence; without a first fragment there is nothing to add to.
-            return;
-        };
-        let total = fragments.data.len() + piece.len();
-        if total > self.settings.max_frame_bytes {
-            self.fragments = None;
-            let message = format!(
-                "a fragmented message exceeds max_frame_bytes ({} bytes)",
-                self.settings.max_frame_bytes
-            );
-            self.fail(ctx, ErrorCode::FrameTooLarge, &message);
-            return;
-        }
-        if fragments.is_text && total > self.settings.max_json_bytes {
-            self.fragments = None;
-            let message = format!(
-                "a fragmented JSON message exceeds max_json_bytes ({} bytes)",
-                self.settings.max_json_bytes
-            );
-            self.fail(ctx, ErrorCode::JsonTooLarge, &message);
-            return;
-        }
-        fragments.data.extend_from_slice(&piece);
-        if !last {
-            return;
-        }
-        let Some(Fragments { is_text, data }) = self.fragments.take() else {
-            return;
-        };
-        if is_text {
-            match std::str::from_utf8(&data) {
-                Ok(text) => self.on_text(ctx, text),
-                Err(_) => self.fail(ctx, ErrorCode::InvalidJson, "a text message is not UTF-8"),
-            }
-        } else {
-            self.on_audio(ctx, data.freeze(), None);
+        match self.fragments.push(item) {
+            Ok(None) => {}
+            Ok(Some(Reassembled::Text(text))) => self.on_text(ctx, &text),
+            Ok(Some(Reassembled::Binary(data))) => self.on_audio(ctx, data, None),
+            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
         }
     }
 
@@ -839,7 +692,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Ping(payload) => {
                 if let Some(declared) = frame_limit::marker_length(&payload, &self.marker_nonce) {
-                    self.fragments = None;
+                    self.fragments.reset();
                     let message = format!(
                         "a frame of {declared} bytes exceeds max_frame_bytes ({} bytes)",
                         self.settings.max_frame_bytes
@@ -916,7 +769,7 @@ impl Handler<Transcript> for Session {
             "interim"
         };
         METRICS.transcripts.with_label_values(&[kind]).inc();
-        self.send(ctx, &ServerMessage::transcript(&transcript));
+        self.send(ctx, &transcript_message(&transcript));
     }
 }
 
