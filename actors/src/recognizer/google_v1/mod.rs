@@ -1,4 +1,11 @@
-//! The Google recognizer: one actor per upstream `StreamingRecognize` call.
+//! The Google Speech-to-Text v1 recognizer: one actor per upstream `StreamingRecognize` call, and
+//! the factory that starts them.
+//!
+//! Layout:
+//! - this file: [`GoogleRecognizer`] (the actor) and [`GoogleRecognizerFactory`].
+//! - [`convert`]: configuration, results and errors between voxgate's types and Google v1's.
+//! - [`pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
+//! - credentials come from [`super::google_auth`], shared with the engines of other API versions.
 //!
 //! On start it takes a connection from the worker thread's [`ConnectionPool`], authenticates the
 //! call ([`Credentials`]) and opens it with the session's configuration as the first request.
@@ -10,9 +17,12 @@
 //! drop audio — the supervisor restarts it with a replay.
 //!
 //! Responses are turned into [`RecognizerEvent`]s on the session clock (see
-//! [`super::google_convert`]). The actor reports exactly one `Ended` — `Ok` when Google ends the
+//! [`convert`]). The actor reports exactly one `Ended` — `Ok` when Google ends the
 //! call cleanly, `Err` with the status otherwise — and stops; on [`CancelStream`] it stops without
 //! one (dropping the call resets the HTTP/2 stream).
+
+pub mod convert;
+pub mod pool;
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -28,12 +38,13 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::debug;
 
-use super::google_auth::Credentials;
-use super::google_convert::{
+use convert::{
     audio_request, config_request, failure_from_response, failure_from_status,
     is_end_of_single_utterance, transcript_from_result,
 };
-use super::google_pool::{ChannelLease, ConnectionPool, GoogleEndpoint};
+use pool::{ChannelLease, ConnectionPool, GoogleEndpoint};
+
+use super::google_auth::Credentials;
 use super::RecognizerFactory;
 use crate::messages::*;
 use crate::metrics::METRICS;
@@ -822,7 +833,7 @@ mod tests {
     #[actix_rt::test]
     async fn transcribes_on_the_session_clock() {
         let server = fake_server(Script::Transcribe).await;
-        let tokens = super::super::google_auth::tests::provider(Some("test-token"), 3_600);
+        let tokens = crate::recognizer::google_auth::tests::provider(Some("test-token"), 3_600);
         let credentials = match Credentials::from_provider(tokens, None) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
