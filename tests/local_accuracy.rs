@@ -18,12 +18,11 @@ use common::librivox::{clips, normalise, word_error_rate, word_errors, Clip};
 use voxgate_actors::audio::{AudioFormat, Encoding};
 use voxgate_actors::messages::{AudioIn, EndOfAudio, PipelineError, PipelineFinished, Transcript};
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
-use voxgate_actors::protocol::StartConfig;
 use voxgate_actors::recognizer::local::engine::{PocketSphinxEngine, SpeechEngine};
 use voxgate_actors::recognizer::local::resample::{mulaw_encode, AudioConverter, Resampler};
 use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
 use voxgate_actors::settings::{AudioSettings, LocalSettings, SupervisionSettings};
-use voxgate_actors::testing::Probe;
+use voxgate_actors::testing::{start_config, Probe};
 
 /// What the engine says for a clip fed whole, directly (no actors): streaming mode, as the
 /// gateway uses it, and PocketSphinx's batch mode.
@@ -99,18 +98,7 @@ fn decode_directly(clips: &[Clip]) -> Vec<Direct> {
 /// final transcripts.
 async fn through_the_pipeline(pipeline: &Pipeline, clip: &Clip) -> Vec<String> {
     let (session, log) = Probe::start_new();
-    let config = Arc::new(StartConfig {
-        format: AudioFormat {
-            encoding: Encoding::Linear16,
-            sample_rate_hz: 16_000,
-        },
-        language_code: "en-US".into(),
-        interim_results: true,
-        enable_automatic_punctuation: false,
-        model: String::new(),
-        phrases: Vec::new(),
-        single_utterance: false,
-    });
+    let config = Arc::new(start_config());
     let handle = pipeline.start(
         Arc::from(clip.id.as_str()),
         config,

@@ -631,10 +631,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::audio::{AudioFormat, Encoding};
     use crate::recognizer::probe::ProbeRecognizers;
     use crate::settings::SupervisionSettings;
-    use crate::testing::{Probe, ProbeLog};
+    use crate::testing::{start_config, Probe, ProbeLog};
 
     const WAIT: Duration = Duration::from_secs(5);
 
@@ -654,16 +653,8 @@ mod tests {
 
     fn config(single_utterance: bool) -> Arc<StartConfig> {
         Arc::new(StartConfig {
-            format: AudioFormat {
-                encoding: Encoding::Linear16,
-                sample_rate_hz: 16_000,
-            },
-            language_code: "en-US".into(),
-            interim_results: true,
-            enable_automatic_punctuation: false,
-            model: String::new(),
-            phrases: Vec::new(),
             single_utterance,
+            ..start_config()
         })
     }
 

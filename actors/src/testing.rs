@@ -7,7 +7,27 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::audio::{AudioFormat, Encoding};
 use crate::messages::*;
+use crate::protocol::StartConfig;
+
+/// The configuration most tests stream with: the protocol's defaults (LINEAR16 at 16 kHz, en-US,
+/// interim results, no punctuation, Google's default model, no hints, not single-utterance). A
+/// test that needs another varies it with `StartConfig { field, ..start_config() }`.
+pub fn start_config() -> StartConfig {
+    StartConfig {
+        format: AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate_hz: 16_000,
+        },
+        language_code: "en-US".into(),
+        interim_results: true,
+        enable_automatic_punctuation: false,
+        model: String::new(),
+        phrases: Vec::new(),
+        single_utterance: false,
+    }
+}
 
 /// What a [`Probe`] received, shared with the test that reads it.
 #[derive(Clone, Default)]

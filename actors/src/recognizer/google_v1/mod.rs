@@ -380,7 +380,6 @@ mod tests {
     use tonic::codegen::{BoxFuture, Service};
 
     use super::*;
-    use crate::audio::{AudioFormat, Encoding};
     use crate::protocol::StartConfig;
     use crate::settings::GoogleAuth;
     use crate::testing::{Probe, ProbeLog};
@@ -388,18 +387,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     fn start_config() -> Arc<StartConfig> {
-        Arc::new(StartConfig {
-            format: AudioFormat {
-                encoding: Encoding::Linear16,
-                sample_rate_hz: 16_000,
-            },
-            language_code: "en-US".into(),
-            interim_results: true,
-            enable_automatic_punctuation: false,
-            model: String::new(),
-            phrases: Vec::new(),
-            single_utterance: false,
-        })
+        Arc::new(crate::testing::start_config())
     }
 
     fn factory(endpoint: String) -> GoogleRecognizerFactory {

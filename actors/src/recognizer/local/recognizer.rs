@@ -258,25 +258,16 @@ mod tests {
 
     use super::super::test_support::{read_raw, scripted, Script, GOFORWARD, GOFORWARD_WORDS};
     use super::*;
-    use crate::audio::{AudioFormat, Encoding};
     use crate::protocol::StartConfig;
     use crate::settings::LocalSettings;
-    use crate::testing::{Probe, ProbeLog};
+    use crate::testing::{start_config, Probe, ProbeLog};
 
     const WAIT: Duration = Duration::from_secs(20);
 
     fn config(single_utterance: bool) -> Arc<StartConfig> {
         Arc::new(StartConfig {
-            format: AudioFormat {
-                encoding: Encoding::Linear16,
-                sample_rate_hz: 16_000,
-            },
-            language_code: "en-US".into(),
-            interim_results: true,
-            enable_automatic_punctuation: false,
-            model: String::new(),
-            phrases: Vec::new(),
             single_utterance,
+            ..start_config()
         })
     }
 
