@@ -1,6 +1,9 @@
 //! Recognizers: actors that each own one upstream recognition stream, and the factory trait the
 //! supervisor uses to start them (a test passes a factory of probes).
 //!
+//! - [`contract`]: what every recognizer owes the supervisor (events, one end, the session
+//!   clock), written once and held by each recognizer actor.
+//!
 //! One folder (or file) per upstream engine, named by what it talks to:
 //! - [`google_v1`]: Google Speech-to-Text v1 — the recognizer actor and
 //!   [`google_v1::GoogleRecognizerFactory`], with its conversions and connection pool.
@@ -11,6 +14,7 @@
 //!   recognizer actor and `local::LocalRecognizerFactory`.
 //! - [`probe`]: a factory of probe streams, for tests.
 
+pub mod contract;
 pub mod google_auth;
 pub mod google_v1;
 #[cfg(feature = "local")]
