@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use voxgate_actors::circuit_breaker::CircuitBreaker;
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
-use voxgate_actors::recognizer::google::GoogleRecognizerFactory;
 use voxgate_actors::recognizer::google_auth::Credentials;
-use voxgate_actors::recognizer::google_pool::GoogleEndpoint;
+use voxgate_actors::recognizer::google_v1::pool::GoogleEndpoint;
+use voxgate_actors::recognizer::google_v1::GoogleRecognizerFactory;
 use voxgate_actors::settings::{GoogleAuth, GoogleSettings};
 
 use crate::config::{Backend, Config};

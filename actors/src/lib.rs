@@ -27,7 +27,7 @@
 //!   its helpers (fragment reassembly, frame limits, read pacing, outgoing backlog).
 //! - [`audio_buffer`]: the audio buffer actor (and its frame store: re-chunking, retention, replay).
 //! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates
-//!   them; [`recognizer::google`] talks to Google over a per-thread connection pool;
+//!   them; [`recognizer::google_v1`] talks to Google over a per-thread connection pool;
 //!   `recognizer::local` (cargo feature `local`) decodes offline with PocketSphinx on a bounded pool
 //!   of decoder threads.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.

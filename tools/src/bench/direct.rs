@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use voxgate_actors::audio::{AudioFormat, Encoding};
 use voxgate_actors::protocol::StartConfig;
-use voxgate_actors::recognizer::google_convert::{config_request, duration_ms};
+use voxgate_actors::recognizer::google_v1::convert::{config_request, duration_ms};
 
 use super::measure::{FinalChecker, SessionOutcome};
 use super::pacer::{Entry, Sink};
