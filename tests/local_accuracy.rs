@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::librivox::{clips, normalise, word_error_rate, word_errors, Clip};
+use voxgate_actors::audio::mulaw;
 use voxgate_actors::audio::{AudioFormat, Encoding};
 use voxgate_actors::messages::{AudioIn, EndOfAudio, PipelineError, PipelineFinished, Transcript};
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
 use voxgate_actors::recognizer::local::engine::{PocketSphinxEngine, SpeechEngine};
-use voxgate_actors::recognizer::local::resample::{mulaw_encode, AudioConverter, Resampler};
+use voxgate_actors::recognizer::local::resample::{AudioConverter, Resampler};
 use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
 use voxgate_actors::settings::{AudioSettings, LocalSettings, SupervisionSettings};
 use voxgate_actors::testing::{start_config, Probe};
@@ -40,7 +41,7 @@ fn through_telephony(samples: &[i16]) -> Vec<i16> {
     let mut down = Resampler::new(16_000, 8_000);
     down.push(samples, &mut narrow);
     down.finish(&mut narrow);
-    let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw_encode(s)).collect();
+    let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw::encode_sample(s)).collect();
     let format = AudioFormat {
         encoding: Encoding::Mulaw,
         sample_rate_hz: 8_000,

@@ -6,9 +6,11 @@
 //! uses a nominal bit rate (documented in `docs/protocol.md`) for its bounds and acknowledgements only.
 //!
 //! - this file: [`Encoding`], [`AudioFormat`] and their arithmetic.
+//! - [`mulaw`]: G.711 µ-law, the one codec for the engines, the emulator and the tools.
 //! - [`signature`]: [`SignatureCheck`], the check that container audio (FLAC, Ogg, WebM) starts
 //!   with its container's signature.
 
+pub mod mulaw;
 pub mod signature;
 
 use serde::{Deserialize, Serialize};

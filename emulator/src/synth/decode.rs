@@ -19,7 +19,7 @@
 //!   once per 100 ms of audio: a change closer than that to the previous interim is emitted when the
 //!   100 ms have passed (with the hypothesis as it is then), unless a final comes first.
 
-use super::{ms_to_samples, mulaw, tone_hz, SynthEncoding, ALPHABET, AMPLITUDE, BASE_HZ, STEP_HZ};
+use super::{ms_to_samples, tone_hz, SynthEncoding, ALPHABET, AMPLITUDE, BASE_HZ, STEP_HZ};
 
 /// `|sample|` at or above this is part of a tone.
 const LOUD_LEVEL: u16 = (AMPLITUDE / 4.0) as u16;
@@ -234,7 +234,7 @@ impl Decoder {
     fn first_channel(&self, frame: &[u8]) -> i16 {
         match self.encoding {
             SynthEncoding::Linear16 => i16::from_le_bytes([frame[0], frame[1]]),
-            SynthEncoding::Mulaw => mulaw::decode_sample(frame[0]),
+            SynthEncoding::Mulaw => voxgate_actors::audio::mulaw::decode_sample(frame[0]),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Text → synthetic audio: the encoder `voxgate emulator encode`, the tests and the benchmark use.
 
 use super::{
-    ms_to_samples, mulaw, symbol_of, tone_hz, utterances, SynthEncoding, AMPLITUDE, LETTER_GAP_MS,
+    ms_to_samples, symbol_of, tone_hz, utterances, SynthEncoding, AMPLITUDE, LETTER_GAP_MS,
     PAUSE_MS, TONE_MS, WORD_GAP_MS,
 };
 
@@ -69,7 +69,10 @@ pub fn encode_with_timeline(text: &str, sample_rate_hz: u32, encoding: SynthEnco
     let total_samples = samples.len() as u64;
     let audio = match encoding {
         SynthEncoding::Linear16 => samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        SynthEncoding::Mulaw => samples.iter().map(|&s| mulaw::encode_sample(s)).collect(),
+        SynthEncoding::Mulaw => samples
+            .iter()
+            .map(|&s| voxgate_actors::audio::mulaw::encode_sample(s))
+            .collect(),
     };
     Encoded {
         audio,

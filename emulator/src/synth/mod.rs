@@ -17,12 +17,11 @@
 //! - Text is normalised first: ASCII letters lowercased; `[a-z0-9']` runs are words; `.,!?` end an
 //!   utterance; any other character only separates words.
 //!
-//! Layout: [`encode`](mod@encode) (text → audio), [`decode`] (audio → recognition events), [`mulaw`]
-//! (G.711 µ-law), and here the alphabet, the timing constants and the text normalisation.
+//! Layout: [`encode`](mod@encode) (text → audio), [`decode`] (audio → recognition events) — µ-law
+//! with `voxgate_actors::audio::mulaw` — and here the alphabet, the timing constants and the text normalisation.
 
 pub mod decode;
 pub mod encode;
-pub mod mulaw;
 #[cfg(test)]
 mod roundtrip_tests;
 

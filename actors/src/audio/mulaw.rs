@@ -83,4 +83,18 @@ mod tests {
             assert!(error <= bound, "{sample} → {back}");
         }
     }
+
+    #[test]
+    fn mulaw_round_trips_within_its_quantisation() {
+        for sample in [-32_000i16, -1_000, -8, 0, 7, 100, 5_000, 32_767] {
+            let back = decode_sample(encode_sample(sample));
+            let tolerance = (i32::from(sample).abs() / 16).max(8);
+            assert!(
+                (i32::from(back) - i32::from(sample)).abs() <= tolerance,
+                "{sample} -> {back}"
+            );
+        }
+        assert_eq!(encode_sample(0), 0xFF);
+        assert_eq!(decode_sample(0xFF), 0);
+    }
 }
