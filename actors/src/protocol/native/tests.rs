@@ -4,6 +4,7 @@
 use super::*;
 use crate::audio::{AudioFormat, Encoding};
 use crate::protocol::StartConfig;
+use crate::testing::start_config;
 use serde_json::json;
 
 fn parse(text: &str) -> Result<ClientMessage, Rejection> {
@@ -58,12 +59,7 @@ fn minimal_start_gets_the_documented_defaults() {
                 encoding: Encoding::Mulaw,
                 sample_rate_hz: 8_000
             },
-            language_code: "en-US".into(),
-            interim_results: true,
-            enable_automatic_punctuation: false,
-            model: String::new(),
-            phrases: Vec::new(),
-            single_utterance: false,
+            ..start_config()
         })
     );
 }
