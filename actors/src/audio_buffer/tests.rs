@@ -692,7 +692,11 @@ async fn a_forced_final_half_closes_at_once_and_is_no_marker() {
     );
     rig.buffer.do_send(audio(1_000 * BPMS, 500 * BPMS));
     let pending = rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
-    assert_eq!(pending.len(), 1, "the audio after it waits for the next stream");
+    assert_eq!(
+        pending.len(),
+        1,
+        "the audio after it waits for the next stream"
+    );
     rig.buffer.do_send(Finalized { upto_ms: 600 });
     let second = attach(&rig, 2, Resume::FromMs(600));
     rig.buffer.do_send(ForceFinal { stream_id: 1 });
