@@ -285,7 +285,9 @@ impl Config {
                 self.supervision.force_final_after_secs == 0.0
                     || (self.supervision.force_final_after_secs > 0.0
                         && self.supervision.force_final_after_secs
-                            < self.supervision.max_stream_secs),
+                            < self.supervision.max_stream_secs
+                        && self.supervision.force_final_after_secs * 1_000.0
+                            < self.audio.max_replay_ms as f64),
             ),
             (
                 "supervision.restart_period_secs",
