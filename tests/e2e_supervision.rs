@@ -10,6 +10,11 @@
 //! `VOXGATE_SOAK_SECS` (default 90) sets the audio per session and `VOXGATE_SOAK_SESSIONS`
 //! (default 3) the concurrent sessions of the soak test; `VOXGATE_SOAK_SECS=1800
 //! VOXGATE_SOAK_SESSIONS=1` is the literal 30-minute run.
+//!
+//! The progress tests run in real time at full size, alongside the others (they do not lengthen
+//! the file's wall time): the 45-second talk against a 3 s stream limit with faults every
+//! ~4 s, with the default supervision; and a 90-second utterance without a pause across a 20 s
+//! stream limit, with the rotation and forced final configured for that limit.
 
 mod common;
 
@@ -73,6 +78,18 @@ fn encoded(secs: u64, seed: u64) -> Encoded {
             return e;
         }
         text.push_str(&text_of(10, seed.wrapping_add(text.len() as u64)));
+    }
+}
+
+/// At least `secs` seconds of speech without a pause: one utterance of seeded words.
+fn encoded_without_pause(secs: u64, seed: u64) -> Encoded {
+    let mut text = text_of(secs, seed).replace('.', "");
+    loop {
+        let e = synth::encode_with_timeline(&text, 16_000, SynthEncoding::Linear16);
+        if e.audio.len() >= secs as usize * 1_000 * BYTES_PER_MS {
+            return e;
+        }
+        text.push_str(&text_of(5, seed.wrapping_add(text.len() as u64)).replace('.', ""));
     }
 }
 
@@ -370,8 +387,8 @@ async fn non_retryable_error_reaches_the_client_then_closes() {
     );
 }
 
-/// Failing more often than the restart intensity allows ends the session with
-/// `upstream_unavailable` (`retryable: true`) and Close 1011 — never a silent hang.
+/// Failing more often than the restart intensity allows (restarts without progress) ends the
+/// session with `upstream_unavailable` (`retryable: true`) and Close 1011 — never a silent hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_intensity_ends_with_upstream_unavailable() {
     let emulator = emulator(&["--fault-every-secs", "0.3", "--fault-codes", "INTERNAL"]);
@@ -388,6 +405,95 @@ async fn exceeding_the_intensity_ends_with_upstream_unavailable() {
     assert_eq!(errors.len(), 1, "{:?}", rx.messages);
     assert_eq!(errors[0]["code"], "upstream_unavailable");
     assert_eq!(errors[0]["retryable"], true);
+    // Only restarts without progress count: a stream that recognised new audio before its fault
+    // was restarted without counting, so there may be more warnings than `max_restarts`.
+    let message = errors[0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("(3 restarts allowed"), "{message}");
+    assert!(warnings(&rx, "upstream_reconnecting") >= 3);
+    assert_eq!(rx.close.as_ref().map(|c| c.0), Some(1011));
+}
+
+/// The scenario: streams expire after 3 s and fail every ~4 s of audio (UNAVAILABLE,
+/// INTERNAL, dropped connections), far more often than `max_restarts` (10) in 60 s allows; with the
+/// default supervision the 45-second talk survives, every word exact, because each expiry is a
+/// rotation and restarts that made progress are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_that_make_progress_keep_the_session_with_the_default_config() {
+    let emulator = emulator(&[
+        "--stream-limit-secs",
+        "3",
+        "--fault-every-secs",
+        "4",
+        "--fault-codes",
+        "UNAVAILABLE,INTERNAL,drop",
+        "--fault-seed",
+        "15",
+    ]);
+    let gateway = gateway(&emulator, &env_of(&[("RUST_LOG", "error")]));
+    let expected = encoded(45, 15);
+    let rx = stream_session(&gateway.addr, &expected.audio, None).await;
+    check_exact(&rx, &expected, "progress");
+    let restarts = metric(&gateway.addr, "voxgate_stream_restarts_total").await;
+    let rotations = metric(&gateway.addr, "voxgate_stream_rotations_total").await;
+    eprintln!(
+        "progress: {} words exact, {restarts} restarts, {rotations} rotations (expiries)",
+        expected.words.len()
+    );
+    assert!(
+        restarts + rotations > 10.0,
+        "more replacements than the intensity allows: {restarts} + {rotations}"
+    );
+    assert!(rotations >= 5.0, "streams expired at 3 s: {rotations}");
+}
+
+/// An upstream that makes no progress at all (every stream fails on its first audio) still uses
+/// the restart intensity up: `max_restarts` warnings, then `upstream_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_progress_still_gives_up() {
+    let emulator = emulator(&["--fault-every-secs", "0.01", "--fault-codes", "UNAVAILABLE"]);
+    let gateway = gateway(
+        &emulator,
+        &[
+            ("VOXGATE_SUPERVISION__MAX_RESTARTS", "3"),
+            ("VOXGATE_SUPERVISION__BREAKER_FAILURES", "0"),
+        ],
+    );
+    let expected = encoded(10, 6);
+    let rx = stream_session(&gateway.addr, &expected.audio, None).await;
+    let errors = rx.of_type("error");
+    assert_eq!(errors.len(), 1, "{:?}", rx.messages);
+    assert_eq!(errors[0]["code"], "upstream_unavailable");
     assert_eq!(warnings(&rx, "upstream_reconnecting"), 3);
     assert_eq!(rx.close.as_ref().map(|c| c.0), Some(1011));
+}
+
+/// A 90-second utterance without a pause across a 20 s stream limit: no final would ever come
+/// before a stream dies, so each stream is half-closed after 8 s without a final (rotation at
+/// 15 s, at the latest 18 s) and the next continues from the forced final's end, re-recognising
+/// the word the half-close cut. Every word comes back, once, at its audio offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_without_a_pause_outlives_the_stream_limit() {
+    let emulator = emulator(&["--stream-limit-secs", "20"]);
+    let gateway = gateway(
+        &emulator,
+        &env_of(&[
+            ("RUST_LOG", "error"),
+            ("VOXGATE_SUPERVISION__ROTATE_AFTER_SECS", "15"),
+            ("VOXGATE_SUPERVISION__MAX_STREAM_SECS", "18"),
+            ("VOXGATE_SUPERVISION__FORCE_FINAL_AFTER_SECS", "8"),
+        ]),
+    );
+    let expected = encoded_without_pause(90, 21);
+    let rx = stream_session(&gateway.addr, &expected.audio, None).await;
+    check_exact(&rx, &expected, "no pause");
+    let finals = rx
+        .of_type("transcript")
+        .into_iter()
+        .filter(|m| m["is_final"] == true)
+        .count();
+    assert!(finals >= 9, "forced finals every ~8 s: {finals}");
+    assert_eq!(
+        metric(&gateway.addr, "voxgate_stream_restarts_total").await,
+        0.0
+    );
 }

@@ -97,6 +97,14 @@ pub struct DetachStream {
     pub stream_id: u64,
 }
 
+/// Half-close this stream now, after the audio already sent to it, to force its final result
+/// (no final came for long). Ignored unless it is the attached stream.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ForceFinal {
+    pub stream_id: u64,
+}
+
 /// Audio before `upto_ms` has been finalised upstream and need not be kept for replay.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
@@ -116,6 +124,10 @@ pub enum HalfCloseReason {
     /// No client audio for `[audio] gap_close_ms`: the stream is closed before Google's audio
     /// timeout would end it; the next one opens when audio comes again.
     Gap,
+    /// The supervisor asked for it ([`ForceFinal`]): no final came for long (speech without a
+    /// pause); the next stream continues from the forced final's end. Not a marker in the audio:
+    /// a replay after a failure is not half-closed there again.
+    ForcedFinal,
 }
 
 /// The buffer sent [`UpstreamAudio::End`] to `stream_id` after the audio up to `at_ms`.
@@ -281,12 +293,13 @@ pub struct AudioBufferLinks {
     pub audio_pending: Recipient<AudioPending>,
 }
 
-/// How the stream supervisor drives the audio buffer. All four point at the same buffer, so their
+/// How the stream supervisor drives the audio buffer. All point at the same buffer, so their
 /// order is preserved.
 #[derive(Clone)]
 pub struct BufferControl {
     pub attach: Recipient<AttachStream>,
     pub detach: Recipient<DetachStream>,
+    pub force_final: Recipient<ForceFinal>,
     pub finalized: Recipient<Finalized>,
     pub stop: Recipient<StopPipeline>,
 }

@@ -67,6 +67,7 @@ impl PipelineFactory for Pipeline {
             BufferControl {
                 attach: buffer.clone().recipient(),
                 detach: buffer.clone().recipient(),
+                force_final: buffer.clone().recipient(),
                 finalized: buffer.clone().recipient(),
                 stop: buffer.clone().recipient(),
             },

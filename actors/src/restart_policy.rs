@@ -42,6 +42,9 @@ pub struct RotationPolicy {
     pub max_age: Duration,
     /// A stream opened ahead of time is replaced if it waited this long for its switch.
     pub standby_max_wait: Duration,
+    /// A stream that gave no final for this long is half-closed to force one (`None`: never), so
+    /// speech without a pause is never replayed from the same point stream after stream.
+    pub force_final_after: Option<Duration>,
 }
 
 impl RestartPolicy {
@@ -72,6 +75,8 @@ impl RestartPolicy {
                 max_age: secs(settings.max_stream_secs.max(settings.rotate_after_secs)),
                 standby_max_wait: secs(settings.standby_max_wait_secs)
                     .max(Duration::from_millis(100)),
+                force_final_after: Some(secs(settings.force_final_after_secs))
+                    .filter(|d| !d.is_zero()),
             },
         }
     }
@@ -164,11 +169,23 @@ impl RestartTracker {
         if self.restarts_in_period(policy, now) >= policy.max_restarts as usize {
             return None;
         }
+        Some(self.next_backoff(policy, unit))
+    }
+
+    /// The next restart of the run of consecutive failures, whatever the intensity: for a restart
+    /// that is not counted against it.
+    pub fn next_backoff(&self, policy: &RestartPolicy, unit: f64) -> Restart {
         let attempt = self.consecutive.saturating_add(1);
-        Some(Restart {
+        Restart {
             attempt,
             backoff: policy.backoff(attempt, unit),
-        })
+        }
+    }
+
+    /// Records a restart that is not counted against the intensity (the upstream made progress
+    /// before it failed): it only lengthens the run of consecutive failures.
+    pub fn record_uncounted_restart(&mut self) {
+        self.consecutive = self.consecutive.saturating_add(1);
     }
 
     /// Records a restart at `now`: it counts against the intensity and lengthens the run of

@@ -144,6 +144,11 @@ pub struct SupervisionSettings {
     /// A stream opened ahead of time waits at most this long for its switch; then it is replaced
     /// by a fresh one (Google ends a stream that gets no audio for ~10 s).
     pub standby_max_wait_secs: f64,
+    /// A stream that gave no final result for this long (speech without a pause) is half-closed
+    /// to force its final, and the next stream continues from that final's end; so a stream never
+    /// reaches its duration limit with more unfinalised audio than this. Below `max_stream_secs`;
+    /// 0 = never.
+    pub force_final_after_secs: f64,
     /// gRPC codes that say the upstream itself is in trouble: they count for the circuit breaker
     /// shared by every session of the process.
     pub breaker_codes: Vec<String>,
@@ -178,6 +183,7 @@ impl Default for SupervisionSettings {
             rotate_after_secs: 240.0,
             max_stream_secs: 290.0,
             standby_max_wait_secs: 5.0,
+            force_final_after_secs: 60.0,
             breaker_codes: [
                 "UNAVAILABLE",
                 "INTERNAL",

@@ -123,6 +123,7 @@ probe_handles!(
     CancelStream,
     AttachStream,
     DetachStream,
+    ForceFinal,
     Finalized,
     UpstreamHalfClosed,
     AudioPending,

@@ -281,6 +281,15 @@ impl Config {
                 (0.1..=9.0).contains(&self.supervision.standby_max_wait_secs),
             ),
             (
+                "supervision.force_final_after_secs",
+                self.supervision.force_final_after_secs == 0.0
+                    || (self.supervision.force_final_after_secs > 0.0
+                        && self.supervision.force_final_after_secs
+                            < self.supervision.max_stream_secs
+                        && self.supervision.force_final_after_secs * 1_000.0
+                            < self.audio.max_replay_ms as f64),
+            ),
+            (
                 "supervision.restart_period_secs",
                 self.supervision.restart_period_secs > 0.0,
             ),

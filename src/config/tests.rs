@@ -93,7 +93,8 @@ fn invalid_value_is_named() {
 }
 
 /// The supervision and pacing bounds are enforced: catch-up within Google's "too fast" rule,
-/// replay retention at least the buffer, rotation ages in order, breaker codes known.
+/// replay retention at least the buffer, rotation ages in order, a forced final before the
+/// maximum age and the replay retention, breaker codes known.
 #[test]
 fn supervision_bounds_are_enforced() {
     let cases = [
@@ -111,6 +112,18 @@ fn supervision_bounds_are_enforced() {
             "supervision.standby_max_wait_secs",
         ),
         (
+            "[supervision]\nforce_final_after_secs = 300.0\n",
+            "supervision.force_final_after_secs",
+        ),
+        (
+            "[supervision]\nforce_final_after_secs = -1.0\n",
+            "supervision.force_final_after_secs",
+        ),
+        (
+            "[audio]\nmax_buffer_ms = 30000\nmax_replay_ms = 30000\n[supervision]\nforce_final_after_secs = 40.0\n",
+            "supervision.force_final_after_secs",
+        ),
+        (
             "[supervision]\nbreaker_max_open_ms = 10\n",
             "supervision.breaker_max_open_ms",
         ),
@@ -124,6 +137,7 @@ fn supervision_bounds_are_enforced() {
         assert!(err.contains(key), "{text:?}: {err}");
     }
     assert!(load_str("[audio]\ncatchup_speed = 2.0\ngap_close_ms = 0\n", &[]).is_ok());
+    assert!(load_str("[supervision]\nforce_final_after_secs = 0.0\n", &[]).is_ok());
 }
 
 /// Values that would make a zero or unrepresentable duration (and panic a timer or a clock

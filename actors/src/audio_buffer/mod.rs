@@ -25,6 +25,11 @@
 //! ended cleanly (the supervisor attaches the next one with [`Resume::AfterSent`]); after a failure
 //! the replay reaches it again and the new stream is half-closed at the same place.
 //!
+//! A forced final ([`ForceFinal`], from the supervisor when no final came for long) half-closes
+//! the attached stream at once, after the audio already sent to it. It is no marker: the audio
+//! after it waits for the next stream (announced like after any half-close), and a replay after
+//! a failure is not half-closed there again.
+//!
 //! Streams are opened only for audio: after each half-close (and at the start) the buffer tells
 //! the supervisor once, with [`AudioPending`], as soon as audio (or a `stop`) is waiting for the
 //! next stream. So a muted client holds no upstream stream open, and Google's audio timeout never
@@ -458,6 +463,33 @@ impl Handler<AttachStream> for AudioBuffer {
             ),
         });
         self.pump(ctx);
+    }
+}
+
+impl Handler<ForceFinal> for AudioBuffer {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForceFinal, ctx: &mut Context<Self>) {
+        if self.stream.as_ref().is_none_or(|s| s.id != msg.stream_id) {
+            return; // already half-closed, detached or replaced: its final comes anyway
+        }
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        self.cancel_timer(ctx);
+        let at_ms = self.store.byte_to_ms(self.store.stream_position());
+        self.ack_forwarded(true);
+        debug!(session = %self.session_id, stream = stream.id, at_ms, "half-closing stream to force its final");
+        self.links.half_closed.do_send(UpstreamHalfClosed {
+            stream_id: stream.id,
+            reason: HalfCloseReason::ForcedFinal,
+            at_ms,
+        });
+        stream.sink.do_send(UpstreamAudio::End);
+        self.announced = false;
+        if self.store.accepted_bytes() > self.store.stream_position() {
+            self.announce_pending();
+        }
     }
 }
 

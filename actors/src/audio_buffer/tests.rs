@@ -668,3 +668,43 @@ async fn rig_fn_stop_only() -> Rig {
     rig.buffer.do_send(EndOfAudio);
     rig
 }
+
+/// A forced final half-closes the attached stream at once, after the audio sent to it (reason
+/// ForcedFinal); later audio is announced for the next stream, which continues from the forced
+/// final's end and is not half-closed there again. A stale request changes nothing.
+#[actix_rt::test]
+async fn a_forced_final_half_closes_at_once_and_is_no_marker() {
+    let rig = rig(unpaced(), 500);
+    let first = attach(&rig, 1, Resume::AfterSent);
+    rig.buffer.do_send(audio(0, 1_000 * BPMS));
+    first.wait_count::<UpstreamAudio>(10, WAIT).await;
+    rig.buffer.do_send(ForceFinal { stream_id: 1 });
+    let got = first.wait_for::<UpstreamAudio>(WAIT, ended).await;
+    assert!(ended(&got));
+    assert_eq!(bytes_of(&got), pattern(0, 1_000 * BPMS));
+    let hc = rig
+        .supervisor
+        .wait_count::<UpstreamHalfClosed>(1, WAIT)
+        .await;
+    assert_eq!(
+        (hc[0].stream_id, hc[0].reason, hc[0].at_ms),
+        (1, HalfCloseReason::ForcedFinal, 1_000)
+    );
+    rig.buffer.do_send(audio(1_000 * BPMS, 500 * BPMS));
+    let pending = rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
+    assert_eq!(
+        pending.len(),
+        1,
+        "the audio after it waits for the next stream"
+    );
+    rig.buffer.do_send(Finalized { upto_ms: 600 });
+    let second = attach(&rig, 2, Resume::FromMs(600));
+    rig.buffer.do_send(ForceFinal { stream_id: 1 });
+    let got = second.wait_count::<UpstreamAudio>(9, WAIT).await;
+    assert_eq!(frames(&got)[0].start_ms, 600);
+    assert_eq!(bytes_of(&got), pattern(600 * BPMS, 900 * BPMS));
+    rig.buffer.do_send(audio(1_500 * BPMS, 100 * BPMS));
+    let got = second.wait_count::<UpstreamAudio>(10, WAIT).await;
+    assert!(!ended(&got), "not half-closed again");
+    assert_eq!(rig.supervisor.all::<UpstreamHalfClosed>().len(), 1);
+}

@@ -8,12 +8,13 @@
 //! ([`super::StreamSupervisor`]) only carries decisions out (streams, timers, messages, metrics,
 //! logs), so the rules are read and tested here as a table, without actors or clocks.
 //!
-//! Rotation (replacing a healthy stream before Google's duration limit) is not a decision about
-//! an ended stream and stays with the actor.
+//! Rotation (replacing a healthy stream before Google's duration limit) and the forced final (a
+//! half-close when no final came for long) are not decisions about an ended stream and stay with
+//! the actor; what follows the end of an expired or force-closed stream is decided here.
 
 use tokio::time::Instant;
 
-use crate::messages::HalfCloseReason;
+use crate::messages::{HalfCloseReason, StreamFailure};
 use crate::restart_policy::{Restart, RestartPolicy, RestartTracker};
 
 /// How the stream attached to the buffer is expected to end.
@@ -56,6 +57,29 @@ pub enum StreamEvent {
     Failed(tonic::Code),
     /// The attached stream could not start: no recognizer capacity.
     Busy,
+    /// The upstream ended the stream at its duration limit (Google: `OUT_OF_RANGE` "Exceeded
+    /// maximum allowed stream duration"): a rotation the upstream did, never a failure.
+    Expired,
+}
+
+/// What Google (and the emulator) say when a stream reaches its duration limit.
+const DURATION_LIMIT_MESSAGE: &str = "maximum allowed stream duration";
+
+impl StreamEvent {
+    /// The event of a stream that ended with `failure`: its duration limit is an expiry, any
+    /// other status a failure with its code.
+    pub fn of_failure(failure: &StreamFailure) -> StreamEvent {
+        if failure.code == tonic::Code::OutOfRange
+            && failure
+                .message
+                .to_ascii_lowercase()
+                .contains(DURATION_LIMIT_MESSAGE)
+        {
+            StreamEvent::Expired
+        } else {
+            StreamEvent::Failed(failure.code)
+        }
+    }
 }
 
 /// Everything the decision reads besides the event.
@@ -69,6 +93,10 @@ pub struct State<'a> {
     pub credentials_refreshed: bool,
     /// The session's restarts: the intensity window and the run of consecutive failures.
     pub restarts: &'a RestartTracker,
+    /// The upstream made progress since the previous restart: a final was delivered, or a result
+    /// reached audio no earlier result had reached. A restart after progress is not a crash loop
+    /// and is not counted against the intensity.
+    pub progress: bool,
 }
 
 /// What the supervisor does next.
@@ -92,6 +120,13 @@ pub enum Decision {
     AwaitBreaker,
     /// Restart after this backoff, replaying from the last final; counted against the intensity.
     Backoff(Restart),
+    /// The stream failed after making progress: restart after this backoff, replaying from the
+    /// last final; not counted against the intensity.
+    BackoffAfterProgress(Restart),
+    /// Open the next stream at once, replaying from the end of the last final: the upstream ended
+    /// the stream at its duration limit (a rotation), or a forced final ended it as asked. Not a
+    /// restart: no backoff, no warning, not counted.
+    ContinueFromLastFinal,
     /// The restart intensity is used up: end the session with `upstream_unavailable`.
     GiveUp { restarts_in_period: usize },
     /// A failure no restart cures: end the session with `upstream_rejected`.
@@ -108,8 +143,9 @@ impl Decision {
         match self {
             Decision::RetryWithFreshCredentials => Some("credentials"),
             Decision::AwaitBreaker => Some("outage"),
-            Decision::Backoff(_) => Some("failure"),
+            Decision::Backoff(_) | Decision::BackoffAfterProgress(_) => Some("failure"),
             Decision::Ignore
+            | Decision::ContinueFromLastFinal
             | Decision::OpenNext
             | Decision::OpenNextAfterThisOne
             | Decision::AwaitAudio
@@ -130,8 +166,8 @@ pub fn decide(
     now: Instant,
     jitter_unit: f64,
 ) -> Decision {
-    use HalfCloseReason::{EndOfAudio, Finalize, Gap};
-    use StreamEvent::{AudioWaiting, Busy, EndedCleanly, Failed};
+    use HalfCloseReason::{EndOfAudio, Finalize, ForcedFinal, Gap};
+    use StreamEvent::{AudioWaiting, Busy, EndedCleanly, Expired, Failed};
     let ending = match (state.stream, event) {
         (StreamState::AwaitingAudio, AudioWaiting) => return Decision::OpenNext,
         // No stream: no end, failure or capacity refusal concerns this session; a start is
@@ -166,6 +202,18 @@ pub fn decide(
             },
             EndedCleanly,
         ) => Decision::AwaitAudio,
+        // A forced final ended its stream: the next one continues from that final's end (the audio
+        // after it, sent or not, is recognised by the next stream), whether audio waits or not.
+        (
+            Ending::HalfClosed {
+                reason: ForcedFinal,
+                ..
+            },
+            EndedCleanly,
+        ) => Decision::ContinueFromLastFinal,
+        // The upstream's duration limit, whatever the stream was doing: a rotation, replaying from
+        // the last final (a half-close ahead is replayed too).
+        (_, Expired) => Decision::ContinueFromLastFinal,
         // Upstream closed a stream nobody asked it to close: its audio may not all be final, so
         // it is restarted with a replay like after a transient failure.
         (Ending::Unrequested, EndedCleanly) => restart(state, policy, now, jitter_unit),
@@ -179,11 +227,15 @@ pub fn decide(
 }
 
 /// A restart after a failure (or an unrequested end): waits for the circuit breaker while the
-/// upstream is down for everyone (not counted), else backs off if the restart intensity allows
-/// one more. The intensity rule is this one place: today every such restart counts.
+/// upstream is down for everyone (not counted); backs off without counting if the upstream made
+/// progress since the previous restart (a flaky but working upstream keeps the session); else
+/// backs off if the restart intensity allows one more. The intensity rule is this one place.
 fn restart(state: &State, policy: &RestartPolicy, now: Instant, jitter_unit: f64) -> Decision {
     if state.breaker_open {
         return Decision::AwaitBreaker;
+    }
+    if state.progress {
+        return Decision::BackoffAfterProgress(state.restarts.next_backoff(policy, jitter_unit));
     }
     match state.restarts.peek_restart(policy, now, jitter_unit) {
         Some(restart) => Decision::Backoff(restart),

@@ -4,7 +4,8 @@
 //! [`CircuitBreaker`] — what happens when a stream ends: open the next one when audio comes after
 //! a `finalize` or an audio gap, finish after a `stop`, restart with a replay of the audio not yet
 //! final after a transient failure, wait while the upstream is down for everyone, or give up with
-//! a coded error. It also rotates healthy streams before Google's duration limit (see `rotation`).
+//! a coded error. It also rotates healthy streams before Google's duration limit (see `rotation`)
+//! and forces a final when speech goes on without a pause for long (see `forced_final`).
 //!
 //! ## Why one recognizer actor per stream, started by the supervisor
 //!
@@ -29,7 +30,9 @@
 //! ## Restarts and the circuit breaker
 //!
 //! A failure with a retryable code restarts after the policy's backoff, counted against the restart
-//! intensity. An `UNAUTHENTICATED` is retried once at once with fresh credentials. While the shared
+//! intensity unless the upstream made progress since the previous restart (a final delivered, or
+//! a result for audio no earlier result reached): only restarts that get nowhere are a crash
+//! loop. A stream the upstream ended at its duration limit is replaced at once, like a rotation. An `UNAUTHENTICATED` is retried once at once with fresh credentials. While the shared
 //! [`CircuitBreaker`] is open (the upstream failed for everyone) the supervisor does not retry on
 //! its own: it waits for the breaker, warns the client once (`upstream_outage`), keeps
 //! buffering, and those waits are not counted; when a stream opens again the client gets
@@ -39,11 +42,13 @@
 //!
 //! - this file: the actor — it keeps the streams, timers and links, and carries decisions out.
 //! - `rotation`: replacing a healthy stream by a standby opened ahead of time.
+//! - `forced_final`: half-closing a stream that gave no final for long, and the word it cuts.
 //! - `decision`: what happens after each event, as a pure function of the stream's state
 //!   (`decision::StreamState`), the event, the policy and the time, with its table of tests.
 //! - `tests.rs`: the actor's tests, with probes in place of the session, buffer and recognizers.
 
 mod decision;
+mod forced_final;
 mod rotation;
 
 use std::rc::Rc;
@@ -62,6 +67,7 @@ use crate::recognizer::RecognizerFactory;
 use crate::restart_policy::{RestartPolicy, RestartTracker};
 use crate::settings::grpc_code_name;
 use decision::{Decision, Ending, StreamEvent, StreamState};
+use forced_final::CutWord;
 use rotation::Rotation;
 
 /// Warning: a stream failed and is being restarted (the client loses nothing).
@@ -83,6 +89,8 @@ struct ActiveStream {
     /// How it is expected to end (set by the buffer's half-close or Google's end of utterance):
     /// what its clean end leads to.
     ending: Ending,
+    /// Whether it was half-closed to force its final, whose last word the half-close may cut.
+    cut_word: CutWord,
 }
 
 /// Where the session's stream is: the actor's side of [`StreamState`], with the stream and the
@@ -130,6 +138,13 @@ pub struct StreamSupervisor {
     rotation: Rotation,
     /// The rotation timer of the current stream (rotate_after, then standby refresh or max age).
     rotation_timer: Option<SpawnHandle>,
+    /// The current stream's forced-final timer: re-armed at its attach and at each of its finals.
+    force_final_timer: Option<SpawnHandle>,
+    /// The upstream made progress since the previous restart (see `decision::State::progress`).
+    progress: bool,
+    /// The furthest end of any result (interim or final) of any stream: a result beyond it is
+    /// progress.
+    furthest_result_end_ms: u64,
     /// End of the last final delivered (session clock): earlier finals are duplicates from a
     /// replay, and a restart replays from here.
     last_final_end_ms: Option<u64>,
@@ -164,6 +179,9 @@ impl StreamSupervisor {
             phase: Phase::AwaitingAudio,
             rotation: Rotation::NotDue,
             rotation_timer: None,
+            force_final_timer: None,
+            progress: false,
+            furthest_result_end_ms: 0,
             last_final_end_ms: None,
             told_unavailable: false,
             credentials_refreshed: false,
@@ -198,6 +216,7 @@ impl StreamSupervisor {
             breaker_open: self.breaker.is_open(),
             credentials_refreshed: self.credentials_refreshed,
             restarts: &self.tracker,
+            progress: self.progress,
         };
         decision::decide(&state, event, &self.policy, now, rand::random::<f64>())
     }
@@ -217,6 +236,7 @@ impl StreamSupervisor {
             handle,
             started_at: Instant::now(),
             ending: Ending::Unrequested,
+            cut_word: CutWord::NotForced,
         }
     }
 
@@ -231,6 +251,7 @@ impl StreamSupervisor {
         let age = stream.started_at.elapsed();
         self.phase = Phase::Streaming(stream);
         self.arm_rotation(age, ctx);
+        self.arm_force_final(ctx);
     }
 
     fn start_stream(&mut self, resume: Resume, ctx: &mut Context<Self>) {
@@ -290,10 +311,29 @@ impl StreamSupervisor {
 
     fn on_result(&mut self, transcript: Transcript, ctx: &mut Context<Self>) {
         self.tracker.succeeded();
+        if transcript.end_ms > self.furthest_result_end_ms {
+            self.furthest_result_end_ms = transcript.end_ms;
+            self.progress = true;
+        }
+        let Some(current) = self.current_mut() else {
+            return;
+        };
+        if current.cut_word == CutWord::LeftToNextStream {
+            return; // recognised again by the next stream, from before the cut word
+        }
         if !transcript.is_final {
             self.session.transcripts.do_send(transcript);
             return;
         }
+        let transcript = if current.cut_word == CutWord::Pending {
+            current.cut_word = CutWord::LeftToNextStream;
+            match forced_final::without_cut_word(transcript) {
+                Some(kept) => kept,
+                None => return,
+            }
+        } else {
+            transcript
+        };
         if self
             .last_final_end_ms
             .is_some_and(|last| transcript.end_ms <= last)
@@ -302,6 +342,8 @@ impl StreamSupervisor {
             return;
         }
         self.last_final_end_ms = Some(transcript.end_ms);
+        self.progress = true;
+        self.arm_force_final(ctx);
         self.summary.results += 1;
         self.buffer.finalized.do_send(Finalized {
             upto_ms: transcript.end_ms,
@@ -327,6 +369,7 @@ impl StreamSupervisor {
         let ended = std::mem::replace(&mut self.phase, Phase::Done);
         let code = match event {
             StreamEvent::Failed(code) => code,
+            StreamEvent::Expired => tonic::Code::OutOfRange,
             _ => tonic::Code::Ok,
         };
         let code_name = grpc_code_name(code);
@@ -339,7 +382,9 @@ impl StreamSupervisor {
                 .inc();
             self.summary.restarts += 1;
             let backoff = match decision {
-                Decision::Backoff(restart) => Some(restart),
+                Decision::Backoff(restart) | Decision::BackoffAfterProgress(restart) => {
+                    Some(restart)
+                }
                 _ => None,
             };
             warn!(
@@ -350,8 +395,11 @@ impl StreamSupervisor {
                 %message,
                 attempt = backoff.map(|r| r.attempt),
                 backoff_ms = backoff.map(|r| r.backoff.as_millis() as u64),
+                counted = !matches!(decision, Decision::BackoffAfterProgress(_)),
                 "upstream stream failed: restarting"
             );
+            // The next restart counts unless the upstream makes progress before it.
+            self.progress = false;
         }
         let resume = self.resume_after_last_final();
         match decision {
@@ -370,9 +418,22 @@ impl StreamSupervisor {
                 self.recognizers.refresh_credentials();
                 self.start_stream(resume, ctx);
             }
+            Decision::ContinueFromLastFinal => {
+                // The stream lived its life (duration limit) or gave its forced final.
+                self.tracker.succeeded();
+                if event == StreamEvent::Expired {
+                    METRICS.stream_rotations.inc();
+                    info!(session = %self.session_id, stream = stream_id, %message, replay_from_ms = self.last_final_end_ms.unwrap_or(0), "upstream ended the stream at its duration limit: rotating");
+                }
+                self.start_when_permitted(resume, ctx);
+            }
             Decision::AwaitBreaker => self.start_when_permitted(resume, ctx),
-            Decision::Backoff(restart) => {
-                self.tracker.record_restart(&self.policy, now);
+            Decision::Backoff(restart) | Decision::BackoffAfterProgress(restart) => {
+                if matches!(decision, Decision::Backoff(_)) {
+                    self.tracker.record_restart(&self.policy, now);
+                } else {
+                    self.tracker.record_uncounted_restart();
+                }
                 let backoff_ms = restart.backoff.as_millis() as u64;
                 self.session.warnings.do_send(PipelineWarning {
                     code: WARNING_UPSTREAM_RECONNECTING,
@@ -448,6 +509,7 @@ impl Actor for StreamSupervisor {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         self.end_phase(ctx);
         self.cancel_rotation(ctx);
+        self.cancel_force_final(ctx);
         self.buffer.stop.do_send(StopPipeline);
     }
 }
@@ -497,11 +559,15 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
             }
             RecognizerEventKind::Ended(result) => {
                 self.cancel_rotation(ctx);
+                self.cancel_force_final(ctx);
                 let (event, message) = match result {
                     Ok(()) => (StreamEvent::EndedCleanly, UNREQUESTED_END.to_string()),
                     Err(failure) => {
-                        self.breaker.record_failure(failure.code, Instant::now());
-                        (StreamEvent::Failed(failure.code), failure.message)
+                        let event = StreamEvent::of_failure(&failure);
+                        if event != StreamEvent::Expired {
+                            self.breaker.record_failure(failure.code, Instant::now());
+                        }
+                        (event, failure.message)
                     }
                 };
                 self.on_stream_end(msg.stream_id, event, message, ctx);
@@ -531,8 +597,12 @@ impl Handler<UpstreamHalfClosed> for StreamSupervisor {
                     audio_waiting: false,
                 },
             };
-            // A stream that is ending is not rotated: the next one starts after it.
+            if msg.reason == HalfCloseReason::ForcedFinal {
+                current.cut_word = CutWord::Pending;
+            }
+            // A stream that is ending is not rotated nor forced: the next one starts after it.
             self.cancel_rotation(ctx);
+            self.cancel_force_final(ctx);
         }
     }
 }

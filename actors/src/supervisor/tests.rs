@@ -64,6 +64,7 @@ fn rig_sharing(
         BufferControl {
             attach: buffer.clone().recipient(),
             detach: buffer.clone().recipient(),
+            force_final: buffer.clone().recipient(),
             finalized: buffer.clone().recipient(),
             stop: buffer.recipient(),
         },
@@ -139,6 +140,7 @@ async fn opens_the_first_stream_when_audio_comes() {
         BufferControl {
             attach: buffer.clone().recipient(),
             detach: buffer.clone().recipient(),
+            force_final: buffer.clone().recipient(),
             finalized: buffer.clone().recipient(),
             stop: buffer.recipient(),
         },
@@ -876,4 +878,195 @@ async fn busy_fails_the_session_at_once_without_restart() {
     assert_eq!(rig.recognizers.requests().len(), 1, "no restart");
     assert!(rig.session.all::<PipelineWarning>().is_empty());
     assert!(rig.buffer.all::<DetachStream>().is_empty());
+}
+
+fn words_result(is_final: bool, words: &[(&str, u64, u64)], end_ms: u64) -> RecognizerEventKind {
+    let words: Vec<WordTiming> = words
+        .iter()
+        .map(|&(word, start_ms, end_ms)| WordTiming {
+            word: word.into(),
+            start_ms,
+            end_ms,
+            confidence: 0.9,
+        })
+        .collect();
+    let text: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
+    RecognizerEventKind::Result(Transcript {
+        is_final,
+        transcript: text.join(" "),
+        confidence: 0.9,
+        stability: 0.0,
+        start_ms: words.first().map_or(0, |w| w.start_ms),
+        end_ms,
+        words,
+        language_code: "en-US".into(),
+    })
+}
+
+/// Restarts after progress are not counted: with an intensity of 1, a stream that delivered a
+/// final and one whose result reached new audio fail without giving up; then two streams that
+/// get nowhere (no result, then only a result for audio already recognised) use the intensity
+/// up and the session gets `upstream_unavailable`. Every restart warns alike.
+#[actix_rt::test]
+async fn only_restarts_without_progress_count() {
+    tokio::time::pause();
+    let rig = rig_with(
+        &SupervisionSettings {
+            max_restarts: 1,
+            ..settings()
+        },
+        false,
+    );
+    let internal = || failed(tonic::Code::Internal, "boom");
+    rig.recognizers.wait_started(1, WAIT).await;
+    rig.supervisor
+        .do_send(event(1, result(true, "one", 0, 1_000)));
+    rig.supervisor.do_send(event(1, internal()));
+    rig.recognizers.wait_started(2, WAIT).await;
+    rig.supervisor
+        .do_send(event(2, result(false, "tw", 1_000, 1_500)));
+    rig.supervisor.do_send(event(2, internal()));
+    rig.recognizers.wait_started(3, WAIT).await;
+    rig.supervisor.do_send(event(3, internal()));
+    rig.recognizers.wait_started(4, WAIT).await;
+    assert!(
+        rig.session.all::<PipelineError>().is_empty(),
+        "one restart without progress is within the intensity"
+    );
+    rig.supervisor
+        .do_send(event(4, result(false, "tw", 1_000, 1_400)));
+    rig.supervisor.do_send(event(4, internal()));
+    let errors = rig.session.wait_count::<PipelineError>(1, WAIT).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].code, ErrorCode::UpstreamUnavailable);
+    assert_eq!(rig.recognizers.requests().len(), 4);
+    let reconnecting = rig
+        .session
+        .all::<PipelineWarning>()
+        .iter()
+        .filter(|w| w.code == WARNING_UPSTREAM_RECONNECTING)
+        .count();
+    assert_eq!(reconnecting, 3);
+}
+
+/// A stream the upstream ends at its duration limit is replaced at once, replaying from the last
+/// final: no backoff, no warning, not a restart — even with an intensity of 0.
+#[actix_rt::test]
+async fn the_duration_limit_is_a_rotation() {
+    tokio::time::pause();
+    let rig = rig_with(
+        &SupervisionSettings {
+            max_restarts: 0,
+            ..settings()
+        },
+        false,
+    );
+    for n in 1..=3u64 {
+        rig.recognizers.wait_started(n as usize, WAIT).await;
+        rig.supervisor
+            .do_send(event(n, result(true, "word", n * 1_000, n * 1_000 + 500)));
+        let expired_at = tokio::time::Instant::now();
+        rig.supervisor.do_send(event(
+            n,
+            failed(
+                tonic::Code::OutOfRange,
+                "Exceeded maximum allowed stream duration of 3 seconds.",
+            ),
+        ));
+        rig.buffer
+            .wait_count::<AttachStream>(n as usize + 1, WAIT)
+            .await;
+        assert!(
+            expired_at.elapsed() < Duration::from_millis(5),
+            "no backoff"
+        );
+        assert_eq!(
+            resumes(&rig.buffer)[n as usize],
+            (n + 1, Resume::FromMs(n * 1_000 + 500))
+        );
+    }
+    assert!(rig.session.all::<PipelineWarning>().is_empty());
+    assert!(rig.session.all::<PipelineError>().is_empty());
+    rig.supervisor
+        .do_send(half_closed(4, HalfCloseReason::EndOfAudio));
+    rig.supervisor
+        .do_send(event(4, RecognizerEventKind::Ended(Ok(()))));
+    let fin = rig.session.wait_count::<PipelineFinished>(1, WAIT).await;
+    assert_eq!(
+        fin[0].summary,
+        PipelineSummary {
+            results: 3,
+            restarts: 0
+        }
+    );
+}
+
+/// No final for `force_final_after_secs` (10 s here; the timer restarts at each final): the
+/// buffer is asked to half-close the stream; its final comes without the word the half-close
+/// may have cut, ending halfway before it; the stream's later results are left out, and after
+/// its clean end the next stream continues from that final's end at once. A stream half-closed
+/// by the buffer itself is not forced.
+#[actix_rt::test]
+async fn no_final_for_long_forces_one() {
+    tokio::time::pause();
+    let rig = rig_with(
+        &SupervisionSettings {
+            force_final_after_secs: 10.0,
+            ..settings()
+        },
+        false,
+    );
+    rig.recognizers.wait_started(1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    rig.supervisor
+        .do_send(event(1, words_result(true, &[("zero", 100, 400)], 700)));
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert!(
+        rig.buffer.all::<ForceFinal>().is_empty(),
+        "10 s after the last final, not before"
+    );
+    let forced = rig.buffer.wait_count::<ForceFinal>(1, WAIT).await;
+    assert_eq!(forced[0].stream_id, 1);
+    rig.supervisor.do_send(UpstreamHalfClosed {
+        stream_id: 1,
+        reason: HalfCloseReason::ForcedFinal,
+        at_ms: 16_000,
+    });
+    rig.supervisor.do_send(AudioPending);
+    let words = [
+        ("one", 1_000, 1_300),
+        ("two", 1_400, 1_700),
+        ("thr", 15_900, 16_000),
+    ];
+    rig.supervisor
+        .do_send(event(1, words_result(false, &words, 16_000)));
+    rig.supervisor
+        .do_send(event(1, words_result(true, &words, 16_000)));
+    rig.supervisor.do_send(event(
+        1,
+        words_result(true, &[("late", 16_000, 16_100)], 16_200),
+    ));
+    rig.supervisor
+        .do_send(event(1, RecognizerEventKind::Ended(Ok(()))));
+    rig.buffer.wait_count::<AttachStream>(2, WAIT).await;
+    assert_eq!(resumes(&rig.buffer)[1], (2, Resume::FromMs(8_800)));
+    let got = rig.session.wait_count::<Transcript>(3, WAIT).await;
+    let finals: Vec<(&str, u64)> = got
+        .iter()
+        .filter(|t| t.is_final)
+        .map(|t| (t.transcript.as_str(), t.end_ms))
+        .collect();
+    assert_eq!(finals, vec![("zero", 700), ("one two", 8_800)]);
+    let finalized: Vec<u64> = rig
+        .buffer
+        .all::<Finalized>()
+        .iter()
+        .map(|f| f.upto_ms)
+        .collect();
+    assert_eq!(finalized, vec![700, 8_800]);
+    // Stream 2 is half-closed by a gap before its timer: never forced.
+    rig.supervisor.do_send(half_closed(2, HalfCloseReason::Gap));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(rig.buffer.all::<ForceFinal>().len(), 1);
+    assert!(rig.session.all::<PipelineWarning>().is_empty());
 }

@@ -1,6 +1,7 @@
 //! The decision table: one row per (stream state, event) with the default circumstances (breaker
-//! closed, credentials retry unused, no restart yet), checked to cover every pair exactly once;
-//! then the circumstances that change a restart (breaker, credentials, intensity, run, jitter).
+//! closed, credentials retry unused, no restart yet, no progress), checked to cover every pair
+//! exactly once; then the circumstances that change a restart (breaker, credentials, intensity,
+//! progress, run, jitter).
 
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use super::*;
 use crate::settings::SupervisionSettings;
 
 use Decision::*;
-use HalfCloseReason::{EndOfAudio, Finalize, Gap};
-use StreamEvent::{AudioWaiting, Busy, EndedCleanly, Failed};
+use HalfCloseReason::{EndOfAudio, Finalize, ForcedFinal, Gap};
+use StreamEvent::{AudioWaiting, Busy, EndedCleanly, Expired, Failed};
 use StreamState::{AwaitingAudio, Done, StartScheduled, Streaming};
 
 /// A retryable code, a code the default policy rejects, and the one with its own retry.
@@ -17,13 +18,14 @@ const RETRYABLE: StreamEvent = Failed(tonic::Code::Unavailable);
 const REJECTED: StreamEvent = Failed(tonic::Code::InvalidArgument);
 const UNAUTHENTICATED: StreamEvent = Failed(tonic::Code::Unauthenticated);
 
-const EVENTS: [StreamEvent; 6] = [
+const EVENTS: [StreamEvent; 7] = [
     AudioWaiting,
     EndedCleanly,
     RETRYABLE,
     REJECTED,
     UNAUTHENTICATED,
     Busy,
+    Expired,
 ];
 
 const fn half_closed(reason: HalfCloseReason, audio_waiting: bool) -> StreamState {
@@ -44,7 +46,7 @@ fn all_states() -> Vec<StreamState> {
         UTTERANCE_ENDED,
         Done,
     ];
-    for reason in [Finalize, Gap, EndOfAudio] {
+    for reason in [Finalize, Gap, EndOfAudio, ForcedFinal] {
         for audio_waiting in [false, true] {
             states.push(half_closed(reason, audio_waiting));
         }
@@ -73,6 +75,7 @@ fn state(stream: StreamState, restarts: &RestartTracker) -> State<'_> {
         breaker_open: false,
         credentials_refreshed: false,
         restarts,
+        progress: false,
     }
 }
 
@@ -90,6 +93,7 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
         (AwaitingAudio, REJECTED, Ignore),
         (AwaitingAudio, UNAUTHENTICATED, Ignore),
         (AwaitingAudio, Busy, Ignore),
+        (AwaitingAudio, Expired, Ignore),
         // A start is coming (backoff or breaker): audio waits for it.
         (StartScheduled, AudioWaiting, Ignore),
         (StartScheduled, EndedCleanly, Ignore),
@@ -97,6 +101,7 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
         (StartScheduled, REJECTED, Ignore),
         (StartScheduled, UNAUTHENTICATED, Ignore),
         (StartScheduled, Busy, Ignore),
+        (StartScheduled, Expired, Ignore),
         // Finished, failed or stopped: nothing more.
         (Done, AudioWaiting, Ignore),
         (Done, EndedCleanly, Ignore),
@@ -104,6 +109,7 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
         (Done, REJECTED, Ignore),
         (Done, UNAUTHENTICATED, Ignore),
         (Done, Busy, Ignore),
+        (Done, Expired, Ignore),
         // A stream nobody asked to end: its clean end is restarted like a failure.
         (UNREQUESTED, AudioWaiting, Ignore),
         (UNREQUESTED, EndedCleanly, first_backoff()),
@@ -111,6 +117,8 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
         (UNREQUESTED, REJECTED, Reject),
         (UNREQUESTED, UNAUTHENTICATED, RetryWithFreshCredentials),
         (UNREQUESTED, Busy, FailBusy),
+        // The upstream's duration limit is a rotation, whatever the stream was doing.
+        (UNREQUESTED, Expired, ContinueFromLastFinal),
         // The single utterance ended: its clean end is the session's end.
         (UTTERANCE_ENDED, AudioWaiting, Ignore),
         (UTTERANCE_ENDED, EndedCleanly, Finish),
@@ -118,10 +126,12 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
         (UTTERANCE_ENDED, REJECTED, Reject),
         (UTTERANCE_ENDED, UNAUTHENTICATED, RetryWithFreshCredentials),
         (UTTERANCE_ENDED, Busy, FailBusy),
+        (UTTERANCE_ENDED, Expired, ContinueFromLastFinal),
     ];
     // Half-closed streams: audio is noted for after the end; a `stop` finishes, a `finalize` or
-    // a gap opens the next stream if audio waits, else waits for it. Failures are restarted
-    // whatever the half-close (the replay ends the same way again).
+    // a gap opens the next stream if audio waits, else waits for it; a forced final continues
+    // from its end at once. Failures are restarted whatever the half-close (the replay ends the
+    // same way again), an expiry is a rotation.
     for (reason, audio_waiting, clean_end) in [
         (Finalize, false, AwaitAudio),
         (Finalize, true, OpenNext),
@@ -129,6 +139,8 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
         (Gap, true, OpenNext),
         (EndOfAudio, false, Finish),
         (EndOfAudio, true, Finish),
+        (ForcedFinal, false, ContinueFromLastFinal),
+        (ForcedFinal, true, ContinueFromLastFinal),
     ] {
         let s = half_closed(reason, audio_waiting);
         rows.extend([
@@ -138,6 +150,7 @@ fn table() -> Vec<(StreamState, StreamEvent, Decision)> {
             (s, REJECTED, Reject),
             (s, UNAUTHENTICATED, RetryWithFreshCredentials),
             (s, Busy, FailBusy),
+            (s, Expired, ContinueFromLastFinal),
         ]);
     }
     rows
@@ -270,6 +283,96 @@ fn the_intensity_gives_up_and_forgets_old_restarts() {
     );
 }
 
+/// Progress since the previous restart (a final, or new audio recognised): the restart backs off
+/// but is not counted, so a used-up intensity does not give up; an expiry is never counted; what
+/// no restart cures and an open breaker are unchanged; without progress the policy gives up.
+#[test]
+fn restarts_after_progress_are_not_counted() {
+    let p = RestartPolicy::from_settings(&SupervisionSettings {
+        max_restarts: 1,
+        jitter: 0.0,
+        ..SupervisionSettings::default()
+    });
+    let now = Instant::now();
+    let mut used_up = RestartTracker::default();
+    used_up.record_restart(&p, now);
+    let after_progress = |stream| State {
+        progress: true,
+        ..state(stream, &used_up)
+    };
+    let uncounted = BackoffAfterProgress(Restart {
+        attempt: 2,
+        backoff: Duration::from_millis(200),
+    });
+    for (s, e, expected) in [
+        (UNREQUESTED, RETRYABLE, uncounted),
+        (UNREQUESTED, EndedCleanly, uncounted),
+        (half_closed(ForcedFinal, true), RETRYABLE, uncounted),
+        (half_closed(Gap, false), RETRYABLE, uncounted),
+        (UNREQUESTED, Expired, ContinueFromLastFinal),
+        (UNREQUESTED, REJECTED, Reject),
+        (UNREQUESTED, UNAUTHENTICATED, RetryWithFreshCredentials),
+        (UNREQUESTED, Busy, FailBusy),
+    ] {
+        assert_eq!(
+            decide_now(&after_progress(s), e, &p, now),
+            expected,
+            "{s:?} × {e:?}"
+        );
+    }
+    let breaker_open = State {
+        breaker_open: true,
+        ..after_progress(UNREQUESTED)
+    };
+    assert_eq!(decide_now(&breaker_open, RETRYABLE, &p, now), AwaitBreaker);
+    let no_progress = state(UNREQUESTED, &used_up);
+    assert_eq!(
+        decide_now(&no_progress, RETRYABLE, &p, now),
+        GiveUp {
+            restarts_in_period: 1
+        }
+    );
+    assert_eq!(
+        decide_now(&no_progress, Expired, &p, now),
+        ContinueFromLastFinal,
+        "an expiry is never a failure"
+    );
+}
+
+/// Google's duration-limit status is an expiry; any other status (another OUT_OF_RANGE too) a
+/// failure with its code.
+#[test]
+fn the_duration_limit_is_an_expiry() {
+    let of = |code, message: &str| {
+        StreamEvent::of_failure(&StreamFailure {
+            code,
+            message: message.into(),
+        })
+    };
+    use tonic::Code::{OutOfRange, Unavailable};
+    assert_eq!(
+        of(
+            OutOfRange,
+            "Exceeded maximum allowed stream duration of 305 seconds."
+        ),
+        Expired
+    );
+    assert_eq!(
+        of(
+            OutOfRange,
+            "Audio Timeout Error: Long duration elapsed without audio."
+        ),
+        Failed(OutOfRange)
+    );
+    assert_eq!(
+        of(
+            Unavailable,
+            "Exceeded maximum allowed stream duration of 305 seconds."
+        ),
+        Failed(Unavailable)
+    );
+}
+
 /// Consecutive restarts back off exponentially; a success starts a new run; the jitter draw
 /// picks the point in the range.
 #[test]
@@ -313,17 +416,22 @@ fn the_backoff_follows_the_run_and_the_jitter_draw() {
 }
 
 /// Exactly the decisions that replace a stream that did not end as asked are restarts, each with
-/// the reason its log line gives; the table reaches every decision but `AwaitBreaker` and `GiveUp`
-/// (other circumstances, tested above).
+/// the reason its log line gives; the table reaches every decision but `AwaitBreaker`, `GiveUp`
+/// and `BackoffAfterProgress` (other circumstances, tested above).
 #[test]
 fn restarts_are_the_replacements_of_failed_streams() {
     let mut decisions: Vec<Decision> = Vec::new();
     let reached = table().into_iter().map(|(_, _, d)| d);
+    let after_progress = BackoffAfterProgress(Restart {
+        attempt: 1,
+        backoff: Duration::from_millis(100),
+    });
     for d in reached.chain([
         AwaitBreaker,
         GiveUp {
             restarts_in_period: 1,
         },
+        after_progress,
     ]) {
         if !decisions.contains(&d) {
             decisions.push(d);
@@ -338,12 +446,13 @@ fn restarts_are_the_replacements_of_failed_streams() {
         vec![
             (first_backoff(), "failure"),
             (RetryWithFreshCredentials, "credentials"),
-            (AwaitBreaker, "outage")
+            (AwaitBreaker, "outage"),
+            (after_progress, "failure"),
         ]
     );
     assert_eq!(
         decisions.len(),
-        11,
+        13,
         "every decision is reached: {decisions:?}"
     );
 }
