@@ -14,8 +14,9 @@
 //!
 //! Admission ([`Scheduler::admit`]) is by measured load, not a count of streams: a new stream is
 //! refused only when decoding finals already keeps the workers busier than `max_load` over the
-//! last seconds, or a final has been waiting for a worker longer than `max_queue_wait`. Interims
-//! do not count: they are shed first.
+//! last seconds, or finals waited for a worker longer than `max_queue_wait` on average over those
+//! seconds (a burst of segments ending together is not overload), or one has been waiting four
+//! times that long right now (the workers are stuck). Interims do not count: they are shed first.
 //!
 //! A panic while decoding fails that job only (the stream gets an error and is restarted by its
 //! supervisor); the worker reloads its model, since its state may be half-updated.
@@ -67,12 +68,14 @@ pub struct SchedulerSettings {
 /// A new stream was refused: the workers cannot take more.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "the local speech engine is busy: decoding finals keeps its {workers} workers {load_percent:.0} % busy \
-     and the oldest waits {queue_wait_ms} ms (limits {max_load_percent:.0} %, {max_queue_wait_ms} ms)"
+    "the local speech engine is busy: decoding finals keeps its {workers} workers {load_percent:.0} % busy, \
+     finals wait {mean_wait_ms} ms for a worker on average and the oldest now {queue_wait_ms} ms \
+     (limits {max_load_percent:.0} %, {max_queue_wait_ms} ms)"
 )]
 pub struct Overloaded {
     pub workers: usize,
     pub load_percent: f64,
+    pub mean_wait_ms: u64,
     pub queue_wait_ms: u64,
     pub max_load_percent: f64,
     pub max_queue_wait_ms: u64,
@@ -82,12 +85,21 @@ pub struct Overloaded {
 const LOAD_BUCKETS: usize = 20;
 const LOAD_BUCKET: Duration = Duration::from_millis(250);
 
-/// Time the workers spent decoding finals, per recent bucket.
+/// Finals of one bucket: time decoding, time waiting for a worker, how many.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Bucket {
+    index: u64,
+    busy: Duration,
+    waited: Duration,
+    finals: u32,
+}
+
+/// Time the workers spent decoding finals, and finals spent waiting, per recent bucket.
 #[derive(Debug)]
 struct LoadMeter {
     origin: Instant,
-    /// (bucket index since `origin`, busy time) of the latest buckets.
-    buckets: VecDeque<(u64, Duration)>,
+    /// The latest buckets, by index since `origin`.
+    buckets: VecDeque<Bucket>,
 }
 
 impl LoadMeter {
@@ -95,29 +107,43 @@ impl LoadMeter {
         (at.saturating_duration_since(self.origin).as_millis() / LOAD_BUCKET.as_millis()) as u64
     }
 
-    fn record(&mut self, start: Instant, end: Instant) {
+    /// A final that waited `waited` for a worker and was decoded from `start` to `end`.
+    fn record(&mut self, waited: Duration, start: Instant, end: Instant) {
         // Charged to the bucket it ended in: the window is long against one job.
         let index = self.bucket(end);
-        let busy = end.saturating_duration_since(start);
-        match self.buckets.back_mut() {
-            Some((last, total)) if *last == index => *total += busy,
-            _ => self.buckets.push_back((index, busy)),
+        if self.buckets.back().is_none_or(|b| b.index != index) {
+            self.buckets.push_back(Bucket {
+                index,
+                ..Bucket::default()
+            });
+        }
+        if let Some(bucket) = self.buckets.back_mut() {
+            bucket.busy += end.saturating_duration_since(start);
+            bucket.waited += waited;
+            bucket.finals += 1;
         }
         while self.buckets.len() > LOAD_BUCKETS {
             self.buckets.pop_front();
         }
     }
 
+    /// The buckets inside the window ending now.
+    fn window(&self, now: Instant) -> impl Iterator<Item = &Bucket> {
+        let first = self.bucket(now).saturating_sub(LOAD_BUCKETS as u64 - 1);
+        self.buckets.iter().filter(move |b| b.index >= first)
+    }
+
+    /// Mean wait of the finals decoded in the window ending now (zero without any).
+    fn mean_wait(&self, now: Instant) -> Duration {
+        let (waited, finals) = self.window(now).fold((Duration::ZERO, 0u32), |(w, n), b| {
+            (w + b.waited, n + b.finals)
+        });
+        waited.checked_div(finals).unwrap_or_default()
+    }
+
     /// Share of `workers` workers' time spent on finals over the window ending now.
     fn load(&self, workers: usize, now: Instant) -> f64 {
-        let current = self.bucket(now);
-        let first = current.saturating_sub(LOAD_BUCKETS as u64 - 1);
-        let busy: Duration = self
-            .buckets
-            .iter()
-            .filter(|(index, _)| *index >= first)
-            .map(|(_, busy)| *busy)
-            .sum();
+        let busy: Duration = self.window(now).map(|b| b.busy).sum();
         // Early in the process the window is only as long as the process.
         let window = (LOAD_BUCKET * LOAD_BUCKETS as u32)
             .min(now.saturating_duration_since(self.origin).max(LOAD_BUCKET));
@@ -250,7 +276,10 @@ impl Scheduler {
     pub fn admit(&self) -> Result<(), Overloaded> {
         let now = Instant::now();
         let settings = &self.shared.settings;
-        let load = lock(&self.shared.load).load(settings.workers, now);
+        let (load, mean_wait) = {
+            let meter = lock(&self.shared.load);
+            (meter.load(settings.workers, now), meter.mean_wait(now))
+        };
         let oldest_wait = {
             let state = lock(&self.shared.state);
             state
@@ -261,10 +290,14 @@ impl Scheduler {
                 .max()
                 .unwrap_or_default()
         };
-        if load > settings.max_load || oldest_wait > settings.max_queue_wait {
+        if load > settings.max_load
+            || mean_wait > settings.max_queue_wait
+            || oldest_wait > settings.max_queue_wait * 4
+        {
             return Err(Overloaded {
                 workers: settings.workers,
                 load_percent: load * 100.0,
+                mean_wait_ms: mean_wait.as_millis() as u64,
                 queue_wait_ms: oldest_wait.as_millis() as u64,
                 max_load_percent: settings.max_load * 100.0,
                 max_queue_wait_ms: settings.max_queue_wait.as_millis() as u64,
@@ -482,7 +515,8 @@ fn worker(
         let outcome = catch_unwind(AssertUnwindSafe(|| decoder.decode(&job.samples)));
         let ended = Instant::now();
         if job.kind == JobKind::Final {
-            lock(&shared.load).record(started, ended);
+            let waited = started.saturating_duration_since(job.queued_at);
+            lock(&shared.load).record(waited, started, ended);
         }
         let text = match outcome {
             Ok(text) => text,

@@ -242,8 +242,9 @@ fn dropped_tickets_withdraw_their_jobs() {
     assert!(b_results.try_recv().is_err());
 }
 
-/// Admission by load: idle workers admit; a final waiting past the limit refuses, with a
-/// message that says why; the queue drained, it is not the reason any more.
+/// Admission by load: idle workers admit; a final stuck in the queue for four times the limit
+/// refuses, with a message that says why; once finals have waited longer than the limit on
+/// average, that refuses too, until the window forgets them.
 #[test]
 fn admission_follows_the_queue() {
     let g = gated(1);
@@ -252,8 +253,8 @@ fn admission_follows_the_queue() {
     a.submit_final(0, vec![0.0; 1]);
     a.submit_final(1, vec![0.0; 2]);
     g.started(1);
-    // Waiting is what is measured here: let the queued final age past the limit.
-    std::thread::sleep(Duration::from_millis(300));
+    // Waiting is what is measured here: let the queued final age past four times the limit.
+    std::thread::sleep(Duration::from_millis(850));
     let refused = g.scheduler.admit();
     let message = refused
         .as_ref()
@@ -261,17 +262,20 @@ fn admission_follows_the_queue() {
         .map(ToString::to_string)
         .unwrap_or_default();
     assert!(
-        message.contains("busy") && message.contains("waits"),
+        message.contains("busy") && message.contains("oldest now"),
         "{message}"
     );
     g.allow(2);
     recv(&mut results);
     recv(&mut results);
     assert!(g.scheduler.wait_idle(WAIT));
-    let busy = g.scheduler.admit().err();
+    // Nothing queued now, but the finals of the window waited about 425 ms on average.
+    let refused = g.scheduler.admit().err();
     assert!(
-        busy.as_ref().is_none_or(|o| o.queue_wait_ms == 0),
-        "{busy:?}"
+        refused
+            .as_ref()
+            .is_some_and(|o| o.queue_wait_ms == 0 && o.mean_wait_ms >= 400),
+        "{refused:?}"
     );
 }
 
@@ -284,14 +288,20 @@ fn load_meter_measures_share_of_time() {
         buckets: VecDeque::new(),
     };
     let at = |ms: u64| origin + Duration::from_millis(ms);
-    // 2.5 s of decoding in the last 5 s, over 2 workers: 25 %.
+    // 2.5 s of decoding in the last 5 s, over 2 workers: 25 %; waits of 0, 10, … 90 ms.
     for i in 0..10 {
-        meter.record(at(i * 500), at(i * 500 + 250));
+        meter.record(
+            Duration::from_millis(i * 10),
+            at(i * 500),
+            at(i * 500 + 250),
+        );
     }
     let load = meter.load(2, at(5_000));
     assert!((load - 0.25).abs() < 0.03, "{load}");
+    assert_eq!(meter.mean_wait(at(5_000)), Duration::from_millis(45));
     // Ten seconds later, nothing in the window.
     assert_eq!(meter.load(2, at(15_000)), 0.0);
+    assert_eq!(meter.mean_wait(at(15_000)), Duration::ZERO);
 }
 
 /// A loader that fails is a start-up error.
