@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use voxgate_actors::circuit_breaker::CircuitBreaker;
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
-use voxgate_actors::recognizer::google::GoogleRecognizerFactory;
 use voxgate_actors::recognizer::google_auth::Credentials;
-use voxgate_actors::recognizer::google_pool::GoogleEndpoint;
+use voxgate_actors::recognizer::google_v1::pool::GoogleEndpoint;
+use voxgate_actors::recognizer::google_v1::GoogleRecognizerFactory;
 use voxgate_actors::settings::{GoogleAuth, GoogleSettings};
 
 use crate::config::{Backend, Config};
-use crate::emulator::{EmulatorConfig, EmulatorHandle};
+use voxgate_emulator::{EmulatorConfig, EmulatorHandle};
 
 /// Builds, once per worker thread, the pipeline factory every session of that worker uses.
 pub type PipelineFactoryMaker = Arc<dyn Fn() -> Rc<dyn PipelineFactory> + Send + Sync>;
@@ -55,7 +55,7 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .map_err(|e| format!("embedded emulator: cannot listen on loopback: {e}"))?;
-            let handle = crate::emulator::spawn(listener, EmulatorConfig::default()).await?;
+            let handle = voxgate_emulator::spawn(listener, EmulatorConfig::default()).await?;
             tracing::info!(endpoint = %handle.endpoint(), "embedded emulator started");
             google = GoogleSettings {
                 endpoint: handle.endpoint(),

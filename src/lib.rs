@@ -1,28 +1,30 @@
 //! # voxgate
 //!
-//! A live-transcription gateway: clients stream microphone audio over a WebSocket (`/v1/listen`),
-//! voxgate forwards it to Google Cloud Speech-to-Text v1 (`StreamingRecognize`, gRPC) and sends
-//! interim and final transcripts back on the same socket. The actors that do the work live in the
-//! `voxgate-actors` crate (`actors/`); this crate is the service around them.
+//! A live-transcription gateway: clients stream audio over a WebSocket (`/v1/listen`), voxgate
+//! recognises it (Google Cloud Speech-to-Text, its embedded emulator, or an offline engine) and
+//! sends interim and final transcripts back on the same socket. This crate is the service: its
+//! configuration, its HTTP server and the wiring of the recogniser behind the sessions.
+//!
+//! The workspace (see `docs/architecture.md`):
+//! - `actors/` (`voxgate-actors`): the session, audio buffer, recognizer and supervisor actors,
+//!   the client protocols, the upstream engines.
+//! - `emulator/` (`voxgate-emulator`): a Google-compatible speech server for development and
+//!   tests (`voxgate emulator`).
+//! - `tools/` (`voxgate-tools`): the command-line client (`voxgate stream`) and the load generator
+//!   (`voxgate bench`).
+//! - this crate (`src/`): the service and the `voxgate` binary that carries every subcommand.
 //!
 //! Layout:
-//! - [`backend`]: the recogniser behind the sessions (Google, or the embedded emulator).
-//! - [`bench`]: `voxgate bench`, the load generator: N real-time sessions against a gateway (or
-//!   the emulator directly), exact transcripts, added latency, CPU and RSS per session.
-//! - [`client`]: `voxgate stream`, a command-line client that streams an audio file.
 //! - [`config`]: `config.toml` + `VOXGATE_<SECTION>__<KEY>` environment overrides, validated.
-//! - [`server`]: the HTTP server: `/v1/listen` (WebSocket upgrade), `/healthz`, `/metrics`, and
-//!   graceful shutdown.
-//! - [`emulator`]: a Google-compatible speech server (real gRPC, Google's types and limits, a
-//!   synthetic recogniser, fault injection) for development and tests without a Google account.
+//! - [`server`]: the HTTP server: `/v1/listen` (WebSocket upgrade), `/healthz`, `/metrics`, the
+//!   edge defences (TLS, authentication, origins, per-client limits) and graceful shutdown.
+//! - [`backend`]: the recogniser behind the sessions (Google, the embedded emulator, or the local
+//!   engine).
 //! - [`rlimit`]: raising the open-files limit at start-up (thousands of sockets).
 //! - `main.rs`: the `voxgate` command line (`serve`, `emulator`, `stream`, `bench`).
 
 pub mod backend;
-pub mod bench;
-pub mod client;
 pub mod config;
-pub mod emulator;
 pub mod rlimit;
 pub mod server;
 

@@ -26,12 +26,12 @@ enum Command {
     /// Run the gateway (the default when no subcommand is given).
     Serve(voxgate::server::ServeArgs),
     /// Run the Google-compatible speech emulator, or encode words into audio it recognises.
-    Emulator(voxgate::emulator::EmulatorArgs),
+    Emulator(voxgate_emulator::EmulatorArgs),
     /// Stream an audio file to a running gateway and print the transcripts.
-    Stream(voxgate::client::stream::StreamArgs),
+    Stream(voxgate_tools::client::stream::StreamArgs),
     /// Load-test a running gateway (or, with --direct, the emulator): N concurrent real-time
     /// sessions, exact transcripts, added latency, CPU and memory per session.
-    Bench(voxgate::bench::BenchArgs),
+    Bench(voxgate_tools::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,9 +45,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Serve(args)) => voxgate::server::run(args),
         None => voxgate::server::run(cli.serve),
-        Some(Command::Emulator(args)) => voxgate::emulator::run(args),
-        Some(Command::Stream(args)) => voxgate::client::stream::run(args),
-        Some(Command::Bench(args)) => voxgate::bench::run(args),
+        Some(Command::Emulator(args)) => voxgate_emulator::run(args),
+        Some(Command::Stream(args)) => voxgate_tools::client::stream::run(args),
+        Some(Command::Bench(args)) => voxgate_tools::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

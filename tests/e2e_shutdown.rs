@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::process::*;
 use serde_json::json;
-use voxgate::emulator::synth;
+use voxgate_emulator::synth;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_warns_flushes_and_closes_open_sessions_with_1001() {

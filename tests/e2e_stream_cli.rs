@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::process::*;
-use voxgate::emulator::synth;
+use voxgate_emulator::synth;
 
 const TEXT: &str = "streaming from the command line. works";
 

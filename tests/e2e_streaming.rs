@@ -11,7 +11,7 @@ use common::process::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use voxgate::emulator::synth;
+use voxgate_emulator::synth;
 
 const TEXT: &str = "the quick brown fox. jumps over the lazy dog. voxgate streams words";
 
@@ -155,11 +155,11 @@ async fn streams_are_spread_over_a_connection_pool() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
-    let config = voxgate::emulator::EmulatorConfig {
+    let config = voxgate_emulator::EmulatorConfig {
         max_streams_per_connection: 5,
         ..Default::default()
     };
-    let emulator = voxgate::emulator::spawn(listener, config)
+    let emulator = voxgate_emulator::spawn(listener, config)
         .await
         .unwrap_or_else(|e| panic!("emulator: {e}"));
     let endpoint = emulator.endpoint();

@@ -20,7 +20,7 @@ use common::process::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use voxgate::emulator::synth::{self, Encoded, SynthEncoding};
+use voxgate_emulator::synth::{self, Encoded, SynthEncoding};
 
 /// 16 kHz LINEAR16.
 const BYTES_PER_MS: usize = 32;

@@ -71,7 +71,12 @@ async fn api_keys_by_header_or_subprotocol() {
     let (mut bystander, bystander_pipeline) =
         start_with(&mut server, &[("Authorization", &auth_a)]).await;
 
-    let hash_as_key = bearer(&key_hash_entry(KEY_A));
+    let hash_hex: String = key_hash_entry(KEY_A)
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let hash_as_key = bearer(&format!("sha256:{hash_hex}"));
     for (what, headers) in [
         ("no credential", vec![]),
         ("a wrong key", vec![("Authorization", "Bearer not-a-key")]),

@@ -191,7 +191,7 @@ async fn the_google_client_refuses_an_unverifiable_certificate() {
     use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
         speech_client::SpeechClient, RecognizeRequest,
     };
-    use voxgate_actors::recognizer::google_pool::{ConnectionPool, GoogleEndpoint};
+    use voxgate_actors::recognizer::google_v1::pool::{ConnectionPool, GoogleEndpoint};
     use voxgate_actors::settings::GoogleSettings;
 
     let ca = TestCa::new("not a public root");

@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::librivox::{clips, normalise, word_error_rate, word_errors, Clip};
+use voxgate_actors::audio::mulaw;
 use voxgate_actors::audio::{AudioFormat, Encoding};
 use voxgate_actors::messages::{AudioIn, EndOfAudio, PipelineError, PipelineFinished, Transcript};
 use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
-use voxgate_actors::protocol::StartConfig;
 use voxgate_actors::recognizer::local::engine::{PocketSphinxEngine, SpeechEngine};
-use voxgate_actors::recognizer::local::resample::{mulaw_encode, AudioConverter, Resampler};
+use voxgate_actors::recognizer::local::resample::{AudioConverter, Resampler};
 use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
 use voxgate_actors::settings::{AudioSettings, LocalSettings, SupervisionSettings};
-use voxgate_actors::testing::Probe;
+use voxgate_actors::testing::{start_config, Probe};
 
 /// What the engine says for a clip fed whole, directly (no actors): streaming mode, as the
 /// gateway uses it, and PocketSphinx's batch mode.
@@ -41,7 +41,7 @@ fn through_telephony(samples: &[i16]) -> Vec<i16> {
     let mut down = Resampler::new(16_000, 8_000);
     down.push(samples, &mut narrow);
     down.finish(&mut narrow);
-    let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw_encode(s)).collect();
+    let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw::encode_sample(s)).collect();
     let format = AudioFormat {
         encoding: Encoding::Mulaw,
         sample_rate_hz: 8_000,
@@ -99,18 +99,7 @@ fn decode_directly(clips: &[Clip]) -> Vec<Direct> {
 /// final transcripts.
 async fn through_the_pipeline(pipeline: &Pipeline, clip: &Clip) -> Vec<String> {
     let (session, log) = Probe::start_new();
-    let config = Arc::new(StartConfig {
-        format: AudioFormat {
-            encoding: Encoding::Linear16,
-            sample_rate_hz: 16_000,
-        },
-        language_code: "en-US".into(),
-        interim_results: true,
-        enable_automatic_punctuation: false,
-        model: String::new(),
-        phrases: Vec::new(),
-        single_utterance: false,
-    });
+    let config = Arc::new(start_config());
     let handle = pipeline.start(
         Arc::from(clip.id.as_str()),
         config,

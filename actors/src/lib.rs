@@ -16,15 +16,18 @@
 //!
 //! Layout:
 //! - [`messages`]: every message type exchanged between the actors (small named types).
-//! - [`protocol`]: the client wire protocol v1 (JSON messages) and the table of error codes.
-//! - [`audio`]: audio encodings and byte ⇄ millisecond arithmetic.
+//! - [`protocol`]: client-facing protocols: [`protocol::native`] (voxgate's wire protocol v1, its
+//!   JSON messages), beside the dialects to come; at its top what they all share: the start
+//!   configuration and the table of error codes.
+//! - [`audio`]: audio encodings, byte ⇄ millisecond arithmetic, the stream-signature check.
 //! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google,
 //!   the local engine).
 //! - [`pipeline`]: how a session starts its pipeline (a trait, so tests can substitute probes).
-//! - [`session`]: the session actor (socket, heartbeat, protocol).
+//! - [`session`]: the session actor (socket, heartbeat, protocol), the upgrade that starts it, and
+//!   its helpers (fragment reassembly, frame limits, read pacing, outgoing backlog).
 //! - [`audio_buffer`]: the audio buffer actor (and its frame store: re-chunking, retention, replay).
 //! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates
-//!   them; [`recognizer::google`] talks to Google over a per-thread connection pool;
+//!   them; [`recognizer::google_v1`] talks to Google over a per-thread connection pool;
 //!   `recognizer::local` (cargo feature `local`) decodes offline with PocketSphinx on a bounded pool
 //!   of decoder threads.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
@@ -33,7 +36,9 @@
 //! - [`circuit_breaker`]: the process-wide breaker that holds every session back while the
 //!   upstream is down.
 //! - [`metrics`]: Prometheus metrics shared by every actor.
-//! - [`testing`]: a probe actor that records what it receives, for tests.
+//! - `testing` (cargo feature `test-util`, and in this crate's tests): a probe actor that records
+//!   what it receives, and a `StartConfig` fixture; with `recognizer::probe` and the local engine's
+//!   `test_support`, the test doubles — none of them is compiled into what ships.
 
 pub mod audio;
 pub mod audio_buffer;
@@ -47,5 +52,6 @@ pub mod restart_policy;
 pub mod session;
 pub mod settings;
 pub mod supervisor;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod token_bucket;

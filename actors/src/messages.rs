@@ -2,8 +2,8 @@
 //!
 //! Messages are small named types. Actors hold their neighbours as `Recipient<M>` (grouped in the
 //! `*Links` structs below) rather than concrete `Addr<A>`, so each actor can be tested alone with a
-//! [`crate::testing::Probe`] in its neighbours' places. Messages sent to one actor through recipients
-//! of the same address share one mailbox, so their order is preserved.
+//! `testing::Probe` (cargo feature `test-util`) in its neighbours' places. Messages sent to one
+//! actor through recipients of the same address share one mailbox, so their order is preserved.
 //!
 //! Times are milliseconds on the *session clock* (audio since the session's first byte) unless a
 //! field says otherwise.

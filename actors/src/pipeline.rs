@@ -100,10 +100,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::audio::{AudioFormat, Encoding};
     use crate::messages::*;
     use crate::recognizer::probe::ProbeRecognizers;
-    use crate::testing::Probe;
+    use crate::testing::{start_config, Probe};
 
     const WAIT: Duration = Duration::from_secs(5);
 
@@ -135,18 +134,7 @@ mod tests {
             ack_interval_ms: 500,
         };
         let (session, session_log) = Probe::start_new();
-        let config = Arc::new(StartConfig {
-            format: AudioFormat {
-                encoding: Encoding::Linear16,
-                sample_rate_hz: 16_000,
-            },
-            language_code: "en-US".into(),
-            interim_results: true,
-            enable_automatic_punctuation: false,
-            model: String::new(),
-            phrases: Vec::new(),
-            single_utterance: false,
-        });
+        let config = Arc::new(start_config());
         let handle = pipeline.start(Arc::from("s1"), config, Probe::session_links(&session));
         handle.audio.do_send(AudioIn {
             data: Bytes::from(vec![7u8; 32_000]),

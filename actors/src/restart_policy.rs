@@ -145,13 +145,35 @@ pub struct RestartTracker {
 
 impl RestartTracker {
     /// A stream failed and may be restarted: `Some` with the backoff if the intensity allows one
-    /// more restart at `now`, `None` if the policy gives up. `unit` in [0, 1] draws the jitter.
+    /// more restart at `now` (and it is recorded), `None` if the policy gives up. `unit` in
+    /// [0, 1] draws the jitter.
     pub fn next_restart(
         &mut self,
         policy: &RestartPolicy,
         now: Instant,
         unit: f64,
     ) -> Option<Restart> {
+        let restart = self.peek_restart(policy, now, unit)?;
+        self.record_restart(policy, now);
+        Some(restart)
+    }
+
+    /// The restart [`Self::next_restart`] would allow at `now`, without recording it: the
+    /// supervisor decides with this (a pure function) and records what it carries out.
+    pub fn peek_restart(&self, policy: &RestartPolicy, now: Instant, unit: f64) -> Option<Restart> {
+        if self.restarts_in_period(policy, now) >= policy.max_restarts as usize {
+            return None;
+        }
+        let attempt = self.consecutive.saturating_add(1);
+        Some(Restart {
+            attempt,
+            backoff: policy.backoff(attempt, unit),
+        })
+    }
+
+    /// Records a restart at `now`: it counts against the intensity and lengthens the run of
+    /// consecutive failures.
+    pub fn record_restart(&mut self, policy: &RestartPolicy, now: Instant) {
         while let Some(&oldest) = self.recent.front() {
             if now.saturating_duration_since(oldest) >= policy.period {
                 self.recent.pop_front();
@@ -159,15 +181,16 @@ impl RestartTracker {
                 break;
             }
         }
-        if self.recent.len() >= policy.max_restarts as usize {
-            return None;
-        }
         self.recent.push_back(now);
         self.consecutive = self.consecutive.saturating_add(1);
-        Some(Restart {
-            attempt: self.consecutive,
-            backoff: policy.backoff(self.consecutive, unit),
-        })
+    }
+
+    /// Restarts within the intensity period at `now`.
+    pub fn restarts_in_period(&self, policy: &RestartPolicy, now: Instant) -> usize {
+        self.recent
+            .iter()
+            .filter(|&&at| now.saturating_duration_since(at) < policy.period)
+            .count()
     }
 
     /// The upstream works again: the next failure starts a new run with the initial backoff.
@@ -319,6 +342,46 @@ mod tests {
         assert_eq!(
             RestartTracker::default().next_restart(&p, Instant::now(), 0.5),
             None
+        );
+    }
+
+    /// `peek_restart` answers what `next_restart` then records, and records nothing itself;
+    /// `restarts_in_period` leaves restarts older than the period out.
+    #[test]
+    fn peek_restart_records_nothing() {
+        let p = RestartPolicy::from_settings(&SupervisionSettings {
+            max_restarts: 2,
+            restart_period_secs: 10.0,
+            jitter: 0.0,
+            ..SupervisionSettings::default()
+        });
+        let mut t = RestartTracker::default();
+        let start = Instant::now();
+        for i in 0..2 {
+            let at = start + Duration::from_secs(i);
+            let peeked = t.peek_restart(&p, at, 0.5);
+            assert_eq!(
+                peeked,
+                t.peek_restart(&p, at, 0.5),
+                "peeking twice changes nothing"
+            );
+            assert_eq!(peeked, t.next_restart(&p, at, 0.5));
+        }
+        let full = start + Duration::from_secs(2);
+        assert_eq!(t.restarts_in_period(&p, full), 2);
+        assert_eq!(t.peek_restart(&p, full, 0.5), None);
+        let later = start + Duration::from_secs(10);
+        assert_eq!(
+            t.restarts_in_period(&p, later),
+            1,
+            "the first left the window"
+        );
+        assert_eq!(
+            t.peek_restart(&p, later, 0.5),
+            Some(Restart {
+                attempt: 3,
+                backoff: Duration::from_millis(400)
+            })
         );
     }
 }

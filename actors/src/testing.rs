@@ -1,5 +1,7 @@
-//! A probe actor for tests: it stands in for any neighbour, records every message it receives,
-//! and lets a test wait for and read them back.
+//! Test doubles and fixtures, compiled only for tests (this crate's own, and its users' through
+//! the cargo feature `test-util`): a probe actor that stands in for any neighbour, records every
+//! message it receives and lets a test wait for and read them back; and [`start_config`], the
+//! configuration most tests stream with.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -7,7 +9,27 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::audio::{AudioFormat, Encoding};
 use crate::messages::*;
+use crate::protocol::StartConfig;
+
+/// The configuration most tests stream with: the protocol's defaults (LINEAR16 at 16 kHz, en-US,
+/// interim results, no punctuation, Google's default model, no hints, not single-utterance). A
+/// test that needs another varies it with `StartConfig { field, ..start_config() }`.
+pub fn start_config() -> StartConfig {
+    StartConfig {
+        format: AudioFormat {
+            encoding: Encoding::Linear16,
+            sample_rate_hz: 16_000,
+        },
+        language_code: "en-US".into(),
+        interim_results: true,
+        enable_automatic_punctuation: false,
+        model: String::new(),
+        phrases: Vec::new(),
+        single_utterance: false,
+    }
+}
 
 /// What a [`Probe`] received, shared with the test that reads it.
 #[derive(Clone, Default)]

@@ -110,7 +110,7 @@ impl Gatekeeper {
                 Refusal::SubprotocolRequired,
                 format!(
                     "a credential sent as a subprotocol needs `{}` offered too",
-                    voxgate_actors::protocol::SUBPROTOCOL
+                    voxgate_actors::protocol::native::SUBPROTOCOL
                 ),
             ));
         }

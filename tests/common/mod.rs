@@ -516,10 +516,8 @@ impl Client {
     }
 }
 
-/// The `[auth] api_keys` entry of `key`: `sha256:<hex>`.
-pub fn key_hash_entry(key: &str) -> String {
+/// The `[auth] api_keys` entry of `key`: its SHA-256.
+pub fn key_hash_entry(key: &str) -> voxgate::config::KeyHash {
     use sha2::{Digest, Sha256};
-    let hash = Sha256::digest(key.as_bytes());
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    voxgate::config::KeyHash(Sha256::digest(key.as_bytes()).into())
 }

@@ -2,6 +2,9 @@
 //! Credentials through `gcp_auth`, turned into the `authorization: Bearer …` metadata of each call
 //! (plus `x-goog-user-project` when a quota project is configured).
 //!
+//! Shared by every Google engine: the token scope and the headers are the same for each version of
+//! the Speech API, so this sits beside [`super::google_v1`] (and the v2 engine to come), not in it.
+//!
 //! The credential source is looked up once, at service start ([`Credentials::from_settings`]).
 //! Tokens are cached here and refreshed [`REFRESH_BEFORE_EXPIRY`] before they expire, so no stream
 //! opens with a token about to lapse. When Google still answers `UNAUTHENTICATED` (a token revoked

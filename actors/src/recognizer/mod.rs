@@ -1,20 +1,25 @@
 //! Recognizers: actors that each own one upstream recognition stream, and the factory trait the
 //! supervisor uses to start them (a test passes a factory of probes).
 //!
-//! - [`google`]: the Google Speech v1 recognizer actor and [`google::GoogleRecognizerFactory`].
-//! - [`google_convert`]: configuration, results and errors between voxgate's types and Google's.
-//! - [`google_auth`]: credentials (none, or Application Default Credentials) and call metadata.
-//! - [`google_pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
+//! - [`contract`]: what every recognizer owes the supervisor (events, one end, the session
+//!   clock), written once and held by each recognizer actor.
+//!
+//! One folder (or file) per upstream engine, named by what it talks to:
+//! - [`google_v1`]: Google Speech-to-Text v1 — the recognizer actor and
+//!   [`google_v1::GoogleRecognizerFactory`], with its conversions and connection pool.
+//! - [`google_auth`]: credentials for Google (none, or Application Default Credentials) and the
+//!   call metadata. Not tied to an API version: a Google v2 engine (`google_v2`, to come) uses the
+//!   same tokens and headers, so it sits here rather than inside `google_v1`.
 //! - `local` (cargo feature `local`): the offline PocketSphinx engine — its decoder pool, the
 //!   recognizer actor and `local::LocalRecognizerFactory`.
-//! - [`probe`]: a factory of probe streams, for tests.
+//! - `probe` (cargo feature `test-util`, and in this crate's tests): a factory of probe streams.
 
-pub mod google;
+pub mod contract;
 pub mod google_auth;
-pub mod google_convert;
-pub mod google_pool;
+pub mod google_v1;
 #[cfg(feature = "local")]
 pub mod local;
+#[cfg(any(test, feature = "test-util"))]
 pub mod probe;
 
 use crate::messages::{StreamHandle, StreamRequest};

@@ -324,6 +324,7 @@ impl PocketSphinxEngine {
     }
 
     /// The cepstral mean every stream starts from (exposed for tests).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn initial_cmn(&self) -> &[f32] {
         self.decoder.initial_cmn()
     }
@@ -376,9 +377,10 @@ impl SpeechEngine for PocketSphinxEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::super::resample::{mulaw_encode, AudioConverter, Resampler};
+    use super::super::resample::{AudioConverter, Resampler};
     use super::super::test_support::{read_raw, GOFORWARD, GOFORWARD_WORDS};
     use super::*;
+    use crate::audio::mulaw;
     use crate::audio::{AudioFormat, Encoding};
 
     fn engine() -> PocketSphinxEngine {
@@ -481,7 +483,7 @@ mod tests {
         let mut down = Resampler::new(16_000, 8_000);
         down.push(&samples, &mut narrow);
         down.finish(&mut narrow);
-        let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw_encode(s)).collect();
+        let mulaw: Vec<u8> = narrow.iter().map(|&s| mulaw::encode_sample(s)).collect();
         let format = AudioFormat {
             encoding: Encoding::Mulaw,
             sample_rate_hz: 8_000,

@@ -16,6 +16,8 @@
 //!   ([`engine::PocketSphinxEngine`]), behind the [`engine::SpeechEngine`] interface.
 //! - [`pool`]: [`LocalEngine`], the bounded pool of decoder threads a stream leases a worker from.
 //! - [`recognizer`]: the recognizer actor and [`LocalRecognizerFactory`].
+//! - `test_support` (cargo feature `test-util`, and in this crate's tests): Debian's test
+//!   recordings and scripted engines that fail or panic on cue.
 //!
 //! Both use [`resample`]: client audio (LINEAR16 or MULAW, 8–48 kHz) to the engines' 16 kHz.
 
@@ -29,8 +31,8 @@ pub mod scheduler;
 pub mod segment_recognizer;
 pub mod segment_stream;
 pub mod segmenter;
-#[cfg(test)]
-pub(crate) mod test_support;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_support;
 pub mod vad;
 
 pub use pool::{Busy, LocalEngine};

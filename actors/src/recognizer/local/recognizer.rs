@@ -18,14 +18,13 @@ use std::sync::mpsc as std_mpsc;
 
 use actix::prelude::*;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tracing::debug;
 
 use super::engine::{Recognition, ENGINE_RATE_HZ, INTERIM_STABILITY};
 use super::pool::{LocalEngine, StreamInput, StreamOutput};
 use crate::messages::*;
 use crate::metrics::METRICS;
+use crate::recognizer::contract::{stream_handle, StreamContract};
 use crate::recognizer::RecognizerFactory;
-use crate::settings::grpc_code_name;
 
 /// Engine samples per millisecond.
 const SAMPLES_PER_MS: u64 = ENGINE_RATE_HZ as u64 / 1_000;
@@ -44,72 +43,39 @@ impl LocalRecognizerFactory {
 
 impl RecognizerFactory for LocalRecognizerFactory {
     fn start(&self, request: StreamRequest) -> StreamHandle {
-        let addr = LocalRecognizer::new(request, self.engine.clone()).start();
-        StreamHandle {
-            audio: addr.clone().recipient(),
-            cancel: addr.recipient(),
-        }
+        stream_handle(LocalRecognizer::new(request, self.engine.clone()).start())
     }
 }
 
 /// The recognizer actor for one local stream. See the module doc.
 pub struct LocalRecognizer {
-    /// The stream's id, session, configuration and where its events go.
-    request: StreamRequest,
+    /// The request, the clock origin, the last final, whether it ended: the part every
+    /// recognizer shares.
+    contract: StreamContract,
     /// Where the worker is leased from.
     engine: LocalEngine,
     /// Audio to the worker; `None` before the lease, after `End`, and at the end.
     input: Option<std_mpsc::Sender<StreamInput>>,
-    /// Session time of this stream's first frame: the origin of the engine's times.
-    origin_ms: Option<u64>,
-    /// End of this stream's last final (session clock).
-    last_final_end_ms: Option<u64>,
-    /// `Ended` (or `Busy`) was reported, or the stream was cancelled: nothing more is reported.
-    ended: bool,
 }
 
 impl LocalRecognizer {
     pub fn new(request: StreamRequest, engine: LocalEngine) -> LocalRecognizer {
         LocalRecognizer {
-            request,
+            contract: StreamContract::new(request, "local"),
             engine,
             input: None,
-            origin_ms: None,
-            last_final_end_ms: None,
-            ended: false,
         }
-    }
-
-    fn report(&self, kind: RecognizerEventKind) {
-        self.request.events.do_send(RecognizerEvent {
-            stream_id: self.request.stream_id,
-            kind,
-        });
     }
 
     /// Reports the end of the stream (once) and stops; dropping the input frees the worker.
     fn end(&mut self, result: Result<(), StreamFailure>, ctx: &mut Context<Self>) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
         self.input = None;
-        if let Err(f) = &result {
-            debug!(
-                session = %self.request.session_id,
-                stream = self.request.stream_id,
-                code = grpc_code_name(f.code),
-                message = %f.message,
-                "local stream failed"
-            );
-        }
-        self.report(RecognizerEventKind::Ended(result));
-        ctx.stop();
+        self.contract.end(result, ctx);
     }
 
     /// A result of the engine on the session clock.
     fn transcript(&self, recognition: Recognition) -> Transcript {
-        let origin = self.origin_ms.unwrap_or(0);
+        let origin = self.contract.origin_ms();
         let at = |sample: u64| origin + sample / SAMPLES_PER_MS;
         let words: Vec<WordTiming> = recognition
             .words
@@ -122,7 +88,7 @@ impl LocalRecognizer {
             })
             .collect();
         let end_ms = at(recognition.end_sample);
-        let previous = self.last_final_end_ms.unwrap_or(origin);
+        let previous = self.contract.previous_final_end_ms();
         let start_ms = words.first().map_or(previous, |w| w.start_ms).min(end_ms);
         Transcript {
             is_final: recognition.is_final,
@@ -136,27 +102,33 @@ impl LocalRecognizer {
             start_ms,
             end_ms,
             words,
-            language_code: self.request.config.language_code.clone(),
+            language_code: self.contract.request().config.language_code.clone(),
         }
     }
 
     fn on_recognition(&mut self, recognition: Recognition, ctx: &mut Context<Self>) {
         let transcript = self.transcript(recognition);
+        let config = &self.contract.request().config;
         if !transcript.is_final {
-            if self.request.config.interim_results {
-                self.report(RecognizerEventKind::Result(transcript));
+            if config.interim_results {
+                self.contract
+                    .report(RecognizerEventKind::Result(transcript));
             }
             return;
         }
-        self.last_final_end_ms = Some(transcript.end_ms);
-        if self.request.config.single_utterance {
+        let single_utterance = config.single_utterance;
+        self.contract.final_ended_at(transcript.end_ms);
+        if single_utterance {
             // Google stops listening at the end of the first utterance: so does this stream.
-            self.report(RecognizerEventKind::EndOfSingleUtterance);
-            self.report(RecognizerEventKind::Result(transcript));
+            self.contract
+                .report(RecognizerEventKind::EndOfSingleUtterance);
+            self.contract
+                .report(RecognizerEventKind::Result(transcript));
             self.end(Ok(()), ctx);
             return;
         }
-        self.report(RecognizerEventKind::Result(transcript));
+        self.contract
+            .report(RecognizerEventKind::Result(transcript));
     }
 }
 
@@ -166,20 +138,15 @@ impl Actor for LocalRecognizer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         METRICS.streams_total.inc();
         METRICS.streams_active.inc();
-        let config = &self.request.config;
+        let config = &self.contract.request().config;
         match self.engine.lease(config.format, config.interim_results) {
             Ok(lease) => {
                 self.input = Some(lease.input);
                 ctx.add_stream(UnboundedReceiverStream::new(lease.output));
                 // A decoder is ours: the stream is open (the supervisor's breaker counts it).
-                self.report(RecognizerEventKind::Opened);
+                self.contract.report(RecognizerEventKind::Opened);
             }
-            Err(busy) => {
-                debug!(session = %self.request.session_id, stream = self.request.stream_id, "local engine busy");
-                self.ended = true;
-                self.report(RecognizerEventKind::Busy(busy.to_string()));
-                ctx.stop();
-            }
+            Err(busy) => self.contract.busy(busy.to_string(), ctx),
         }
     }
 
@@ -193,7 +160,7 @@ impl Handler<UpstreamAudio> for LocalRecognizer {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamAudio, _: &mut Context<Self>) {
-        if self.ended {
+        if self.contract.is_ended() {
             return;
         }
         match msg {
@@ -201,7 +168,7 @@ impl Handler<UpstreamAudio> for LocalRecognizer {
                 let Some(input) = &self.input else {
                     return; // half-closed: no more audio for this stream
                 };
-                self.origin_ms.get_or_insert(frame.start_ms);
+                self.contract.origin_at(frame.start_ms);
                 // A closed channel means the worker already ended the stream; its `Ended` is on
                 // the way.
                 let _ = input.send(StreamInput::Audio(frame.data));
@@ -219,15 +186,14 @@ impl Handler<CancelStream> for LocalRecognizer {
     type Result = ();
 
     fn handle(&mut self, _: CancelStream, ctx: &mut Context<Self>) {
-        self.ended = true;
         self.input = None;
-        ctx.stop();
+        self.contract.cancel(ctx);
     }
 }
 
 impl StreamHandler<StreamOutput> for LocalRecognizer {
     fn handle(&mut self, item: StreamOutput, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.contract.is_ended() {
             return;
         }
         match item {
@@ -258,37 +224,25 @@ mod tests {
 
     use super::super::test_support::{read_raw, scripted, Script, GOFORWARD, GOFORWARD_WORDS};
     use super::*;
-    use crate::audio::{AudioFormat, Encoding};
     use crate::protocol::StartConfig;
+    use crate::recognizer::contract::test_support::{
+        ended, start_stream, transcripts, until_ended,
+    };
     use crate::settings::LocalSettings;
-    use crate::testing::{Probe, ProbeLog};
+    use crate::testing::{start_config, Probe, ProbeLog};
 
     const WAIT: Duration = Duration::from_secs(20);
 
     fn config(single_utterance: bool) -> Arc<StartConfig> {
         Arc::new(StartConfig {
-            format: AudioFormat {
-                encoding: Encoding::Linear16,
-                sample_rate_hz: 16_000,
-            },
-            language_code: "en-US".into(),
-            interim_results: true,
-            enable_automatic_punctuation: false,
-            model: String::new(),
-            phrases: Vec::new(),
             single_utterance,
+            ..start_config()
         })
     }
 
     fn start(engine: &LocalEngine, single_utterance: bool) -> (StreamHandle, ProbeLog) {
-        let (events, log) = Probe::start_new();
-        let handle = LocalRecognizerFactory::new(engine.clone()).start(StreamRequest {
-            stream_id: 3,
-            session_id: Arc::from("s1"),
-            config: config(single_utterance),
-            events: events.recipient(),
-        });
-        (handle, log)
+        let factory = LocalRecognizerFactory::new(engine.clone());
+        start_stream(&factory, 3, config(single_utterance))
     }
 
     /// Sends `samples` as 100 ms frames starting at `start_ms` on the session clock.
@@ -302,26 +256,6 @@ mod tests {
                 data: Bytes::from(data),
             }));
         }
-    }
-
-    fn ended(events: &[RecognizerEvent]) -> Vec<Result<(), StreamFailure>> {
-        events
-            .iter()
-            .filter_map(|e| match &e.kind {
-                RecognizerEventKind::Ended(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn transcripts(events: &[RecognizerEvent]) -> Vec<Transcript> {
-        events
-            .iter()
-            .filter_map(|e| match &e.kind {
-                RecognizerEventKind::Result(t) => Some(t.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     fn real_engine(workers: usize) -> LocalEngine {
@@ -342,9 +276,7 @@ mod tests {
         let (handle, log) = start(&engine, false);
         send_frames(&handle, &samples, 5_000);
         handle.audio.do_send(UpstreamAudio::End);
-        let events = log
-            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
-            .await;
+        let events = until_ended(&log, WAIT).await;
         assert_eq!(ended(&events), vec![Ok(())], "{events:?}");
         assert!(events.iter().all(|e| e.stream_id == 3));
         let got = transcripts(&events);
@@ -378,9 +310,7 @@ mod tests {
         send_frames(&handle, &samples, 0);
         // Two seconds of silence: the utterance ends without a half-close.
         send_frames(&handle, &vec![0i16; 32_000], samples.len() as u64 / 16);
-        let events = log
-            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
-            .await;
+        let events = until_ended(&log, WAIT).await;
         let kinds: Vec<&str> = events
             .iter()
             .filter_map(|e| match &e.kind {
@@ -426,9 +356,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let (handle, log) = start(&engine, false);
         send_frames(&handle, &[0i16; 3_200], 0);
-        let events = log
-            .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
-            .await;
+        let events = until_ended(&log, WAIT).await;
         let ends = ended(&events);
         assert_eq!(ends.len(), 1, "{events:?}");
         assert_eq!(

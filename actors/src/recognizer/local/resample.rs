@@ -17,7 +17,7 @@
 //! the output sample `k` is always the input's value at time `k / 16000 s` — no delay to account
 //! for. 16 kHz LINEAR16 passes through untouched.
 
-use crate::audio::{AudioFormat, Encoding};
+use crate::audio::{mulaw, AudioFormat, Encoding};
 
 use super::engine::ENGINE_RATE_HZ;
 
@@ -28,40 +28,6 @@ const CUTOFF: f64 = 0.92;
 
 /// Amplitude of the mirrored upper band for 8 kHz input, relative to the signal (see module doc).
 const FOLD_GAIN: f64 = 0.5;
-
-/// G.711 µ-law bias (ITU reference code).
-const MULAW_BIAS: i32 = 0x84;
-/// Largest magnitude that survives the bias.
-const MULAW_CLIP: i32 = 32_635;
-
-/// Expands one µ-law byte to a 16-bit sample.
-pub fn mulaw_decode(byte: u8) -> i16 {
-    let inverted = !byte;
-    let exponent = (inverted >> 4) & 0x07;
-    let mantissa = i32::from(inverted & 0x0F);
-    let magnitude = (((mantissa << 3) + MULAW_BIAS) << exponent) - MULAW_BIAS;
-    if inverted & 0x80 != 0 {
-        -magnitude as i16
-    } else {
-        magnitude as i16
-    }
-}
-
-/// Compands one 16-bit sample to µ-law (for tests and tools that make telephony audio).
-pub fn mulaw_encode(sample: i16) -> u8 {
-    let mut magnitude = i32::from(sample);
-    let sign = if magnitude < 0 {
-        magnitude = -magnitude;
-        0x80
-    } else {
-        0
-    };
-    magnitude = magnitude.min(MULAW_CLIP) + MULAW_BIAS;
-    let segment = (magnitude >> 7) as u8;
-    let exponent = 7 - segment.leading_zeros().min(7) as u8;
-    let mantissa = ((magnitude >> (exponent + 3)) & 0x0F) as u8;
-    !(sign | (exponent << 4) | mantissa)
-}
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
@@ -225,7 +191,9 @@ impl AudioConverter {
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<i16>) {
         self.decoded.clear();
         match self.encoding {
-            Encoding::Mulaw => self.decoded.extend(bytes.iter().map(|&b| mulaw_decode(b))),
+            Encoding::Mulaw => self
+                .decoded
+                .extend(bytes.iter().map(|&b| mulaw::decode_sample(b))),
             _ => {
                 let mut rest = bytes;
                 if let Some(low) = self.carry.take() {
@@ -321,20 +289,6 @@ mod tests {
         (sum / inner.len() as f64).sqrt()
     }
 
-    #[test]
-    fn mulaw_round_trips_within_its_quantisation() {
-        for sample in [-32_000i16, -1_000, -8, 0, 7, 100, 5_000, 32_767] {
-            let back = mulaw_decode(mulaw_encode(sample));
-            let tolerance = (i32::from(sample).abs() / 16).max(8);
-            assert!(
-                (i32::from(back) - i32::from(sample)).abs() <= tolerance,
-                "{sample} -> {back}"
-            );
-        }
-        assert_eq!(mulaw_encode(0), 0xFF);
-        assert_eq!(mulaw_decode(0xFF), 0);
-    }
-
     /// 8 kHz → 16 kHz: twice the samples, a tone in the band is reproduced closely and in time.
     #[test]
     fn upsamples_8k_without_delay() {
@@ -396,7 +350,7 @@ mod tests {
             panic!("MULAW is supported");
         };
         let mut out = Vec::new();
-        c.push(&[0xFF, mulaw_encode(1_000)], &mut out);
+        c.push(&[0xFF, mulaw::encode_sample(1_000)], &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], 0);
         assert!((i32::from(out[1]) - 1_000).abs() < 64);

@@ -17,15 +17,14 @@
 
 use actix::prelude::*;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tracing::debug;
 
 use super::engine::INTERIM_STABILITY;
 use super::scheduler::{JobResult, Scheduler, StreamTicket};
 use super::segment_stream::{SegmentResult, SegmentStream, StreamSettings};
 use crate::messages::*;
 use crate::metrics::METRICS;
+use crate::recognizer::contract::{stream_handle, StreamContract};
 use crate::recognizer::RecognizerFactory;
-use crate::settings::grpc_code_name;
 
 /// Engine samples per millisecond.
 const SAMPLES_PER_MS: u64 = 16;
@@ -51,62 +50,33 @@ impl SegmentRecognizerFactory {
 impl RecognizerFactory for SegmentRecognizerFactory {
     fn start(&self, request: StreamRequest) -> StreamHandle {
         let addr = SegmentRecognizer {
-            request,
+            contract: StreamContract::new(request, "local"),
             engine: self.engine.clone(),
             stream: None,
-            origin_ms: None,
             ending: false,
-            ended: false,
         }
         .start();
-        StreamHandle {
-            audio: addr.clone().recipient(),
-            cancel: addr.recipient(),
-        }
+        stream_handle(addr)
     }
 }
 
 /// The recognizer actor for one stream. See the module doc.
 pub struct SegmentRecognizer {
-    request: StreamRequest,
+    /// What every recognizer owes the supervisor: events, one end, the session clock.
+    contract: StreamContract,
     engine: SegmentEngine,
     /// The stream's segmenter and its registration with the workers; `None` before admission
     /// and after the end.
     stream: Option<(SegmentStream, StreamTicket)>,
-    /// Session time of this stream's first frame: the origin of the engine's times.
-    origin_ms: Option<u64>,
     /// `End` came: the stream ends once its finals are in.
     ending: bool,
-    /// `Ended` (or `Busy`) was reported, or the stream was cancelled.
-    ended: bool,
 }
 
 impl SegmentRecognizer {
-    fn report(&self, kind: RecognizerEventKind) {
-        self.request.events.do_send(RecognizerEvent {
-            stream_id: self.request.stream_id,
-            kind,
-        });
-    }
-
     /// Reports the end of the stream (once) and stops; dropping the ticket withdraws its jobs.
     fn end(&mut self, result: Result<(), StreamFailure>, ctx: &mut Context<Self>) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
         self.stream = None;
-        if let Err(f) = &result {
-            debug!(
-                session = %self.request.session_id,
-                stream = self.request.stream_id,
-                code = grpc_code_name(f.code),
-                message = %f.message,
-                "local stream failed"
-            );
-        }
-        self.report(RecognizerEventKind::Ended(result));
-        ctx.stop();
+        self.contract.end(result, ctx);
     }
 
     /// Ends cleanly if `End` came and every final is in.
@@ -121,7 +91,7 @@ impl SegmentRecognizer {
     }
 
     fn transcript(&self, result: SegmentResult) -> Transcript {
-        let origin = self.origin_ms.unwrap_or(0);
+        let origin = self.contract.origin_ms();
         Transcript {
             is_final: result.is_final,
             transcript: result.text,
@@ -135,20 +105,24 @@ impl SegmentRecognizer {
             start_ms: origin + result.start_sample / SAMPLES_PER_MS,
             end_ms: origin + result.end_sample / SAMPLES_PER_MS,
             words: Vec::new(),
-            language_code: self.request.config.language_code.clone(),
+            language_code: self.contract.request().config.language_code.clone(),
         }
     }
 
     fn on_result(&mut self, result: SegmentResult, ctx: &mut Context<Self>) {
         let transcript = self.transcript(result);
-        if transcript.is_final && self.request.config.single_utterance {
+        if transcript.is_final {
+            self.contract.final_ended_at(transcript.end_ms);
+        }
+        if transcript.is_final && self.contract.request().config.single_utterance {
             // Google stops listening at the end of the first utterance: so does this stream.
-            self.report(RecognizerEventKind::EndOfSingleUtterance);
-            self.report(RecognizerEventKind::Result(transcript));
+            self.contract
+                .report(RecognizerEventKind::EndOfSingleUtterance);
+            self.contract.report(RecognizerEventKind::Result(transcript));
             self.end(Ok(()), ctx);
             return;
         }
-        self.report(RecognizerEventKind::Result(transcript));
+        self.contract.report(RecognizerEventKind::Result(transcript));
     }
 }
 
@@ -159,13 +133,10 @@ impl Actor for SegmentRecognizer {
         METRICS.streams_total.inc();
         METRICS.streams_active.inc();
         if let Err(overloaded) = self.engine.scheduler.admit() {
-            debug!(session = %self.request.session_id, stream = self.request.stream_id, "local engine busy");
-            self.ended = true;
-            self.report(RecognizerEventKind::Busy(overloaded.to_string()));
-            ctx.stop();
+            self.contract.busy(overloaded.to_string(), ctx);
             return;
         }
-        let config = &self.request.config;
+        let config = &self.contract.request().config;
         let stream = SegmentStream::new(
             config.format,
             self.engine.stream,
@@ -177,7 +148,7 @@ impl Actor for SegmentRecognizer {
                 let (ticket, results) = self.engine.scheduler.open();
                 self.stream = Some((stream, ticket));
                 ctx.add_stream(UnboundedReceiverStream::new(results));
-                self.report(RecognizerEventKind::Opened);
+                self.contract.report(RecognizerEventKind::Opened);
             }
             Err(e) => self.end(
                 Err(StreamFailure {
@@ -199,7 +170,7 @@ impl Handler<UpstreamAudio> for SegmentRecognizer {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamAudio, ctx: &mut Context<Self>) {
-        if self.ended || self.ending {
+        if self.contract.is_ended() || self.ending {
             return;
         }
         let Some((stream, ticket)) = self.stream.as_mut() else {
@@ -207,7 +178,7 @@ impl Handler<UpstreamAudio> for SegmentRecognizer {
         };
         match msg {
             UpstreamAudio::Frame(frame) => {
-                self.origin_ms.get_or_insert(frame.start_ms);
+                self.contract.origin_at(frame.start_ms);
                 stream.push(&frame.data, ticket);
             }
             UpstreamAudio::End => {
@@ -223,15 +194,14 @@ impl Handler<CancelStream> for SegmentRecognizer {
     type Result = ();
 
     fn handle(&mut self, _: CancelStream, ctx: &mut Context<Self>) {
-        self.ended = true;
         self.stream = None;
-        ctx.stop();
+        self.contract.cancel(ctx);
     }
 }
 
 impl StreamHandler<JobResult> for SegmentRecognizer {
     fn handle(&mut self, item: JobResult, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.contract.is_ended() {
             return;
         }
         let Some((stream, _)) = self.stream.as_mut() else {

@@ -1,0 +1,67 @@
+//! Client-facing protocols: how a client speaks to voxgate over its WebSocket.
+//!
+//! - [`native`]: voxgate's own protocol v1 (`GET /v1/listen`, `docs/protocol.md`): its JSON
+//!   messages in both directions, the start configuration as the client writes it, the
+//!   query-string configuration, and its subprotocol.
+//!
+//! Dialects that let existing clients of other services talk to voxgate unchanged (Deepgram,
+//! OpenAI realtime, Twilio media streams) will sit beside it, one folder each
+//! (`protocol/deepgram`, …): each turns its wire format into what this level defines and back.
+//!
+//! What stays here, at the protocol level, is what every dialect shares because the rest of the
+//! gateway speaks it:
+//! - [`StartConfig`]: what a session asked for. The pipeline and every recognizer are started from
+//!   it, whichever dialect the client used to ask.
+//! - [`ErrorCode`] ([`error_code`]): the gateway's table of everything that can end or disturb a
+//!   session — raised by the session, the audio buffer, the supervisor and the server's admission,
+//!   none of which know the client's dialect. Its code strings, WebSocket close codes and
+//!   retryability are those of the native protocol, documented in `docs/protocol.md`; a dialect
+//!   maps each code onto its own error messages.
+//! - [`Rejection`]: an error code with a message for a human — what any check of client input
+//!   answers.
+//!
+//! Nothing here knows the actors' messages (`crate::messages` uses these types, not the other way
+//! round): the session builds its outgoing messages from pipeline results itself.
+
+mod error_code;
+pub mod native;
+
+use crate::audio::AudioFormat;
+
+pub use error_code::ErrorCode;
+
+/// What a client asked for in `start` (or in the query string): the recognition configuration of
+/// every upstream stream of the session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartConfig {
+    pub format: AudioFormat,
+    /// BCP-47 language tag, default `en-US`.
+    pub language_code: String,
+    /// Whether interim (non-final) results are wanted; default true.
+    pub interim_results: bool,
+    pub enable_automatic_punctuation: bool,
+    /// Google model name (`latest_long`, `phone_call`, …); empty = Google's default.
+    pub model: String,
+    /// Speech adaptation hints.
+    pub phrases: Vec<String>,
+    /// Stop after the first utterance (Google's `single_utterance`): the session then closes.
+    pub single_utterance: bool,
+}
+
+/// A message the client got wrong: what the session sends back as `error` (and whether it then
+/// closes follows from the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    /// For a human: what was wrong, naming the field.
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}

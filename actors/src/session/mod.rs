@@ -1,0 +1,838 @@
+//! The session actor: one per WebSocket connection on `/v1/listen`. It owns the socket, the
+//! heartbeat, the start/idle/session timers and the client protocol v1 (`docs/protocol.md`); it
+//! starts its pipeline through a [`PipelineFactory`] once configured and turns what the pipeline
+//! reports into client messages. It knows nothing of audio buffering or Google.
+//!
+//! Every line of socket handling is in this folder: this file is the actor; beside it
+//! [`upgrade`](mod@upgrade) (the handshake, admission and what the server hands a session),
+//! [`fragments`] (fragmented messages put back together), and the byte-level helpers
+//! [`frame_limit`] (oversized frames, from their header), [`read_gate`] (read-ahead budget and
+//! pacing), [`outgoing`] (the backlog of a client that does not read, and the transcript as a
+//! client message) and [`input_rate`] (how fast a client may send). `actix-web-actors` is
+//! deprecated upstream in favour of `actix-ws`, and keeping the socket here means that move
+//! touches these files only. The server calls [`upgrade()`] and never sees the socket.
+//!
+//! Lifecycle, in phases:
+//! - `AwaitingStart`: waits for `start` (or was configured from the query string at once).
+//! - `Streaming`: audio, `finalize` and `stop` go to the pipeline in arrival order; results come back.
+//! - `Ending`: `EndOfAudio` was sent (client `stop`, or the end of a shutdown grace period); waits
+//!   for `PipelineFinished` to send `closed` (or the shutdown error).
+//! - `Closing`: a Close frame was sent; waits briefly for the client's Close, then stops.
+//!
+//! When the actor stops, for whatever reason — or is dropped without stopping, when the
+//! connection fails under it — it sends `StopPipeline` and releases its session permit.
+//!
+//! (Over 600 lines on purpose: this is one state machine — every handler asks which phase the
+//! session is in — and reads best whole; everything that is not the actor is in the files beside.)
+
+mod fragments;
+mod frame_limit;
+mod input_rate;
+mod outgoing;
+mod read_gate;
+mod upgrade;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+
+use crate::audio::SignatureCheck;
+use crate::messages::{
+    AudioAcked, AudioIn, EndOfAudio, Finalize, PipelineError, PipelineFinished, PipelineHandle,
+    PipelineSummary, PipelineWarning, SessionLinks, StopPipeline, Transcript,
+};
+use crate::metrics::METRICS;
+use crate::pipeline::PipelineFactory;
+use crate::protocol::native::{
+    parse_client_text, parse_query_config, ClientMessage, ServerMessage,
+};
+use crate::protocol::{ErrorCode, StartConfig};
+use crate::settings::SessionSettings;
+use fragments::{Reassembled, Reassembler};
+use input_rate::InputRate;
+use outgoing::{frame_len, transcript_message, OutgoingMeter};
+use read_gate::ReadGate;
+pub use upgrade::{
+    check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
+};
+
+/// How long the session waits for the client's Close frame after sending its own.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Warning code: audio or `finalize` after `stop` was dropped (sent once per session).
+pub const WARNING_AUDIO_AFTER_STOP: &str = "audio_after_stop";
+
+/// Close reason of a connection from which nothing arrived for `client_timeout_secs`.
+pub const CLIENT_TIMEOUT_REASON: &str = "client_timeout";
+
+/// Where the session is in its life (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingStart,
+    Streaming,
+    Ending(EndCause),
+    Closing,
+}
+
+/// Why the session sent `EndOfAudio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndCause {
+    /// The client sent `stop`: it gets `closed` and 1000.
+    ClientStop,
+    /// The shutdown grace period ended: the client gets `shutting_down` and 1001.
+    Shutdown,
+}
+
+/// The shutdown channel's value, as a stream item of its own type.
+struct ShutdownSignal(Option<ShutdownNotice>);
+
+pub struct Session {
+    /// uuid v4; in every log line and in `ready`/`closed`.
+    id: Arc<str>,
+    settings: Arc<SessionSettings>,
+    pipelines: Rc<dyn PipelineFactory>,
+    /// Taken in `started`: admitted (permit kept in `permit`) or refused.
+    admission: Option<Admission>,
+    /// The session's share of `max_sessions`; released when the actor stops.
+    permit: Option<SessionPermit>,
+    /// Whether this session counts in `sessions_active` (refused ones do not).
+    counted_active: bool,
+    query: String,
+    /// Taken in `started` to become a stream.
+    shutdown_rx: Option<watch::Receiver<Option<ShutdownNotice>>>,
+    /// Identifies the frame guard's markers for oversized frames (see [`frame_limit`]).
+    marker_nonce: [u8; frame_limit::NONCE_LEN],
+    /// Shared with the frame guard: read-ahead budget, pacing.
+    gate: ReadGate,
+    /// Shared with the response body: the backlog of server messages.
+    outgoing: Rc<OutgoingMeter>,
+    /// Frames per second, input against real time, audio lead.
+    input_rate: InputRate,
+    /// Who the client is (logs only).
+    client: Arc<str>,
+    /// `[session] max_session_secs`, capped by the credential's scope.
+    max_session_secs: f64,
+    /// Set once configured: the check of the audio's first bytes against its format.
+    signature: Option<SignatureCheck>,
+    phase: Phase,
+    /// Set once configured; dropped (after `StopPipeline`) when the session closes.
+    pipeline: Option<PipelineHandle>,
+    /// Cancelled when the session is configured.
+    start_timer: Option<SpawnHandle>,
+    /// Any frame at all (heartbeat).
+    last_seen: Instant,
+    /// Audio, `keepalive` or `finalize` (idle timeout).
+    last_activity: Instant,
+    /// Continuation frames put back together, bounded like whole messages.
+    fragments: Reassembler,
+    /// Highest `audio_ms` acknowledged by the pipeline (for `closed` and the audio metric).
+    acked_ms: u64,
+    /// The `audio_after_stop` warning is sent once.
+    warned_audio_after_stop: bool,
+    /// Set when the shutdown notice arrives.
+    shutdown: Option<ShutdownNotice>,
+}
+
+fn duration_secs(secs: f64) -> Duration {
+    // Settings are validated at start-up, but a negative or absurd value must not panic here.
+    const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+    Duration::try_from_secs_f64(secs.max(0.0)).map_or(LONGEST, |d| d.min(LONGEST))
+}
+
+impl Session {
+    pub fn new(params: SessionParams) -> Session {
+        let now = Instant::now();
+        let settings = params.settings;
+        // A frame of the largest size always fits, and two of them may be read ahead.
+        let read_ahead = 2 * (settings.max_frame_bytes as u64 + frame_limit::MAX_HEADER_LEN as u64);
+        let max_session_secs = params
+            .max_session_secs
+            .map_or(settings.max_session_secs, |cap| {
+                cap.min(settings.max_session_secs)
+            });
+        let fragments = Reassembler::new(settings.max_frame_bytes, settings.max_json_bytes);
+        Session {
+            id: uuid::Uuid::new_v4().to_string().into(),
+            gate: ReadGate::new(read_ahead),
+            outgoing: Rc::new(OutgoingMeter::default()),
+            input_rate: InputRate::new(&settings, now),
+            client: params.client,
+            max_session_secs,
+            signature: None,
+            settings,
+            pipelines: params.pipelines,
+            admission: Some(params.admission),
+            permit: None,
+            counted_active: false,
+            query: params.query,
+            shutdown_rx: Some(params.shutdown),
+            marker_nonce: *uuid::Uuid::new_v4().as_bytes(),
+            phase: Phase::AwaitingStart,
+            pipeline: None,
+            start_timer: None,
+            last_seen: now,
+            last_activity: now,
+            fragments,
+            acked_ms: 0,
+            warned_audio_after_stop: false,
+            shutdown: None,
+        }
+    }
+
+    /// Sends a message, unless the client has left more than `max_outgoing_bytes` unread: then
+    /// the session ends with `slow_consumer` instead.
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+        let text = message.to_json();
+        let waiting = self.outgoing.waiting();
+        if waiting + frame_len(text.len()) > self.settings.max_outgoing_bytes as u64 {
+            let message = format!(
+                "{waiting} bytes of messages are waiting for the client to read them; at most {} \
+                 may wait",
+                self.settings.max_outgoing_bytes
+            );
+            self.fail(ctx, ErrorCode::SlowConsumer, &message);
+            return;
+        }
+        self.write_text(ctx, text);
+    }
+
+    /// Writes a text frame, counted in the backlog but not checked against it.
+    fn write_text(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
+        self.outgoing.queue(frame_len(text.len()));
+        ctx.text(text);
+    }
+
+    /// Writes a Close frame, counted in the backlog.
+    fn write_close(&self, ctx: &mut ws::WebsocketContext<Self>, reason: Option<ws::CloseReason>) {
+        let payload = reason
+            .as_ref()
+            .map_or(0, |r| 2 + r.description.as_ref().map_or(0, String::len));
+        self.outgoing.queue(frame_len(payload));
+        ctx.close(reason);
+    }
+
+    /// Sends `error`; closes when the code says so.
+    fn fail(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        METRICS.errors.with_label_values(&[code.as_str()]).inc();
+        match code {
+            ErrorCode::Internal | ErrorCode::UpstreamRejected | ErrorCode::UpstreamUnavailable => {
+                tracing::warn!(session_id = %self.id, code = code.as_str(), "error: {message}")
+            }
+            _ => tracing::info!(session_id = %self.id, code = code.as_str(), "error: {message}"),
+        }
+        // Not `send`: an error is written even past the backlog limit (one more, bounded).
+        self.write_text(ctx, ServerMessage::error(code, message).to_json());
+        if let Some(close_code) = code.close_code() {
+            self.close(ctx, close_code, code.as_str());
+        }
+    }
+
+    /// Sends a Close frame and waits (bounded) for the client's; the pipeline is stopped now.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        self.stop_pipeline();
+        self.write_close(
+            ctx,
+            Some(ws::CloseReason {
+                code: ws::CloseCode::from(code),
+                description: Some(reason.to_string()),
+            }),
+        );
+        self.phase = Phase::Closing;
+        ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |act, ctx| {
+            tracing::debug!(session_id = %act.id, "no Close from the client; dropping the connection");
+            ctx.stop();
+        });
+    }
+
+    fn stop_pipeline(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.stop.do_send(StopPipeline);
+        }
+    }
+
+    /// Admission, timers, the shutdown stream and a query-string configuration.
+    fn begin(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let heartbeat = duration_secs(self.settings.heartbeat_interval_secs);
+        ctx.run_interval(heartbeat, |act, ctx| act.heartbeat(ctx));
+        match self.admission.take() {
+            Some(Admission::Admitted(permit)) => {
+                self.permit = Some(permit);
+                self.counted_active = true;
+                METRICS.sessions_total.inc();
+                METRICS.sessions_active.inc();
+            }
+            Some(Admission::Refused(rejection)) => {
+                self.fail(ctx, rejection.code, &rejection.message);
+                return;
+            }
+            None => {}
+        }
+        tracing::info!(session_id = %self.id, client = %self.client, "session opened");
+        let max_session = self.max_session_secs;
+        ctx.run_later(duration_secs(max_session), move |act, ctx| {
+            let message = format!("the session reached its maximum length of {max_session} s");
+            act.fail(ctx, ErrorCode::SessionTooLong, &message);
+        });
+        if let Some(rx) = self.shutdown_rx.take() {
+            ctx.add_stream(WatchStream::new(rx).map(ShutdownSignal));
+        }
+        match parse_query_config(&self.query) {
+            Ok(Some(request)) => match request.validate(self.settings.max_phrases) {
+                Ok(config) => self.configure(ctx, config),
+                Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+            },
+            Ok(None) => {
+                let secs = self.settings.start_timeout_secs;
+                let timer = ctx.run_later(duration_secs(secs), move |act, ctx| {
+                    if act.phase == Phase::AwaitingStart {
+                        let message = format!("no start message within {secs} s");
+                        act.fail(ctx, ErrorCode::StartTimeout, &message);
+                    }
+                });
+                self.start_timer = Some(timer);
+            }
+            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+        }
+    }
+
+    /// Starts the pipeline and tells the client it may send audio.
+    fn configure(&mut self, ctx: &mut ws::WebsocketContext<Self>, config: StartConfig) {
+        if let Some(timer) = self.start_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        tracing::info!(
+            session_id = %self.id,
+            encoding = config.format.encoding.as_str(),
+            sample_rate_hz = config.format.sample_rate_hz,
+            language_code = %config.language_code,
+            interim_results = config.interim_results,
+            single_utterance = config.single_utterance,
+            phrases = config.phrases.len(),
+            "session configured"
+        );
+        let me = ctx.address();
+        let links = SessionLinks {
+            transcripts: me.clone().recipient(),
+            acks: me.clone().recipient(),
+            warnings: me.clone().recipient(),
+            errors: me.clone().recipient(),
+            finished: me.recipient(),
+        };
+        self.signature = Some(SignatureCheck::new(config.format.encoding));
+        self.input_rate.set_format(config.format, Instant::now());
+        let pipeline = self
+            .pipelines
+            .start(self.id.clone(), Arc::new(config), links);
+        self.pipeline = Some(pipeline);
+        self.phase = Phase::Streaming;
+        self.last_activity = Instant::now();
+        self.arm_idle(ctx, duration_secs(self.settings.idle_timeout_secs));
+        self.send(
+            ctx,
+            &ServerMessage::Ready {
+                session_id: self.id.to_string(),
+            },
+        );
+    }
+
+    /// Checks for idleness after `after`, and again as long as the client stays active.
+    fn arm_idle(&mut self, ctx: &mut ws::WebsocketContext<Self>, after: Duration) {
+        ctx.run_later(after, |act, ctx| {
+            if act.phase != Phase::Streaming {
+                return;
+            }
+            let limit = duration_secs(act.settings.idle_timeout_secs);
+            let idle = act.last_activity.elapsed();
+            if idle >= limit {
+                let message = format!(
+                    "no audio and no keepalive for {} s",
+                    act.settings.idle_timeout_secs
+                );
+                act.fail(ctx, ErrorCode::IdleTimeout, &message);
+            } else {
+                act.arm_idle(ctx, limit - idle);
+            }
+        });
+    }
+
+    /// Pings the client; drops a connection from which nothing arrived for `client_timeout_secs`.
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.last_seen.elapsed() > duration_secs(self.settings.client_timeout_secs) {
+            tracing::info!(session_id = %self.id, "nothing from the client for {} s; dropping it",
+                self.settings.client_timeout_secs);
+            self.stop_pipeline();
+            self.write_close(
+                ctx,
+                Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some(CLIENT_TIMEOUT_REASON.to_string()),
+                }),
+            );
+            ctx.stop();
+            return;
+        }
+        self.outgoing.queue(frame_len(0));
+        ctx.ping(b"");
+    }
+
+    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        if text.len() > self.settings.max_json_bytes {
+            let message = format!(
+                "a JSON message of {} bytes exceeds max_json_bytes ({} bytes); send audio as \
+                 binary frames",
+                text.len(),
+                self.settings.max_json_bytes
+            );
+            self.fail(ctx, ErrorCode::JsonTooLarge, &message);
+            return;
+        }
+        match parse_client_text(text) {
+            Ok(message) => self.on_message(ctx, message),
+            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, message: ClientMessage) {
+        match message {
+            ClientMessage::Start(request) => {
+                if self.phase != Phase::AwaitingStart {
+                    self.fail(
+                        ctx,
+                        ErrorCode::AlreadyStarted,
+                        "the session is configured already; this start is ignored",
+                    );
+                    return;
+                }
+                match request.validate(self.settings.max_phrases) {
+                    Ok(config) => self.configure(ctx, config),
+                    Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+                }
+            }
+            ClientMessage::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id),
+            ClientMessage::KeepAlive => self.last_activity = Instant::now(),
+            ClientMessage::Finalize => match self.phase {
+                Phase::AwaitingStart => self.fail(
+                    ctx,
+                    ErrorCode::AudioBeforeStart,
+                    "finalize before start: send start first",
+                ),
+                Phase::Streaming => {
+                    self.last_activity = Instant::now();
+                    if let Some(pipeline) = &self.pipeline {
+                        pipeline.finalize.do_send(Finalize);
+                    }
+                }
+                Phase::Ending(_) => self.warn_after_stop(ctx),
+                Phase::Closing => {}
+            },
+            ClientMessage::Stop => self.on_stop(ctx),
+        }
+    }
+
+    fn on_audio(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        data: Bytes,
+        audio_id: Option<String>,
+    ) {
+        match self.phase {
+            Phase::AwaitingStart => self.fail(
+                ctx,
+                ErrorCode::AudioBeforeStart,
+                "audio before start: send start first",
+            ),
+            Phase::Streaming => {
+                let now = Instant::now();
+                self.last_activity = now;
+                if data.is_empty() {
+                    return;
+                }
+                if let Err(rejection) = self.input_rate.audio(data.len(), now) {
+                    self.fail(ctx, rejection.code, &rejection.message);
+                    return;
+                }
+                if let Some(Err(mismatch)) = self.signature.as_mut().map(|s| s.check(&data)) {
+                    self.fail(ctx, ErrorCode::InvalidAudio, &mismatch.to_string());
+                    return;
+                }
+                if let Some(pipeline) = &self.pipeline {
+                    pipeline.audio.do_send(AudioIn { data, audio_id });
+                }
+            }
+            Phase::Ending(_) => self.warn_after_stop(ctx),
+            Phase::Closing => {}
+        }
+    }
+
+    /// `bytes` of data arrived: pauses reading when the client is over its input rate.
+    fn on_input(&mut self, bytes: usize) {
+        if let Some(until) = self.input_rate.input(bytes, Instant::now()) {
+            tracing::debug!(session_id = %self.id, "input faster than allowed: pacing");
+            self.gate.pause_until(until);
+        }
+    }
+
+    fn warn_after_stop(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.warned_audio_after_stop {
+            self.warned_audio_after_stop = true;
+            self.send(
+                ctx,
+                &ServerMessage::Warning {
+                    code: WARNING_AUDIO_AFTER_STOP.to_string(),
+                    message: "audio and finalize after stop are ignored".to_string(),
+                },
+            );
+        }
+    }
+
+    fn on_stop(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.phase {
+            Phase::AwaitingStart => {
+                // Nothing was configured, so nothing is pending: the session is over.
+                self.send_closed(ctx, PipelineSummary::default());
+            }
+            Phase::Streaming => {
+                tracing::info!(session_id = %self.id, "stop: flushing the pipeline");
+                if let Some(pipeline) = &self.pipeline {
+                    pipeline.end.do_send(EndOfAudio);
+                }
+                self.phase = Phase::Ending(EndCause::ClientStop);
+                // The wait for the last results is bounded; the pipeline reports its own
+                // upstream failures, so running out of time here means something is stuck.
+                let secs = self.settings.idle_timeout_secs;
+                ctx.run_later(duration_secs(secs), move |act, ctx| {
+                    if matches!(act.phase, Phase::Ending(_)) {
+                        let message =
+                            format!("the last results did not arrive within {secs} s of stop");
+                        act.fail(ctx, ErrorCode::Internal, &message);
+                    }
+                });
+            }
+            Phase::Ending(_) | Phase::Closing => {}
+        }
+    }
+
+    fn send_closed(&mut self, ctx: &mut ws::WebsocketContext<Self>, summary: PipelineSummary) {
+        self.send(
+            ctx,
+            &ServerMessage::Closed {
+                session_id: self.id.to_string(),
+                audio_ms: self.acked_ms,
+                audio_seconds: self.acked_ms as f64 / 1000.0,
+                results: summary.results,
+                restarts: summary.restarts,
+            },
+        );
+        tracing::info!(session_id = %self.id, audio_ms = self.acked_ms,
+            results = summary.results, restarts = summary.restarts, "session closed normally");
+        self.close(ctx, 1000, "closed");
+    }
+
+    /// Continuation frames: reassembled into one message, bounded by `max_frame_bytes`.
+    fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
+        match self.fragments.push(item) {
+            Ok(None) => {}
+            Ok(Some(Reassembled::Text(text))) => self.on_text(ctx, &text),
+            Ok(Some(Reassembled::Binary(data))) => self.on_audio(ctx, data, None),
+            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
+        }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut ws::WebsocketContext<Self>, notice: ShutdownNotice) {
+        if self.shutdown.is_some() || self.phase == Phase::Closing {
+            return;
+        }
+        self.shutdown = Some(notice);
+        let grace = notice.deadline.saturating_duration_since(Instant::now());
+        // (The warning may end a session whose client does not read: it would not hear the
+        // shutdown either.)
+        tracing::info!(session_id = %self.id, grace_secs = grace.as_secs_f64(), "server shutting down");
+        self.send(
+            ctx,
+            &ServerMessage::Warning {
+                code: ErrorCode::ShuttingDown.as_str().to_string(),
+                message: format!(
+                    "the server is shutting down; this session will be closed in {:.1} s",
+                    grace.as_secs_f64()
+                ),
+            },
+        );
+        ctx.run_later(grace, |act, ctx| act.on_grace_over(ctx));
+    }
+
+    /// End of the shutdown grace period: flush what the pipeline has, then close with 1001.
+    fn on_grace_over(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(notice) = self.shutdown else {
+            return;
+        };
+        match self.phase {
+            Phase::AwaitingStart => {
+                self.fail(ctx, ErrorCode::ShuttingDown, "the server is shutting down")
+            }
+            Phase::Streaming | Phase::Ending(_) => {
+                if self.phase == Phase::Streaming {
+                    if let Some(pipeline) = &self.pipeline {
+                        pipeline.end.do_send(EndOfAudio);
+                    }
+                    self.phase = Phase::Ending(EndCause::Shutdown);
+                }
+                ctx.run_later(notice.flush_timeout, |act, ctx| {
+                    if matches!(act.phase, Phase::Ending(_)) {
+                        act.fail(
+                            ctx,
+                            ErrorCode::ShuttingDown,
+                            "the server is shutting down (the last results did not arrive in time)",
+                        );
+                    }
+                });
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    fn on_protocol_error(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        error: ws::ProtocolError,
+    ) {
+        match error {
+            // The codec turns a text frame that is not UTF-8 into this (read errors of the
+            // connection end the stream in the frame guard instead); the frame was consumed, so
+            // the closing handshake can proceed.
+            ws::ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::Other => {
+                self.fail(ctx, ErrorCode::InvalidJson, "a text message is not UTF-8");
+            }
+            other => {
+                // The codec may be stuck on a malformed frame: no handshake, close now.
+                let code = match other {
+                    ws::ProtocolError::Overflow => ErrorCode::FrameTooLarge,
+                    _ => ErrorCode::InvalidMessage,
+                };
+                self.fail(ctx, code, &format!("WebSocket protocol error: {other}"));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.begin(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.release();
+    }
+}
+
+impl Session {
+    /// Stops the pipeline and gives the permits back; idempotent.
+    fn release(&mut self) {
+        self.stop_pipeline();
+        self.permit = None;
+        if self.counted_active {
+            self.counted_active = false;
+            METRICS.sessions_active.dec();
+            tracing::info!(session_id = %self.id, audio_ms = self.acked_ms, "session ended");
+        }
+    }
+}
+
+impl Drop for Session {
+    /// The connection can fail under the session (a write error, `TCP_USER_TIMEOUT` on a client
+    /// that stopped reading): the actor is then dropped without `stopped`.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        self.last_seen = now;
+        self.gate.frame_received();
+        if self.phase != Phase::Closing {
+            if let Err(rejection) = self.input_rate.frame(now) {
+                self.fail(ctx, rejection.code, &rejection.message);
+            }
+        }
+        let message = match item {
+            Ok(message) => message,
+            Err(error) => {
+                if self.phase != Phase::Closing {
+                    self.on_protocol_error(ctx, error);
+                } else {
+                    ctx.stop();
+                }
+                return;
+            }
+        };
+        match message {
+            ws::Message::Close(reason) => {
+                if self.phase != Phase::Closing {
+                    tracing::info!(session_id = %self.id, ?reason, "client closed the connection");
+                    // The pipeline stop and the permits' release in one step: whoever sees the
+                    // pipeline stopped finds the client's places free again.
+                    self.release();
+                    self.write_close(ctx, reason);
+                }
+                ctx.stop();
+            }
+            ws::Message::Ping(payload) => {
+                if let Some(declared) = frame_limit::marker_length(&payload, &self.marker_nonce) {
+                    self.fragments.reset();
+                    let message = format!(
+                        "a frame of {declared} bytes exceeds max_frame_bytes ({} bytes)",
+                        self.settings.max_frame_bytes
+                    );
+                    self.fail(ctx, ErrorCode::FrameTooLarge, &message);
+                } else if self.phase != Phase::Closing {
+                    let waiting = self.outgoing.waiting();
+                    if waiting + frame_len(payload.len()) > self.settings.max_outgoing_bytes as u64
+                    {
+                        let message = format!(
+                            "{waiting} bytes of messages and pongs are waiting for the client to \
+                             read them"
+                        );
+                        self.fail(ctx, ErrorCode::SlowConsumer, &message);
+                    } else {
+                        self.outgoing.queue(frame_len(payload.len()));
+                        ctx.pong(&payload);
+                    }
+                }
+            }
+            _ if self.phase == Phase::Closing => {}
+            ws::Message::Text(text) => {
+                self.on_input(text.len());
+                self.on_text(ctx, &text)
+            }
+            ws::Message::Binary(data) => {
+                self.on_input(data.len());
+                self.on_audio(ctx, data, None)
+            }
+            ws::Message::Continuation(item) => {
+                let len = match &item {
+                    actix_http::ws::Item::FirstText(b)
+                    | actix_http::ws::Item::FirstBinary(b)
+                    | actix_http::ws::Item::Continue(b)
+                    | actix_http::ws::Item::Last(b) => b.len(),
+                };
+                self.on_input(len);
+                self.on_fragment(ctx, item)
+            }
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+        }
+    }
+
+    /// The connection ended (the client went away without a Close, or after ours).
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.phase != Phase::Closing {
+            tracing::info!(session_id = %self.id, "connection ended without a Close");
+        }
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<ShutdownSignal> for Session {
+    fn handle(&mut self, signal: ShutdownSignal, ctx: &mut Self::Context) {
+        if let ShutdownSignal(Some(notice)) = signal {
+            self.on_shutdown(ctx, notice);
+        }
+    }
+
+    /// The server dropped its end of the channel; that alone is no reason to stop.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<Transcript> for Session {
+    type Result = ();
+
+    fn handle(&mut self, transcript: Transcript, ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let kind = if transcript.is_final {
+            "final"
+        } else {
+            "interim"
+        };
+        METRICS.transcripts.with_label_values(&[kind]).inc();
+        self.send(ctx, &transcript_message(&transcript));
+    }
+}
+
+impl Handler<AudioAcked> for Session {
+    type Result = ();
+
+    fn handle(&mut self, ack: AudioAcked, ctx: &mut Self::Context) {
+        // (Audio seconds are counted where audio is accepted: the audio buffer.)
+        self.acked_ms = self.acked_ms.max(ack.audio_ms);
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.send(
+            ctx,
+            &ServerMessage::Ack {
+                audio_ms: ack.audio_ms,
+                audio_id: ack.audio_id,
+            },
+        );
+    }
+}
+
+impl Handler<PipelineWarning> for Session {
+    type Result = ();
+
+    fn handle(&mut self, warning: PipelineWarning, ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        tracing::info!(session_id = %self.id, code = warning.code, "warning: {}", warning.message);
+        self.send(
+            ctx,
+            &ServerMessage::Warning {
+                code: warning.code.to_string(),
+                message: warning.message,
+            },
+        );
+    }
+}
+
+impl Handler<PipelineError> for Session {
+    type Result = ();
+
+    fn handle(&mut self, error: PipelineError, ctx: &mut Self::Context) {
+        self.fail(ctx, error.code, &error.message);
+    }
+}
+
+impl Handler<PipelineFinished> for Session {
+    type Result = ();
+
+    fn handle(&mut self, finished: PipelineFinished, ctx: &mut Self::Context) {
+        match self.phase {
+            // `Streaming`: the pipeline ended by itself (single utterance) — a normal end too.
+            Phase::Streaming | Phase::Ending(EndCause::ClientStop) => {
+                self.send_closed(ctx, finished.summary)
+            }
+            Phase::Ending(EndCause::Shutdown) => self.fail(
+                ctx,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; every result has been sent",
+            ),
+            Phase::AwaitingStart | Phase::Closing => {}
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! How a connection becomes a session: what the server hands each new session
+//! ([`SessionParams`]: settings, the pipeline factory, its admission, the shutdown channel, who
+//! the client is), the WebSocket handshake ([`check_upgrade`]) and the upgrade itself
+//! ([`upgrade`]), which puts the frame guard and the metered response body around the new
+//! [`Session`]. The server calls these and never sees the socket.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use tokio::sync::watch;
+
+use super::frame_limit::FrameLimit;
+use super::outgoing::MeteredBody;
+use super::Session;
+use crate::pipeline::PipelineFactory;
+use crate::protocol::native::SUBPROTOCOL;
+use crate::protocol::Rejection;
+use crate::settings::SessionSettings;
+
+/// The server is shutting down: what every session is told (through a `watch` channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownNotice {
+    /// End of the grace period: then the session flushes its pipeline and closes with 1001.
+    pub deadline: Instant,
+    /// After the grace period, how long the session waits for its last results.
+    pub flush_timeout: Duration,
+}
+
+/// Whatever the server counts a session against (its share of `max_sessions`, of its client's
+/// sessions…): held for the session's whole life, released when it is dropped.
+pub struct SessionPermit(#[allow(dead_code)] Box<dyn Send>);
+
+impl SessionPermit {
+    pub fn new(held: impl Send + 'static) -> SessionPermit {
+        SessionPermit(Box::new(held))
+    }
+}
+
+/// Whether the server let this connection have a session.
+pub enum Admission {
+    /// Holds the server's permits for as long as the session lives.
+    Admitted(SessionPermit),
+    /// Upgraded only to be told why not (`too_many_sessions`, `shutting_down`, …): a browser
+    /// cannot read the body of a refused HTTP upgrade, but it can read an error message.
+    Refused(Rejection),
+}
+
+/// What the server gives each new session.
+pub struct SessionParams {
+    pub settings: Arc<SessionSettings>,
+    /// This worker's way of starting pipelines.
+    pub pipelines: Rc<dyn PipelineFactory>,
+    pub admission: Admission,
+    /// The raw query string of the upgrade request (it may carry the configuration).
+    pub query: String,
+    /// `Some` once the server is shutting down.
+    pub shutdown: watch::Receiver<Option<ShutdownNotice>>,
+    /// Who the client is, for the logs (`key k-1a2b…`, `anonymous`, and its address); never a
+    /// secret.
+    pub client: Arc<str>,
+    /// A cap on the session's length from the client's credential (a token's scope), on top of
+    /// `[session] max_session_secs`.
+    pub max_session_secs: Option<f64>,
+}
+
+/// The request was not a valid WebSocket upgrade (the server answers HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRefused(pub String);
+
+/// Checks that `req` is a WebSocket upgrade this server can accept, without starting anything.
+pub fn check_upgrade(req: &HttpRequest) -> Result<(), UpgradeRefused> {
+    ws::handshake_with_protocols(req, &[SUBPROTOCOL])
+        .map(|_| ())
+        .map_err(|e| UpgradeRefused(e.to_string()))
+}
+
+/// Upgrades `req` to a WebSocket served by a new [`Session`]. When the client offers
+/// subprotocols, [`SUBPROTOCOL`] is selected if among them.
+pub fn upgrade(
+    req: &HttpRequest,
+    payload: web::Payload,
+    params: SessionParams,
+) -> Result<HttpResponse, UpgradeRefused> {
+    let mut response = ws::handshake_with_protocols(req, &[SUBPROTOCOL])
+        .map_err(|e| UpgradeRefused(e.to_string()))?;
+    let max_frame_bytes = params.settings.max_frame_bytes;
+    let session = Session::new(params);
+    let bytes = FrameLimit::new(
+        payload,
+        max_frame_bytes,
+        session.marker_nonce,
+        session.gate.clone(),
+        session.id.clone(),
+    );
+    let outgoing = session.outgoing.clone();
+    let codec = actix_http::ws::Codec::new().max_size(max_frame_bytes);
+    let context = ws::WebsocketContext::with_codec(session, bytes, codec);
+    Ok(response.streaming(MeteredBody::new(context, outgoing)))
+}

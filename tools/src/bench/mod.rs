@@ -1,0 +1,215 @@
+//! `voxgate bench`: a load generator that proves (or disproves) the gateway's scale. It opens N
+//! concurrent sessions against a running gateway — or, with `--direct`, straight against the
+//! emulator over gRPC, the ceiling — streams emulator-encoded audio paced at real time, checks every
+//! final transcript (and its word times) exactly, and reports sessions held and failed, the
+//! latency the gateway adds, the server's CPU per session-minute and RSS per session. `voxgate
+//! bench scenarios` starts an emulator and a gateway itself and runs the standard scenarios of
+//! `docs/benchmarks.md`, which defines every figure.
+//!
+//! Layout:
+//! - [`script`]: the audio every session sends and the finals it must get back (exactly).
+//! - `ws`: the bench's own minimal WebSocket client (frames encoded once, sent with one write).
+//! - `pacer`: real-time pacing — one ticker per group of sessions, not one timer per session.
+//! - `load`: one session through the gateway; `direct`: one session straight to the emulator.
+//! - [`measure`]: the check of each final, latency samples, percentiles, totals.
+//! - `process`: CPU and RSS of the server (and emulator) from `/proc`, the gateway's gauges.
+//! - [`run`]: a run's phases (baseline, ramp, idle, streaming, after) and readings.
+//! - `shared`: what the sessions of one run share (script, pacer, collector, "go", settling).
+//! - [`report`]: the figures, as a table or JSON.
+//! - `scenarios`: the standard scenarios, with their own emulator and gateway processes.
+
+mod direct;
+mod load;
+pub mod measure;
+mod pacer;
+mod process;
+pub mod report;
+pub mod run;
+mod scenarios;
+pub mod script;
+mod shared;
+mod ws;
+
+use std::path::PathBuf;
+
+use measure::Percentiles;
+use report::Report;
+use run::{RunSpec, Target};
+use script::ScriptFormat;
+use voxgate_emulator::synth::SynthEncoding;
+
+pub use scenarios::ScenarioArgs;
+
+/// `voxgate bench` arguments.
+#[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `voxgate bench` subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchCommand {
+    /// Start an emulator and a gateway on loopback and run the standard scenarios (see
+    /// docs/benchmarks.md); print their tables, optionally write them into a Markdown file.
+    Scenarios(ScenarioArgs),
+}
+
+/// One benchmark run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// The gateway's WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/v1/listen")]
+    pub url: String,
+    /// Stream straight to the emulator over gRPC (at --endpoint), no gateway: the baseline.
+    #[arg(long)]
+    pub direct: bool,
+    /// The emulator for --direct.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// Concurrent sessions (with --churn: concurrent slots, each opening session after session).
+    #[arg(long, default_value_t = 100)]
+    pub sessions: u64,
+    /// Seconds of audio each session streams (whole utterances, at least one); with --churn, how
+    /// long the churn goes on.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// Sessions opened per second while ramping up.
+    #[arg(long, default_value_t = 1000.0)]
+    pub ramp: f64,
+    /// Connection churn: sessions of about SECS seconds of audio, each followed at once by the
+    /// next, for --duration seconds.
+    #[arg(long, value_name = "SECS")]
+    pub churn: Option<f64>,
+    /// Before streaming, every session stays open and idle (started, no audio) this long.
+    #[arg(long, default_value_t = 2.0)]
+    pub idle_secs: f64,
+    /// Send audio as base64 JSON `audio` messages instead of binary frames.
+    #[arg(long)]
+    pub base64: bool,
+    /// Ask for final results only (no interim results).
+    #[arg(long)]
+    pub finals_only: bool,
+    /// Audio per message, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub frame_ms: u64,
+    /// Sample rate, Hz.
+    #[arg(long, default_value_t = 16_000)]
+    pub rate: u32,
+    /// `linear16` or `mulaw`.
+    #[arg(long, default_value = "linear16", value_parser = parse_encoding)]
+    pub encoding: SynthEncoding,
+    /// The server's pid, to read its CPU time and RSS from /proc (the gateway, or with --direct
+    /// the emulator).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The emulator's pid behind a gateway, to compare the gateway's CPU with the emulator's.
+    #[arg(long)]
+    pub emulator_pid: Option<u32>,
+    /// JSON report of a --direct run of the same load: its latency is subtracted to give the
+    /// gateway's added latency.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads of the bench's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Pacing groups (one timer each) over which sessions are spread.
+    #[arg(long, default_value_t = 20)]
+    pub groups: usize,
+    /// Length of the audio script before it repeats, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub loop_secs: f64,
+}
+
+fn parse_encoding(name: &str) -> Result<SynthEncoding, String> {
+    SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16 or mulaw"))
+}
+
+impl LoadArgs {
+    /// The run these arguments describe.
+    pub fn spec(&self) -> Result<RunSpec, String> {
+        let target = if self.direct {
+            Target::Direct {
+                endpoint: self.endpoint.clone(),
+            }
+        } else {
+            Target::Gateway {
+                url: ws::WsUrl::parse(&self.url)?,
+                base64: self.base64,
+            }
+        };
+        if self.duration.is_nan() || self.duration < 0.0 {
+            return Err("--duration must be a number of seconds".to_string());
+        }
+        if self.churn.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            return Err("--churn must be a positive number of seconds".to_string());
+        }
+        Ok(RunSpec {
+            target,
+            sessions: self.sessions,
+            duration_secs: self.duration,
+            ramp_per_sec: self.ramp,
+            churn_secs: self.churn,
+            idle_secs: self.idle_secs,
+            interim: !self.finals_only,
+            format: ScriptFormat {
+                sample_rate_hz: self.rate,
+                encoding: self.encoding,
+                frame_ms: self.frame_ms,
+            },
+            groups: self.groups,
+            loop_secs: self.loop_secs,
+            server_pid: self.server_pid,
+            emulator_pid: self.emulator_pid,
+        })
+    }
+}
+
+/// The decision latency of a previous `--direct` run's JSON report.
+pub fn read_baseline(path: &std::path::Path) -> Result<Percentiles, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("--baseline {}: not JSON: {e}", path.display()))?;
+    let latency = value
+        .get("decision_latency_ms")
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| {
+            format!(
+                "--baseline {}: no decision_latency_ms (is it a bench report?)",
+                path.display()
+            )
+        })?;
+    serde_json::from_value(latency.clone())
+        .map_err(|e| format!("--baseline {}: decision_latency_ms: {e}", path.display()))
+}
+
+/// Runs one benchmark and returns its report.
+pub fn run_load(args: &LoadArgs) -> Result<Report, String> {
+    let spec = args.spec()?;
+    let baseline = args.baseline.as_deref().map(read_baseline).transpose()?;
+    let result = run::run(spec, args.threads)?;
+    Ok(Report::new(result, baseline))
+}
+
+/// Runs `voxgate bench …`.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    match args.command {
+        Some(BenchCommand::Scenarios(scenarios)) => scenarios::run(&scenarios),
+        None => {
+            let report = run_load(&args.load)?;
+            if args.load.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(())
+        }
+    }
+}
