@@ -136,24 +136,24 @@ fn cardinal(n: u64, out: &mut Vec<String>) {
     if n >= 1_000_000 {
         cardinal(n / 1_000_000, out);
         out.push("million".into());
-        if n % 1_000_000 > 0 {
+        if !n.is_multiple_of(1_000_000) {
             cardinal(n % 1_000_000, out);
         }
     } else if n >= 1_000 {
         cardinal(n / 1_000, out);
         out.push("thousand".into());
-        if n % 1_000 > 0 {
+        if !n.is_multiple_of(1_000) {
             cardinal(n % 1_000, out);
         }
     } else if n >= 100 {
         out.push(ONES[(n / 100) as usize].into());
         out.push("hundred".into());
-        if n % 100 > 0 {
+        if !n.is_multiple_of(100) {
             cardinal(n % 100, out);
         }
     } else if n >= 20 {
         out.push(TENS[(n / 10) as usize].into());
-        if n % 10 > 0 {
+        if !n.is_multiple_of(10) {
             out.push(ONES[(n % 10) as usize].into());
         }
     } else {

@@ -118,11 +118,13 @@ impl SegmentRecognizer {
             // Google stops listening at the end of the first utterance: so does this stream.
             self.contract
                 .report(RecognizerEventKind::EndOfSingleUtterance);
-            self.contract.report(RecognizerEventKind::Result(transcript));
+            self.contract
+                .report(RecognizerEventKind::Result(transcript));
             self.end(Ok(()), ctx);
             return;
         }
-        self.contract.report(RecognizerEventKind::Result(transcript));
+        self.contract
+            .report(RecognizerEventKind::Result(transcript));
     }
 }
 
