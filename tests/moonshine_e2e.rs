@@ -32,7 +32,14 @@ use voxgate_actors::recognizer::local::segmenter::Segmenter;
 use voxgate_actors::settings::LocalSettings;
 
 /// Sessions streamed at once.
-const CONCURRENT_SESSIONS: usize = 24;
+const CONCURRENT_SESSIONS: usize = 12;
+
+/// The accuracy tests measure words, not admission (tested apart): a machine shared with other
+/// tests must not turn their sessions away.
+const NO_ADMISSION_LIMIT: [(&str, &str); 2] = [
+    ("VOXGATE_LOCAL__MAX_LOAD", "1.0"),
+    ("VOXGATE_LOCAL__MAX_QUEUE_WAIT_MS", "60000"),
+];
 
 /// One recording to stream, with its reference.
 #[derive(Debug, Clone)]
@@ -60,7 +67,7 @@ fn direct_text(recording: &Recording) -> String {
         encoding: Encoding::Linear16,
         sample_rate_hz: recording.rate,
     };
-    let mut converter = AudioConverter::new(format).unwrap_or_else(|e| panic!("{e}"));
+    let mut converter = AudioConverter::without_folding(format).unwrap_or_else(|e| panic!("{e}"));
     let bytes: Vec<u8> = recording
         .samples
         .iter()
@@ -169,7 +176,7 @@ async fn stream_all(addr: &str, recordings: Vec<Recording>, what: &str) -> (usiz
 
 #[tokio::test]
 async fn librivox_clips_through_serve() {
-    let gateway = moonshine_gateway(&[]);
+    let gateway = moonshine_gateway(&NO_ADMISSION_LIMIT);
     let recordings: Vec<Recording> = librivox::clips()
         .into_iter()
         .map(|c| Recording {
@@ -207,10 +214,12 @@ fn asterisk_recordings() -> Vec<Recording> {
 #[tokio::test]
 async fn asterisk_prompts_through_serve() {
     // Many sessions from one address in a short time: lift the per-address connection rate.
-    let gateway = moonshine_gateway(&[
+    let mut env = NO_ADMISSION_LIMIT.to_vec();
+    env.extend([
         ("VOXGATE_SERVER__CONNECTION_RATE_PER_IP", "1000"),
         ("VOXGATE_SERVER__CONNECTION_BURST_PER_IP", "1000"),
     ]);
+    let gateway = moonshine_gateway(&env);
     let recordings = asterisk_recordings();
     let (errors, words, wer) = stream_all(&gateway.addr, recordings, "Asterisk").await;
     assert!(wer <= 0.10, "Asterisk WER {errors}/{words} = {wer:.3}");

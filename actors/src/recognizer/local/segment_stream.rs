@@ -1,7 +1,8 @@
 //! One stream of a segment engine (Moonshine): client audio in, jobs to the shared
 //! [`Scheduler`](super::scheduler::Scheduler) out, job results back as interim and final results.
 //!
-//! Audio is converted to 16 kHz and cut into speech segments ([`Segmenter`]) right here — both
+//! Audio is converted to 16 kHz (8 kHz audio plainly resampled, without the spectral folding
+//! PocketSphinx gets) and cut into speech segments ([`Segmenter`]) right here — both
 //! cost a few operations per sample — and only decoding goes to the workers. Each closed segment is
 //! a final job. While a segment is open and at least `min_interim` long, it is offered for an
 //! interim re-decode each time `redecode_interval` more audio has come; the scheduler refuses the
@@ -84,7 +85,7 @@ impl SegmentStream {
         punctuation: bool,
     ) -> Result<SegmentStream, UnsupportedEncoding> {
         Ok(SegmentStream {
-            converter: AudioConverter::new(format)?,
+            converter: AudioConverter::without_folding(format)?,
             segmenter: Segmenter::new(settings.segmenter),
             settings,
             interim_results,
