@@ -4,9 +4,9 @@
 //! - `google`: Google Speech-to-Text v1 at `[google] endpoint`, credentials looked up once here.
 //! - `emulator`: the project's Google-compatible emulator, started inside the process on a
 //!   loopback port; sessions reach it through the same Google client code as Google itself.
-//! - `local`: the offline PocketSphinx engine (cargo feature `local`): its decoder pool is loaded
-//!   here once (a missing library or model stops the start-up, naming the package to install) and
-//!   shared by every worker thread's recognizer factory.
+//! - `local`: the offline engine of `[local] engine` (cargo feature `local`), Moonshine or
+//!   PocketSphinx: its workers are loaded here once (a missing library or model stops the
+//!   start-up, naming what to install) and shared by every worker thread's recognizer factory.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -90,15 +90,34 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
 #[cfg(feature = "local")]
 const LOCAL_NO_ROTATION_SECS: f64 = 100.0 * 86_400.0;
 
-/// `backend = "local"`: loads the decoder pool (off the event loop: loading takes a while).
+/// `backend = "local"`: loads the engine of `[local] engine` (off the event loop: loading takes
+/// a while). A missing model or library stops the start-up with what to install.
 #[cfg(feature = "local")]
 async fn start_local(config: &Config) -> Result<RunningBackend, String> {
-    use voxgate_actors::recognizer::local::{LocalEngine, LocalRecognizerFactory};
+    use voxgate_actors::recognizer::local::{
+        moonshine, LocalEngine, LocalRecognizerFactory, SegmentRecognizerFactory,
+    };
+    use voxgate_actors::recognizer::RecognizerFactory;
+    use voxgate_actors::settings::LocalEngineKind;
 
+    type FactoryMaker = Arc<dyn Fn() -> Rc<dyn RecognizerFactory> + Send + Sync>;
     let settings = config.local.clone();
-    let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
-        .await
-        .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
+    let kind = settings.engine;
+    let recognizers: FactoryMaker = match kind {
+        LocalEngineKind::Moonshine => {
+            let engine = tokio::task::spawn_blocking(move || moonshine::start(&settings))
+                .await
+                .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
+            Arc::new(move || Rc::new(SegmentRecognizerFactory::new(engine.clone())))
+        }
+        LocalEngineKind::Pocketsphinx => {
+            let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
+                .await
+                .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
+            Arc::new(move || Rc::new(LocalRecognizerFactory::new(engine.clone())))
+        }
+    };
+    tracing::info!(engine = ?kind, "local speech engine ready");
     let audio = config.audio.clone();
     // The local engine has no stream-duration limit: its streams are never rotated (a rotation's
     // standby stream would hold a second decoder of the pool). Far beyond any session's length.
@@ -111,7 +130,7 @@ async fn start_local(config: &Config) -> Result<RunningBackend, String> {
     let breaker = Arc::new(CircuitBreaker::from_settings(&supervision));
     let pipelines: PipelineFactoryMaker = Arc::new(move || {
         Rc::new(Pipeline {
-            recognizers: Rc::new(LocalRecognizerFactory::new(engine.clone())),
+            recognizers: recognizers(),
             audio: audio.clone(),
             supervision: supervision.clone(),
             breaker: breaker.clone(),

@@ -1,8 +1,8 @@
-//! End to end on real human speech, real processes on loopback: every LibriVox clip of
+//! PocketSphinx end to end on real human speech, real processes on loopback: every LibriVox clip of
 //! `pocketsphinx-testdata` is streamed over the WebSocket in 100 ms frames at real time (all clips
 //! at once), and the final transcripts are word for word what the engine says when fed the whole
 //! file directly:
-//! - through `voxgate serve` with `[recognizer] backend = "local"`;
+//! - through `voxgate serve` with `[recognizer] backend = "local"`, `[local] engine = "pocketsphinx"`;
 //! - through `voxgate serve` (backend `google`, the real Google client code) into
 //!   `voxgate emulator --recognizer pocketsphinx`.
 //!
@@ -105,6 +105,7 @@ async fn librivox_through_serve_with_the_local_backend() {
         &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
         &[
             ("VOXGATE_RECOGNIZER__BACKEND", "local"),
+            ("VOXGATE_LOCAL__ENGINE", "pocketsphinx"),
             ("VOXGATE_LOCAL__WORKERS", workers.as_str()),
         ],
     );
@@ -131,6 +132,7 @@ async fn a_session_without_a_free_decoder_gets_busy() {
         &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
         &[
             ("VOXGATE_RECOGNIZER__BACKEND", "local"),
+            ("VOXGATE_LOCAL__ENGINE", "pocketsphinx"),
             ("VOXGATE_LOCAL__WORKERS", "1"),
         ],
     );

@@ -237,35 +237,115 @@ impl Default for GoogleSettings {
     }
 }
 
-/// `[local]`: the offline speech engine on PocketSphinx (`[recognizer] backend = "local"`). The
-/// defaults are where Debian's `pocketsphinx-en-us` installs the US English model.
+/// `[local]`: the offline speech engines (`[recognizer] backend = "local"`): Moonshine on ONNX
+/// Runtime (the default; its files are installed by `scripts/setup-offline-engine.sh`) or
+/// PocketSphinx (the defaults are where Debian's `pocketsphinx-en-us` installs its US English model).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalSettings {
+    /// Which engine recognises the audio.
+    pub engine: LocalEngineKind,
+    /// Where the setup script installed the Moonshine engine's files; empty = its default,
+    /// `$VOXGATE_ENGINE_DIR`, else `$XDG_DATA_HOME/voxgate/engine`, else
+    /// `$HOME/.local/share/voxgate/engine` ([`LocalSettings::engine_dir`]).
+    pub engine_dir: PathBuf,
+    /// The Moonshine model directory (`encoder_model.ort`, `decoder_model_merged.ort`,
+    /// `tokenizer.bin`); empty = `<engine_dir>/moonshine-tiny-en`.
+    pub moonshine_dir: PathBuf,
+    /// The ONNX Runtime shared library (version 1.22 or later); empty =
+    /// `<engine_dir>/onnxruntime/libonnxruntime.so.1.32.0`.
+    pub onnxruntime_library: PathBuf,
     /// Acoustic model directory (PocketSphinx `-hmm`: `mdef`, `means`, `variances`, …).
     pub model_dir: PathBuf,
     /// Pronunciation dictionary (`-dict`).
     pub dictionary: PathBuf,
     /// N-gram language model, ARPA or binary (`-lm`).
     pub language_model: PathBuf,
-    /// Decoder threads, each with its own loaded model; one stream uses one decoder for its whole
-    /// life, and a stream that finds none free fails with `busy`. 0 = one per CPU core.
+    /// Inference workers (threads, each with its own loaded model) shared by every stream.
+    /// 0 = one per CPU core.
     pub workers: usize,
     /// Silence after speech that ends an utterance (a final result), in ms (10 ms steps).
     pub end_silence_ms: u64,
-    /// Interim results come at most once per this much audio, in ms (10 ms steps).
+    /// PocketSphinx: interim results come at most once per this much audio, in ms (10 ms steps).
     pub interim_interval_ms: u64,
+    /// Moonshine: the open segment is re-decoded for an interim result about this often, in ms
+    /// of audio (skipped while the workers are busy, never queued).
+    pub redecode_interval_ms: u64,
+    /// Moonshine: speech without a pause this long is cut into segments (the model drops words
+    /// in long inputs), in ms.
+    pub max_segment_ms: u64,
+    /// New streams are refused with `busy` when the workers' measured load (share of their time
+    /// spent decoding over the last seconds) is above this, or finals wait in the queue for more
+    /// than `max_queue_wait_ms`.
+    pub max_load: f64,
+    /// See `max_load`, in ms.
+    pub max_queue_wait_ms: u64,
+}
+
+/// `[local] engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalEngineKind {
+    /// Moonshine tiny (English) on ONNX Runtime.
+    Moonshine,
+    /// PocketSphinx with its US English model.
+    Pocketsphinx,
 }
 
 impl Default for LocalSettings {
     fn default() -> Self {
         LocalSettings {
+            engine: LocalEngineKind::Moonshine,
+            engine_dir: PathBuf::new(),
+            moonshine_dir: PathBuf::new(),
+            onnxruntime_library: PathBuf::new(),
             model_dir: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us"),
             dictionary: PathBuf::from("/usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict"),
             language_model: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us.lm.bin"),
             workers: 0,
             end_silence_ms: 500,
             interim_interval_ms: 200,
+            redecode_interval_ms: 1_000,
+            max_segment_ms: 15_000,
+            max_load: 0.9,
+            max_queue_wait_ms: 500,
+        }
+    }
+}
+
+impl LocalSettings {
+    /// The engine directory: `engine_dir`, or the setup script's default (see the field).
+    pub fn engine_dir(&self) -> PathBuf {
+        if !self.engine_dir.as_os_str().is_empty() {
+            return self.engine_dir.clone();
+        }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(dir) = var("VOXGATE_ENGINE_DIR") {
+            return PathBuf::from(dir);
+        }
+        let data = var("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/share"));
+        data.join("voxgate/engine")
+    }
+
+    /// The Moonshine model directory (`moonshine_dir` or its default).
+    pub fn moonshine_model_dir(&self) -> PathBuf {
+        if self.moonshine_dir.as_os_str().is_empty() {
+            self.engine_dir().join("moonshine-tiny-en")
+        } else {
+            self.moonshine_dir.clone()
+        }
+    }
+
+    /// The ONNX Runtime library (`onnxruntime_library` or its default).
+    pub fn onnxruntime_path(&self) -> PathBuf {
+        if self.onnxruntime_library.as_os_str().is_empty() {
+            self.engine_dir()
+                .join("onnxruntime/libonnxruntime.so.1.32.0")
+        } else {
+            self.onnxruntime_library.clone()
         }
     }
 }

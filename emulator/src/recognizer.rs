@@ -12,6 +12,8 @@ use super::rules::AcceptedConfig;
 use super::synth::{Decoder, Recognition};
 
 /// The emulator's recogniser, as configured.
+// Made once per emulator: the size of the settings does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum RecognizerKind {
     /// The synthetic tone codec of `docs/emulator.md`.

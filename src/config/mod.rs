@@ -175,8 +175,8 @@ pub const MIN_TOKEN_SECRET_CHARS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// The offline speech engine on PocketSphinx, inside the process (`[local]`; needs the Debian
-    /// packages `libpocketsphinx3` and `pocketsphinx-en-us`, and a build with the `local` feature).
+    /// The offline speech engine inside the process (`[local]`: Moonshine, installed by
+    /// `scripts/setup-offline-engine.sh`, or PocketSphinx; a build with the `local` feature).
     Local,
     /// Google Speech-to-Text v1 at `[google] endpoint`.
     Google,
@@ -396,6 +396,22 @@ impl Config {
             (
                 "local.interim_interval_ms",
                 (10..=10_000).contains(&self.local.interim_interval_ms),
+            ),
+            (
+                "local.redecode_interval_ms",
+                (100..=10_000).contains(&self.local.redecode_interval_ms),
+            ),
+            (
+                "local.max_segment_ms",
+                (2_000..=30_000).contains(&self.local.max_segment_ms),
+            ),
+            (
+                "local.max_load",
+                self.local.max_load > 0.0 && self.local.max_load <= 1.0,
+            ),
+            (
+                "local.max_queue_wait_ms",
+                (10..=60_000).contains(&self.local.max_queue_wait_ms),
             ),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {

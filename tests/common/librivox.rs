@@ -44,6 +44,13 @@ fn read(path: &Path) -> Vec<u8> {
 
 /// The samples of a 16 kHz mono 16-bit PCM WAV file (checked).
 pub fn read_wav(path: &Path) -> Vec<i16> {
+    let (rate, samples) = read_pcm_wav(path);
+    assert_eq!(rate, 16_000, "{}: not 16 kHz", path.display());
+    samples
+}
+
+/// The sample rate and samples of a mono 16-bit PCM WAV file (checked).
+pub fn read_pcm_wav(path: &Path) -> (u32, Vec<i16>) {
     let bytes = read(path);
     assert!(
         bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WAVE",
@@ -51,7 +58,7 @@ pub fn read_wav(path: &Path) -> Vec<i16> {
         path.display()
     );
     let mut at = 12;
-    let mut format_ok = false;
+    let mut format = None;
     while at + 8 <= bytes.len() {
         let id = &bytes[at..at + 4];
         let len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
@@ -62,14 +69,15 @@ pub fn read_wav(path: &Path) -> Vec<i16> {
             let channels = u16::from_le_bytes([body[2], body[3]]);
             let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
             let bits = u16::from_le_bytes([body[14], body[15]]);
-            format_ok = (tag, channels, rate, bits) == (1, 1, 16_000, 16);
+            format = ((tag, channels, bits) == (1, 1, 16)).then_some(rate);
         }
         if id == b"data" {
-            assert!(format_ok, "{}: not 16 kHz mono 16-bit PCM", path.display());
-            return body
+            let rate = format.unwrap_or_else(|| panic!("{}: not mono 16-bit PCM", path.display()));
+            let samples = body
                 .chunks_exact(2)
                 .map(|p| i16::from_le_bytes([p[0], p[1]]))
                 .collect();
+            return (rate, samples);
         }
         at += 8 + len + (len & 1);
     }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod asterisk;
 pub mod certs;
 pub mod librivox;
 pub mod process;

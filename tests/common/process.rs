@@ -150,13 +150,19 @@ pub async fn start_live_session(
     addr: &str,
     read_timeout: Duration,
 ) -> (SessionSink, tokio::task::JoinHandle<Received>) {
+    let start = json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+        "language_code":"en-US","interim_results":true});
+    start_session_with(addr, &start, read_timeout).await
+}
+
+/// [`start_live_session`] with another `start` message.
+pub async fn start_session_with(
+    addr: &str,
+    start: &Value,
+    read_timeout: Duration,
+) -> (SessionSink, tokio::task::JoinHandle<Received>) {
     let mut client = connect(addr, "").await;
-    client
-        .send_json(
-            &json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
-            "language_code":"en-US","interim_results":true}),
-        )
-        .await;
+    client.send_json(start).await;
     let ready = client.expect_type("ready").await;
     let (sink, mut stream) = client.ws.split();
     let reader = tokio::spawn(async move {

@@ -187,6 +187,15 @@ impl AudioConverter {
         })
     }
 
+    /// [`AudioConverter::new`] without the spectral folding of 8 kHz audio: for Moonshine, whose
+    /// learned front end does better on plainly resampled telephone audio (the folding is for
+    /// PocketSphinx's wideband model).
+    pub fn without_folding(format: AudioFormat) -> Result<AudioConverter, UnsupportedEncoding> {
+        let mut converter = AudioConverter::new(format)?;
+        converter.fold = false;
+        Ok(converter)
+    }
+
     /// Converts `bytes` of the stream's audio; the 16 kHz samples are appended to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<i16>) {
         self.decoded.clear();

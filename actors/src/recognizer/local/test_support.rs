@@ -1,5 +1,6 @@
-//! Test helpers of the local engine: Debian's PocketSphinx test recordings, and scripted engines
-//! that stand in for PocketSphinx where a test needs a decoder that fails or panics on cue.
+//! Test helpers of the local engines: Debian's PocketSphinx test recordings, speech-like sound,
+//! and scripted engines that stand in for PocketSphinx where a test needs a decoder that fails or
+//! panics on cue.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +13,24 @@ pub const GOFORWARD: &str = "/usr/share/pocketsphinx/test/data/goforward.raw";
 
 /// The words of [`GOFORWARD`].
 pub const GOFORWARD_WORDS: &str = "go forward ten meters";
+
+/// `ms` of speech-like sound at 16 kHz in [−1, 1]: a loud tone with a 20 ms silent dip every
+/// half second — real speech always has quiet moments between words, which keep the energy
+/// detector's noise floor down. The dips are too short to be pauses, and never at the start or
+/// in the last 100 ms.
+pub fn speech_like(ms: usize) -> Vec<f32> {
+    (0..ms * 16)
+        .map(|i| {
+            let t = i / 16;
+            let dip = t > 0 && t % 500 < 20 && t + 100 < ms;
+            if dip {
+                0.0
+            } else {
+                0.2 * (i as f32 * 0.2).sin()
+            }
+        })
+        .collect()
+}
 
 /// The samples of a raw 16-bit little-endian file.
 pub fn read_raw(path: &str) -> Vec<i16> {

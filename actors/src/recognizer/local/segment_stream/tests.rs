@@ -1,0 +1,194 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::audio::Encoding;
+use crate::recognizer::local::scheduler::{
+    DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
+};
+use crate::recognizer::local::test_support::speech_like;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Answers with a fixed text, or the segment's length in ms when the text is empty.
+struct Echo(Arc<Mutex<String>>);
+
+impl SegmentDecoder for Echo {
+    fn decode(&mut self, samples: &[f32]) -> Result<String, String> {
+        let text = self.0.lock().map(|t| t.clone()).unwrap_or_default();
+        match text.as_str() {
+            "" => Ok(format!("ms{}", samples.len() / 16)),
+            "fail" => Err("scripted failure".into()),
+            _ => Ok(text),
+        }
+    }
+}
+
+fn scheduler(text: &str) -> Scheduler {
+    let text = Arc::new(Mutex::new(text.to_string()));
+    let loader: DecoderLoader =
+        Arc::new(move || Ok(Box::new(Echo(text.clone())) as Box<dyn SegmentDecoder>));
+    let settings = SchedulerSettings {
+        workers: 1,
+        max_load: 0.9,
+        max_queue_wait: Duration::from_secs(1),
+    };
+    Scheduler::start(settings, loader).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn stream(interims: bool, punctuation: bool) -> SegmentStream {
+    let format = AudioFormat {
+        encoding: Encoding::Linear16,
+        sample_rate_hz: 16_000,
+    };
+    let settings = StreamSettings {
+        segmenter: SegmenterSettings::default(),
+        redecode_interval: 16_000,
+    };
+    SegmentStream::new(format, settings, interims, punctuation).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// LINEAR16 bytes of `ms` of speech-like sound or of silence.
+fn audio(ms: usize, loud: bool) -> Vec<u8> {
+    let samples = if loud {
+        speech_like(ms)
+    } else {
+        vec![0.0; ms * 16]
+    };
+    samples
+        .iter()
+        .map(|&s| (s * 32_768.0) as i16)
+        .flat_map(|s| s.to_le_bytes())
+        .collect()
+}
+
+/// Pushes `bytes` in 100 ms frames, waiting for the workers after each (real time is slower
+/// still), and collects every result until the stream's finals are in.
+fn run(
+    stream: &mut SegmentStream,
+    scheduler: &Scheduler,
+    bytes: &[u8],
+    finish: bool,
+) -> Vec<Result<SegmentResult, String>> {
+    let (ticket, mut results) = scheduler.open();
+    let mut out = Vec::new();
+    let mut drain = |stream: &mut SegmentStream, results: &mut mpsc::UnboundedReceiver<_>| {
+        while let Ok(r) = results.try_recv() {
+            match stream.on_result(r) {
+                Ok(Some(r)) => out.push(Ok(r)),
+                Ok(None) => {}
+                Err(e) => out.push(Err(e)),
+            }
+        }
+    };
+    for frame in bytes.chunks(3_200) {
+        stream.push(frame, &ticket);
+        assert!(scheduler.wait_idle(WAIT));
+        drain(stream, &mut results);
+    }
+    if finish {
+        stream.finish(&ticket);
+    }
+    let deadline = Instant::now() + WAIT;
+    while !stream.finals_done() && Instant::now() < deadline {
+        assert!(scheduler.wait_idle(WAIT));
+        drain(stream, &mut results);
+    }
+    drain(stream, &mut results);
+    out
+}
+
+fn finals(results: &[Result<SegmentResult, String>]) -> Vec<(String, u64, u64)> {
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|r| r.is_final)
+        .map(|r| (r.text.clone(), r.start_sample / 16, r.end_sample / 16))
+        .collect()
+}
+
+/// Two utterances: two finals with their segments' times; no interims when none are wanted.
+#[test]
+fn each_utterance_is_a_final() {
+    let scheduler = scheduler("");
+    let mut s = stream(false, true);
+    let bytes = [
+        audio(500, false),
+        audio(800, true),
+        audio(1_000, false),
+        audio(600, true),
+        audio(1_000, false),
+    ]
+    .concat();
+    let got = run(&mut s, &scheduler, &bytes, true);
+    assert_eq!(
+        finals(&got),
+        vec![
+            ("ms1300".into(), 200, 1_500),
+            ("ms1100".into(), 2_000, 3_100)
+        ]
+    );
+    assert!(
+        got.iter().all(|r| r.as_ref().is_ok_and(|r| r.is_final)),
+        "{got:?}"
+    );
+}
+
+/// A long utterance gets interims about once a second of audio (from its first second on), then
+/// its final; an utterance still open at the end becomes a final on `finish`.
+#[test]
+fn interims_while_speaking_then_the_final() {
+    let scheduler = scheduler("");
+    let mut s = stream(true, true);
+    let bytes = [audio(300, false), audio(3_500, true)].concat();
+    let got = run(&mut s, &scheduler, &bytes, true);
+    let interims: Vec<u64> = got
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|r| !r.is_final)
+        .map(|r| (r.end_sample - r.start_sample) / 16)
+        .collect();
+    assert_eq!(interims, vec![1_000, 2_000, 3_000], "{got:?}");
+    assert_eq!(finals(&got), vec![("ms3800".into(), 0, 3_800)]);
+}
+
+/// Without punctuation the model's sentence marks go; a lone "you" from a short segment is
+/// noise and gives nothing.
+#[test]
+fn text_shaping() {
+    assert_eq!(
+        strip_punctuation("Hello, world. It's 5-ish!"),
+        "Hello world It's 5-ish"
+    );
+    assert_eq!(strip_punctuation(" ... "), "");
+    let scheduler = scheduler("You.");
+    let mut s = stream(false, false);
+    let short = [audio(600, true), audio(1_000, false)].concat();
+    assert_eq!(run(&mut s, &scheduler, &short, true), vec![]);
+    let mut s = stream(false, false);
+    let long = [audio(1_500, true), audio(1_000, false)].concat();
+    assert_eq!(
+        finals(&run(&mut s, &scheduler, &long, true)),
+        vec![("You".into(), 0, 1_700)]
+    );
+}
+
+/// A decoding error comes back as the stream's error.
+#[test]
+fn decoding_errors_are_reported() {
+    let scheduler = scheduler("fail");
+    let mut s = stream(false, true);
+    let bytes = [audio(800, true), audio(1_000, false)].concat();
+    let got = run(&mut s, &scheduler, &bytes, true);
+    assert_eq!(got, vec![Err("scripted failure".to_string())]);
+}
+
+/// Silence alone gives no job and no result.
+#[test]
+fn silence_gives_nothing() {
+    let scheduler = scheduler("");
+    let mut s = stream(true, true);
+    assert_eq!(run(&mut s, &scheduler, &audio(5_000, false), true), vec![]);
+}
