@@ -23,6 +23,9 @@ pub struct Metrics {
     pub stream_restarts: IntCounterVec,
     /// Proactive stream rotations (before Google's duration limit), not failures.
     pub stream_rotations: IntCounter,
+    /// Streams the upstream ended at its duration limit (each replaced at once, like a rotation,
+    /// and counted among the rotations too): non-zero means rotation came too late.
+    pub stream_expiries: IntCounter,
     /// 1 while the upstream circuit breaker is open or half-open.
     pub breaker_open: IntGauge,
     /// Times the circuit breaker opened.
@@ -56,6 +59,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         stream_rotations: IntCounter::new(
             "voxgate_stream_rotations_total",
             "Upstream streams replaced proactively before the stream duration limit",
+        )?,
+        stream_expiries: IntCounter::new(
+            "voxgate_stream_expiries_total",
+            "Upstream streams ended by the upstream at its stream duration limit (replaced at once)",
         )?,
         breaker_open: IntGauge::new(
             "voxgate_breaker_open",
@@ -101,6 +108,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.streams_total.clone()))?;
     m.registry.register(Box::new(m.stream_restarts.clone()))?;
     m.registry.register(Box::new(m.stream_rotations.clone()))?;
+    m.registry.register(Box::new(m.stream_expiries.clone()))?;
     m.registry.register(Box::new(m.breaker_open.clone()))?;
     m.registry.register(Box::new(m.breaker_opens.clone()))?;
     m.registry.register(Box::new(m.audio_seconds.clone()))?;

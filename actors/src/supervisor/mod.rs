@@ -423,6 +423,7 @@ impl StreamSupervisor {
                 self.tracker.succeeded();
                 if event == StreamEvent::Expired {
                     METRICS.stream_rotations.inc();
+                    METRICS.stream_expiries.inc();
                     info!(session = %self.session_id, stream = stream_id, %message, replay_from_ms = self.last_final_end_ms.unwrap_or(0), "upstream ended the stream at its duration limit: rotating");
                 }
                 self.start_when_permitted(resume, ctx);
