@@ -34,10 +34,13 @@ const CHUNK_MS: usize = 100;
 /// The gateway settings of the time-scaled runs: rotation from 2.5 s, at the latest at 3.5 s
 /// (the emulator's limit is 4 s); intensity raised for faults ~100× Google's rate. Every restart
 /// is logged as a warning: the gateway logs errors only, unless the run sets `RUST_LOG`.
-const SCALED: [(&str, &str); 6] = [
+const SCALED: [(&str, &str); 7] = [
     ("RUST_LOG", "error"),
     ("VOXGATE_SUPERVISION__ROTATE_AFTER_SECS", "2.5"),
     ("VOXGATE_SUPERVISION__MAX_STREAM_SECS", "3.5"),
+    // Must be below the stream age (config refuses it otherwise); these tests are about rotation
+    // and faults, so no forced finals (speech_without_a_pause_outlives_the_stream_limit has them).
+    ("VOXGATE_SUPERVISION__FORCE_FINAL_AFTER_SECS", "0"),
     ("VOXGATE_SUPERVISION__STANDBY_MAX_WAIT_SECS", "1.0"),
     ("VOXGATE_SUPERVISION__MAX_RESTARTS", "100"),
     ("VOXGATE_SERVER__WORKERS", "2"),
