@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine (README's test command runs it
+# before `cargo test`; so does CI): Debian packages, then the offline engines and the recordings
+# with their transcripts. Each part is pinned and idempotent; nothing else is fetched at build,
+# test or run time. Runs apt-get as root, or through sudo when not root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: the PocketSphinx engine and its test clips (LibriVox, goforward.raw), the
+# Asterisk telephone prompts, and what the offline engine's installer needs.
+DEBIAN_PACKAGES=(
+    python3-pip unzip
+    libpocketsphinx3 pocketsphinx-en-us pocketsphinx-testdata
+    asterisk-core-sounds-en-wav
+)
+as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}"
+
+# Moonshine model + ONNX Runtime (pinned PyPI wheels) and the Asterisk prompts' transcripts.
+scripts/setup-offline-engine.sh --test-data
