@@ -9,14 +9,26 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: the PocketSphinx engine and its test clips (LibriVox, goforward.raw), the
-# Asterisk telephone prompts, and what the offline engine's installer needs.
+# Asterisk telephone prompts, what the offline engine's installer needs, and the deployment
+# checks' tools (HAProxy in front of real instances, systemd-analyze for the unit).
 DEBIAN_PACKAGES=(
-    python3-pip unzip
+    python3-pip python3-venv unzip
     libpocketsphinx3 pocketsphinx-en-us pocketsphinx-testdata
     asterisk-core-sounds-en-wav
+    haproxy systemd
 )
 as_root env DEBIAN_FRONTEND=noninteractive apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}"
 
 # Moonshine model + ONNX Runtime (pinned PyPI wheels) and the Asterisk prompts' transcripts.
 scripts/setup-offline-engine.sh --test-data
+
+# Python tools of the tests, each in a venv of its own under target/test-env, pinned by hash.
+python_tool() { # NAME: installs scripts/test-requirements/NAME.txt into target/test-env/NAME
+    local venv="target/test-env/$1"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
+        -r "scripts/test-requirements/$1.txt"
+}
+# The Kubernetes manifests' schema check (deploy/kubernetes, tests/deploy_kubernetes.rs).
+python_tool kubernetes-validate

@@ -1,5 +1,5 @@
-//! The server around the sessions: `/healthz`, `/metrics`, non-upgrade requests, and graceful
-//! shutdown (the same path SIGTERM takes).
+//! The server around the sessions: `/healthz`, `/readyz`, `/metrics`, non-upgrade requests, and
+//! graceful shutdown (the same path SIGTERM takes).
 
 mod common;
 
@@ -20,6 +20,39 @@ async fn healthz_is_ok_while_serving() {
         serde_json::from_str::<Value>(&body).ok(),
         Some(json!({"status":"ok"}))
     );
+    server.stop().await;
+}
+
+/// `/readyz` is 200 while a new session would be served, 503 `full` while every session slot is
+/// taken, and 200 again once one is freed.
+#[actix_rt::test]
+async fn readyz_follows_free_session_slots() {
+    let mut config = test_config();
+    config.session.max_sessions = 1;
+    let mut server = TestServer::start(config).await;
+    let status_of = |body: &str| serde_json::from_str::<Value>(body).unwrap_or(Value::Null);
+    let (status, body) = server.http_get("/readyz", "").await;
+    assert_eq!((status, status_of(&body)), (200, json!({"status":"ready"})));
+
+    let (client, _, _) = server.started_session().await;
+    let (status, body) = server.http_get("/readyz", "").await;
+    assert_eq!((status, status_of(&body)), (503, json!({"status":"full"})));
+    let (status, _) = server.http_get("/healthz", "").await;
+    assert_eq!(status, 200, "liveness is not readiness");
+
+    drop(client);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = server.http_get("/readyz", "").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot was never freed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.stop().await;
 }
 
@@ -56,7 +89,7 @@ async fn listen_without_upgrade_is_400_json() {
 }
 
 /// Shutdown: every session is warned and served during the grace period (a `stop` gets its
-/// `closed`), new sessions are refused and /healthz is 503; after the grace period sessions are
+/// `closed`), new sessions are refused, /readyz is 503 and /healthz still 200; after the grace period sessions are
 /// flushed — finals delivered — and closed with `shutting_down` 1001; then the server stops.
 #[actix_rt::test]
 async fn graceful_shutdown() {
@@ -77,8 +110,11 @@ async fn graceful_shutdown() {
         let warning = client.expect_type("warning").await;
         assert_eq!(warning["code"], "shutting_down", "{warning}");
     }
-    let (status, body) = common::http_get(addr, "/healthz", "").await;
+    let (status, body) = common::http_get(addr, "/readyz", "").await;
     assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    let (status, body) = common::http_get(addr, "/healthz", "").await;
+    assert_eq!(status, 200, "alive while draining: {body}");
     let mut late = server.connect("/v1/listen").await;
     late.expect_error(ErrorCode::ShuttingDown).await;
 

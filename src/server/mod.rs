@@ -1,5 +1,5 @@
 //! The HTTP server: `GET /v1/listen` (WebSocket upgrade → one session actor each),
-//! `POST /v1/tokens`, `GET /healthz`, `GET /metrics`; TLS, authentication, limits and graceful
+//! `POST /v1/tokens`, `GET /healthz`, `GET /readyz`, `GET /metrics`; TLS, authentication, limits and graceful
 //! shutdown. `docs/security.md` describes the defences as a whole.
 //!
 //! - [`run`]: what `voxgate serve` does: load the configuration, install the signal handlers
@@ -24,6 +24,7 @@ pub mod origin;
 pub mod refusal;
 mod routes;
 mod shutdown;
+mod systemd;
 pub mod tls;
 pub mod tokens;
 
@@ -93,6 +94,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             "http"
         };
         tracing::info!("voxgate listening on {scheme}://{}", server.local_addr());
+        systemd::notify("READY=1");
         let reloads = actix_rt::spawn(reload_on_hangup(hangup, server.tls.clone()));
         let result = serve_until(server, signal).await;
         reloads.abort();
@@ -108,6 +110,7 @@ pub async fn serve_until(
 ) -> Result<(), String> {
     let name = signal.await;
     tracing::info!("{name} received: shutting down gracefully");
+    systemd::notify("STOPPING=1");
     server.shutdown().await
 }
 
@@ -221,7 +224,7 @@ impl ServerHandle {
     }
 
     /// Graceful shutdown, as on SIGTERM: new sessions are refused (`shutting_down`) and
-    /// `/healthz` answers 503; every open session is warned and may go on for
+    /// `/readyz` answers 503; every open session is warned and may go on for
     /// `[server] shutdown_grace_secs`, then flushes its last results and closes with 1001.
     /// Returns once every session has ended (or a bounded time after the grace period) and the
     /// server has stopped.

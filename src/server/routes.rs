@@ -1,5 +1,6 @@
 //! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), `POST /v1/tokens`
-//! (session tokens for an API key), `GET /healthz`, `GET /metrics`.
+//! (session tokens for an API key), `GET /healthz` (liveness), `GET /readyz` (readiness),
+//! `GET /metrics`.
 
 use std::rc::Rc;
 
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/listen", web::get().to(listen))
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
 }
 
@@ -193,12 +195,26 @@ async fn read_body(payload: &mut web::Payload) -> Result<Vec<u8>, Refused> {
     Ok(body)
 }
 
-/// 200 while serving; 503 once shutdown has begun (so a load balancer stops sending clients).
+/// Liveness: 200 for as long as the process serves HTTP, draining included (a restart would only
+/// cut the sessions the drain is finishing); the body says which.
 async fn healthz(state: web::Data<ServerState>) -> HttpResponse {
-    if state.is_draining() {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "shutting_down"}))
+    let status = if state.is_draining() {
+        "draining"
     } else {
-        HttpResponse::Ok().json(json!({"status": "ok"}))
+        "ok"
+    };
+    HttpResponse::Ok().json(json!({ "status": status }))
+}
+
+/// Readiness: 200 while a new session would be served; 503, with the reason, once a drain has
+/// begun, while every session slot is taken, or while the upstream circuit breaker holds streams
+/// back — so a load balancer sends new clients elsewhere.
+async fn readyz(state: web::Data<ServerState>) -> HttpResponse {
+    match state.readiness() {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(reason) => {
+            HttpResponse::ServiceUnavailable().json(json!({ "status": reason.as_str() }))
+        }
     }
 }
 

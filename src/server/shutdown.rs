@@ -1,6 +1,6 @@
 //! The server-wide state every request handler shares: who may open a session (a semaphore of
 //! `max_sessions` permits, each held by a session actor for its whole life) and graceful shutdown
-//! (a flag for `/healthz` and admission, a `watch` channel that tells every session the deadline,
+//! (a flag for `/readyz` and admission, a `watch` channel that tells every session the deadline,
 //! and the drain: waiting until every permit is back).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,27 @@ pub const LONGEST_FLUSH: Duration = Duration::from_secs(5);
 /// Slack on top of grace + flush + closing handshake before the server stops regardless.
 const DRAIN_SLACK: Duration = Duration::from_secs(1);
 
+/// Why `/readyz` fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// Shutdown has begun.
+    Draining,
+    /// `max_sessions` sessions are open.
+    Full,
+    /// The upstream circuit breaker is open: streams are held back.
+    UpstreamUnavailable,
+}
+
+impl NotReady {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotReady::Draining => "draining",
+            NotReady::Full => "full",
+            NotReady::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+}
+
 pub struct ServerState {
     /// `[session]`, shared by every session.
     pub settings: Arc<SessionSettings>,
@@ -26,7 +47,7 @@ pub struct ServerState {
     sessions: Arc<Semaphore>,
     /// `max_sessions`, as a permit count.
     max_sessions: u32,
-    /// Set once shutdown has begun: no new sessions, `/healthz` 503.
+    /// Set once shutdown has begun: no new sessions, `/readyz` 503.
     draining: AtomicBool,
     /// `Some` once shutdown has begun; every session holds a receiver.
     notice: watch::Sender<Option<ShutdownNotice>>,
@@ -90,6 +111,20 @@ impl ServerState {
     /// For a new session: the shutdown notice, now or later.
     pub fn subscribe(&self) -> watch::Receiver<Option<ShutdownNotice>> {
         self.notice.subscribe()
+    }
+
+    /// Whether a new session would be served now, or why not (`/readyz`).
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if self.is_draining() {
+            Err(NotReady::Draining)
+        } else if self.sessions.available_permits() == 0 {
+            Err(NotReady::Full)
+        } else if voxgate_actors::metrics::METRICS.breaker_open.get() != 0 {
+            // The process has one breaker, and this gauge mirrors it.
+            Err(NotReady::UpstreamUnavailable)
+        } else {
+            Ok(())
+        }
     }
 
     /// Sessions open now.

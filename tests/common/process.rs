@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -164,10 +164,23 @@ pub async fn start_session_with(
     let mut client = connect(addr, "").await;
     client.send_json(start).await;
     let ready = client.expect_type("ready").await;
-    let (sink, mut stream) = client.ws.split();
-    let reader = tokio::spawn(async move {
+    let (sink, stream) = client.ws.split();
+    (sink, collect(stream, vec![ready], read_timeout))
+}
+
+/// The receiving half of a live session's socket.
+pub type SessionStream = SplitStream<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>>;
+
+/// A task that collects everything `stream` delivers after `first`, until its Close, a socket
+/// error, or `read_timeout` of silence.
+pub fn collect(
+    mut stream: SessionStream,
+    first: Vec<Value>,
+    read_timeout: Duration,
+) -> tokio::task::JoinHandle<Received> {
+    tokio::spawn(async move {
         let mut rx = Received {
-            messages: vec![ready],
+            messages: first,
             close: None,
         };
         while let Ok(Some(msg)) = tokio::time::timeout(read_timeout, stream.next()).await {
@@ -185,6 +198,5 @@ pub async fn start_session_with(
             }
         }
         rx
-    });
-    (sink, reader)
+    })
 }

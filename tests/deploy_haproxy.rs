@@ -1,0 +1,287 @@
+//! deploy/haproxy/haproxy.cfg, exactly as shipped, in front of three real `voxgate serve`
+//! processes on loopback (Debian's `haproxy`, installed by scripts/setup-test-env.sh): HAProxy
+//! accepts it; sessions through it are spread by least connections and come back exact; each
+//! instance sees the client's own address (X-Forwarded-For, `trusted_proxies`); an instance that
+//! starts draining fails `/readyz` and gets no new session while its open one goes on.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use voxgate_emulator::synth;
+
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
+
+/// How long HAProxy may take to see a change of `/readyz` (its checks run every second).
+const CHECK_WAIT: Duration = Duration::from_secs(15);
+
+/// A running HAProxy, killed when dropped.
+struct Haproxy {
+    child: Child,
+    /// Its runtime API socket.
+    stats: PathBuf,
+    /// Where its frontend listens.
+    addr: String,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port: HAProxy cannot report the port of a port-0 bind, so one is picked here.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// The `${…}` variables of the shipped configuration.
+fn haproxy_env(listen: &str, stats: &Path, servers: &[&str]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("VOXGATE_LISTEN".to_string(), listen.to_string()),
+        // Within a test process's open-file limit.
+        ("HAPROXY_MAXCONN".to_string(), "2000".to_string()),
+        (
+            "HAPROXY_STATS_SOCKET".to_string(),
+            stats.display().to_string(),
+        ),
+    ];
+    for (i, server) in servers.iter().enumerate() {
+        env.push((format!("VOXGATE_SERVER_{}", i + 1), server.to_string()));
+    }
+    env
+}
+
+fn haproxy_command(env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new("haproxy");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+fn start_haproxy(dir: &Path, servers: &[&str]) -> Haproxy {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let stats = dir.join("haproxy.sock");
+    let env = haproxy_env(&addr, &stats, servers);
+    let check = haproxy_command(&env)
+        .args(["-c", "-f", CONFIG])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run haproxy (scripts/setup-test-env.sh installs it): {e}")
+        });
+    assert!(
+        check.status.success(),
+        "haproxy -c rejects {CONFIG}: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // -db: stay in the foreground, so that killing the child stops HAProxy.
+    let child = haproxy_command(&env)
+        .args(["-db", "-f", CONFIG])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // Its log of every health-check change would flood the test output.
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start haproxy: {e}"));
+    Haproxy { child, stats, addr }
+}
+
+impl Haproxy {
+    /// `(server name, up)` of each instance, from the runtime API.
+    async fn servers(&self) -> Option<Vec<(String, bool)>> {
+        let mut socket = tokio::net::UnixStream::connect(&self.stats).await.ok()?;
+        socket
+            .write_all(b"show servers state voxgate\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        socket.read_to_string(&mut text).await.ok()?;
+        // A version line, a "# be_id be_name srv_id srv_name srv_addr srv_op_state …" header,
+        // then one line per server; op_state 2 is running.
+        let servers: Vec<(String, bool)> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.get(3)?.to_string(), *f.get(5)? == "2"))
+            })
+            .collect();
+        (!servers.is_empty()).then_some(servers)
+    }
+
+    /// Waits until HAProxy sees exactly the instances of `up` up (by name).
+    async fn wait_for_up(&self, up: &[&str]) {
+        let deadline = Instant::now() + CHECK_WAIT;
+        loop {
+            let servers = self.servers().await;
+            if let Some(servers) = &servers {
+                let now_up: Vec<&str> = servers
+                    .iter()
+                    .filter(|(_, up)| *up)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if now_up == up {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy never saw {up:?} up: {servers:?}"
+            );
+            // HAProxy has no event to wait on; its checks run every second.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A session opened from the loopback address `source` (127.0.0.x) through HAProxy.
+async fn session_from(
+    haproxy: &str,
+    source: [u8; 4],
+) -> (SessionSink, tokio::task::JoinHandle<Received>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("socket: {e}"));
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .unwrap_or_else(|e| panic!("bind {source:?}: {e}"));
+    let target = haproxy
+        .parse()
+        .unwrap_or_else(|e| panic!("address {haproxy}: {e}"));
+    let stream = socket
+        .connect(target)
+        .await
+        .unwrap_or_else(|e| panic!("connect {haproxy}: {e}"));
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{haproxy}/v1/listen"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("upgrade through {haproxy}: {e}"));
+    let (mut sink, stream) = ws.split();
+    let start = json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+        "language_code":"en-US"});
+    sink.send(Message::text(start.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("send start: {e}"));
+    let reader = collect(stream, Vec::new(), Duration::from_secs(20));
+    (sink, reader)
+}
+
+/// `voxgate_sessions_active` of the gateway at `addr`.
+async fn active_sessions(addr: &str) -> u64 {
+    let (_, body) = common::http_get(
+        addr.parse().unwrap_or_else(|e| panic!("{e}")),
+        "/metrics",
+        "",
+    )
+    .await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("voxgate_sessions_active "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Streams `text` (emulator-encoded) on `sink` at real time, sends `stop`, and returns what came
+/// back.
+async fn talk(
+    mut sink: SessionSink,
+    reader: tokio::task::JoinHandle<Received>,
+    text: &str,
+) -> Received {
+    let audio = synth::encode(text, 16_000, synth::SynthEncoding::Linear16);
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    for chunk in audio.chunks(3_200) {
+        ticker.tick().await;
+        sink.send(Message::binary(chunk.to_vec()))
+            .await
+            .unwrap_or_else(|e| panic!("send audio: {e}"));
+    }
+    sink.send(Message::text(json!({"type":"stop"}).to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("send stop: {e}"));
+    reader.await.unwrap_or_else(|e| panic!("reader: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_spreads_sessions_passes_client_addresses_and_skips_a_draining_instance() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("haproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let emulator = emulator(&[]);
+    // One session per client address: HAProxy's own address would exceed it at once, so every
+    // session below succeeding shows each instance saw the client's address.
+    let settings = [
+        ("VOXGATE_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        // Clients behind a proxy are not local: voxgate wants that said (or API keys).
+        ("VOXGATE_AUTH__ANONYMOUS", "true"),
+        ("VOXGATE_SESSION__MAX_SESSIONS_PER_IP", "1"),
+        ("VOXGATE_SERVER__SHUTDOWN_GRACE_SECS", "60"),
+    ];
+    let gateways: Vec<Process> = (0..3).map(|_| gateway(&emulator, &settings)).collect();
+    let addrs: Vec<&str> = gateways.iter().map(|g| g.addr.as_str()).collect();
+    let haproxy = start_haproxy(&dir, &addrs);
+    haproxy
+        .wait_for_up(&["voxgate1", "voxgate2", "voxgate3"])
+        .await;
+
+    // Six clients, six addresses: least connections gives each instance two.
+    let mut sessions = Vec::new();
+    for i in 0..6u8 {
+        sessions.push(session_from(&haproxy.addr, [127, 0, 0, 10 + i]).await);
+    }
+    let mut per_instance = Vec::new();
+    for addr in &addrs {
+        per_instance.push(active_sessions(addr).await);
+    }
+    assert_eq!(per_instance, vec![2, 2, 2], "sessions per instance");
+
+    // The first instance starts draining (its sessions are held through the grace period).
+    let status = Command::new("kill")
+        .args(["-TERM", &gateways[0].pid().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(status.success());
+    haproxy.wait_for_up(&["voxgate2", "voxgate3"]).await;
+    let mut late = Vec::new();
+    for i in 0..2u8 {
+        late.push(session_from(&haproxy.addr, [127, 0, 0, 30 + i]).await);
+    }
+    let per_instance = [
+        active_sessions(addrs[1]).await,
+        active_sessions(addrs[2]).await,
+    ];
+    assert_eq!(
+        per_instance,
+        [3, 3],
+        "new sessions avoid the draining instance"
+    );
+
+    // Every session, on the draining instance too, comes back exact.
+    let talks: Vec<_> = sessions
+        .into_iter()
+        .chain(late)
+        .enumerate()
+        .map(|(i, (sink, reader))| {
+            let text = format!("session number {i} through the balancer");
+            tokio::spawn(async move { (talk(sink, reader, &text).await, text) })
+        })
+        .collect();
+    for talk in talks {
+        let (rx, text) = talk.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rx.final_text(),
+            synth::expected_words(&text).join(" "),
+            "{rx:?}"
+        );
+        assert_eq!(rx.close.as_ref().map(|c| c.0), Some(1000), "{rx:?}");
+    }
+}
