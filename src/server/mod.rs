@@ -1,6 +1,6 @@
 //! The HTTP server: `GET /v1/listen` (WebSocket upgrade → one session actor each),
-//! `POST /v1/tokens`, `GET /healthz`, `GET /readyz`, `GET /metrics`; TLS, authentication, limits and graceful
-//! shutdown. `docs/security.md` describes the defences as a whole.
+//! `POST /v1/tokens`, `GET /healthz`, `GET /readyz`, `GET /metrics`; TLS, authentication, limits
+//! and graceful shutdown. `docs/security.md` describes the defences as a whole.
 //!
 //! - [`run`]: what `voxgate serve` does: load the configuration, install the signal handlers
 //!   ([`shutdown_signal`], SIGHUP for TLS reloads), bind, serve until SIGTERM/SIGINT, shut down
