@@ -17,7 +17,8 @@
 //! Layout:
 //! - [`config`]: `config.toml` + `VOXGATE_<SECTION>__<KEY>` environment overrides, validated.
 //! - [`server`]: the HTTP server: `/v1/listen` (WebSocket upgrade), `/healthz`, `/readyz`,
-//!   `/metrics`, the edge defences (TLS, authentication, origins, per-client limits) and graceful shutdown.
+//!   `/metrics`, the edge defences (TLS, authentication, origins, per-client limits) and graceful
+//!   shutdown.
 //! - [`backend`]: the recogniser behind the sessions (Google, the embedded emulator, or the local
 //!   engine).
 //! - [`rlimit`]: raising the open-files limit at start-up (thousands of sockets).
