@@ -28,7 +28,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/listen", web::get().to(listen))
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .configure(super::page::configure)
+        .configure(super::offer::configure);
 }
 
 /// Upgrades to a session, once the gate let the request through (429, 403, 401 otherwise). A
