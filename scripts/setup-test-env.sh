@@ -20,6 +20,11 @@ DEBIAN_PACKAGES=(
 as_root env DEBIAN_FRONTEND=noninteractive apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}"
 
+# The web page's browser tests (tests/web_page.rs): Debian's headless Chromium, which the tests
+# drive over the DevTools protocol themselves (no chromedriver, no npm). The tests start it with
+# every network feature off and a fake microphone playing a LibriVox clip.
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
 # Moonshine model + ONNX Runtime (pinned PyPI wheels) and the Asterisk prompts' transcripts.
 scripts/setup-offline-engine.sh --test-data
 

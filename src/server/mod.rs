@@ -20,7 +20,9 @@ pub mod auth;
 mod client_limits;
 mod connection;
 mod gatekeeper;
+mod offer;
 pub mod origin;
+mod page;
 pub mod refusal;
 mod routes;
 mod shutdown;
@@ -274,6 +276,7 @@ where
     let tls = ReloadableCert::from_settings(&config.tls)?;
     let state = Arc::new(ServerState::new(&config)?);
     let app_state = web::Data::from(state.clone());
+    let offer = web::Data::new(offer::Offer::from_config(&config));
     let send_timeout = Duration::try_from_secs_f64(config.server.send_timeout_secs)
         .map_err(|e| format!("server.send_timeout_secs: {e}"))?;
     let request_timeout = Duration::try_from_secs_f64(config.server.request_timeout_secs)
@@ -297,6 +300,7 @@ where
         App::new()
             .app_data(app_state.clone())
             .app_data(gatekeeper.clone())
+            .app_data(offer.clone())
             .app_data(routes::WorkerPipelines(pipelines()))
             .configure(routes::configure)
     })

@@ -30,7 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .configure(super::page::configure)
+        .configure(super::offer::configure);
 }
 
 /// Upgrades to a session, once the gate let the request through (429, 403, 401 otherwise). A

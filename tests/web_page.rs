@@ -1,0 +1,164 @@
+//! The live transcription page (`GET /`) in a real headless Chromium against a real `voxgate
+//! serve` on loopback with its default offline engine (Moonshine): Chromium's fake microphone
+//! plays a LibriVox recording, the page streams it through its audio worklet, and its transcript
+//! must show the recording's words. A second test stops the server mid-session and reads what the
+//! page says. Each test saves a screenshot under `target/tmp/` as an artefact.
+
+#![cfg(feature = "local")]
+
+#[path = "web_page/cdp.rs"]
+mod cdp;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cdp::Browser;
+use common::librivox::{self, word_error_rate};
+use common::process::Process;
+
+/// The recording: "and mister john dashwood had then leisure to consider how much there might
+/// be prudently in his power to do for them" (7.1 s).
+const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
+/// Silence before the speech (the page opens its worklet after the fake device starts playing)
+/// and after it (so the engine hears the end of the utterance).
+const LEAD_SILENCE_MS: u64 = 1_000;
+const TAIL_SILENCE_MS: u64 = 2_500;
+/// Word error rate the page's transcript may have: the engine's own is under 5 % on these clips
+/// (`tests/moonshine_e2e.rs`); the browser's capture and resampling may cost a word or two.
+const MAX_WORD_ERROR_RATE: f64 = 0.15;
+/// What the page shows, for a failed wait.
+const PAGE_STATE: &str = "JSON.stringify({state: document.body.dataset.state, \
+     status: document.getElementById('status').textContent, \
+     error: document.getElementById('error').textContent, \
+     sent: document.getElementById('sent').textContent, \
+     transcript: document.getElementById('transcript').textContent})";
+
+/// The clip with silence around it, as a 16 kHz mono WAV file written for Chromium's fake
+/// microphone; its reference words and speech length.
+fn microphone_recording(test: &str) -> (PathBuf, Vec<String>, u64) {
+    let clip = librivox::clips()
+        .into_iter()
+        .find(|c| c.id == CLIP)
+        .unwrap_or_else(|| panic!("{CLIP} is not among the LibriVox clips"));
+    let silence = |ms: u64| vec![0u8; (ms * 32) as usize];
+    let mut pcm = silence(LEAD_SILENCE_MS);
+    pcm.extend(clip.bytes());
+    pcm.extend(silence(TAIL_SILENCE_MS));
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-{CLIP}.wav"));
+    std::fs::write(&path, wav_16k_mono(&pcm)).unwrap_or_else(|e| panic!("{e}"));
+    let speech_ms = (clip.seconds() * 1000.0) as u64;
+    (path, clip.reference, speech_ms)
+}
+
+fn wav_16k_mono(pcm: &[u8]) -> Vec<u8> {
+    let mut v = b"RIFF".to_vec();
+    v.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32, 1 | (1 << 16), 16_000, 32_000, 2 | (16 << 16)] {
+        v.extend_from_slice(&field.to_le_bytes());
+    }
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    v.extend_from_slice(pcm);
+    v
+}
+
+/// `voxgate serve` on loopback with the default engine and `env`.
+fn gateway(env: &[(&str, &str)]) -> Process {
+    Process::start(
+        &["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"],
+        env,
+    )
+}
+
+fn artefact(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// Waits until `condition` holds in the page, at most `secs` seconds.
+async fn wait(browser: &mut Browser, condition: &str, secs: u64) {
+    browser
+        .wait_for(condition, Duration::from_secs(secs), PAGE_STATE)
+        .await;
+}
+
+/// Opens the page and starts the microphone; returns once the server said `ready`.
+async fn start_microphone(browser: &mut Browser) {
+    wait(browser, "document.body.dataset.state === 'idle'", 20).await;
+    browser.eval("document.getElementById('mic').click()").await;
+    wait(browser, "document.body.dataset.state === 'streaming'", 20).await;
+}
+
+/// The fake microphone's speech appears in the page's transcript, word for word within the
+/// engine's accuracy; stopping ends the session cleanly.
+#[tokio::test]
+async fn the_page_transcribes_the_microphone() {
+    let (wav, reference, speech_ms) = microphone_recording("mic");
+    let server = gateway(&[]);
+    let mut browser = Browser::open("mic", &format!("http://{}/", server.addr), &wav).await;
+    start_microphone(&mut browser).await;
+    let heard_all = format!(
+        "Number(document.getElementById('sent').dataset.ms || 0) >= {}",
+        LEAD_SILENCE_MS + speech_ms + 1_000
+    );
+    let recording_secs = (LEAD_SILENCE_MS + speech_ms + TAIL_SILENCE_MS) / 1000;
+    wait(&mut browser, &heard_all, recording_secs + 30).await;
+    browser.eval("document.getElementById('mic').click()").await;
+    wait(
+        &mut browser,
+        "['closed', 'error'].includes(document.body.dataset.state)",
+        30,
+    )
+    .await;
+    browser
+        .screenshot(&artefact("web_page_transcript.png"))
+        .await;
+    let state = browser.eval(PAGE_STATE).await;
+    let shown: serde_json::Value =
+        serde_json::from_str(state.as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(shown["state"], "closed", "{shown}");
+    assert!(
+        shown["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Session ended")),
+        "{shown}"
+    );
+    let heard = librivox::normalise(shown["transcript"].as_str().unwrap_or(""));
+    let (errors, words, rate) = word_error_rate(&[(&reference, &heard)]);
+    println!("page transcript: {heard:?}; {errors} errors in {words} words");
+    assert!(
+        rate <= MAX_WORD_ERROR_RATE,
+        "{errors} errors in {words} words: {heard:?}"
+    );
+    let latency = browser
+        .eval("Number(document.getElementById('latency').dataset.ms)")
+        .await;
+    assert!(latency.as_f64().is_some_and(|ms| ms >= 0.0), "{latency}");
+}
+
+/// The server shuts down mid-session: the page says so, in words.
+#[tokio::test]
+async fn the_page_says_when_the_server_stops() {
+    let (wav, _, _) = microphone_recording("stop");
+    let server = gateway(&[("VOXGATE_SERVER__SHUTDOWN_GRACE_SECS", "0.5")]);
+    let mut browser = Browser::open("stop", &format!("http://{}/", server.addr), &wav).await;
+    start_microphone(&mut browser).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
+    wait(&mut browser, "document.body.dataset.state === 'error'", 20).await;
+    browser
+        .screenshot(&artefact("web_page_server_stopped.png"))
+        .await;
+    let error = browser
+        .eval("document.getElementById('error').textContent")
+        .await;
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("The server is shutting down")),
+        "{error}"
+    );
+}
