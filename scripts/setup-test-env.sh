@@ -9,21 +9,19 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: the PocketSphinx engine and its test clips (LibriVox, goforward.raw), the
-# Asterisk telephone prompts, what the offline engine's installer needs, and the deployment
-# checks' tools (HAProxy in front of real instances, systemd-analyze for the unit).
+# Asterisk telephone prompts, what the offline engine's installer needs, the deployment checks'
+# tools (HAProxy in front of real instances, systemd-analyze for the unit), and headless Chromium
+# for the web page's tests (tests/web_page.rs drives it over the DevTools protocol itself: no
+# chromedriver, no npm; it starts it with every network feature off and a fake microphone).
 DEBIAN_PACKAGES=(
     python3-pip python3-venv unzip
     libpocketsphinx3 pocketsphinx-en-us pocketsphinx-testdata
     asterisk-core-sounds-en-wav
     haproxy systemd
+    chromium
 )
 as_root env DEBIAN_FRONTEND=noninteractive apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}"
-
-# The web page's browser tests (tests/web_page.rs): Debian's headless Chromium, which the tests
-# drive over the DevTools protocol themselves (no chromedriver, no npm). The tests start it with
-# every network feature off and a fake microphone playing a LibriVox clip.
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 # Moonshine model + ONNX Runtime (pinned PyPI wheels) and the Asterisk prompts' transcripts.
 scripts/setup-offline-engine.sh --test-data
@@ -35,5 +33,5 @@ python_tool() { # NAME: installs scripts/test-requirements/NAME.txt into target/
     "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
         -r "scripts/test-requirements/$1.txt"
 }
-# The Kubernetes manifests' schema check (deploy/kubernetes, tests/deploy_kubernetes.rs).
+# The Kubernetes manifests' schema check (deploy/kubernetes, tests/deploy_files.rs).
 python_tool kubernetes-validate
