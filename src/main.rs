@@ -27,7 +27,7 @@ enum Command {
     Serve(voxgate::server::ServeArgs),
     /// Run the Google-compatible speech emulator, or encode words into audio it recognises.
     Emulator(voxgate_emulator::EmulatorArgs),
-    /// Stream an audio file to a running gateway and print the transcripts.
+    /// Stream an audio file or stdin to a running gateway and print the transcripts.
     Stream(voxgate_tools::client::stream::StreamArgs),
     /// Load-test a running gateway (or, with --direct, the emulator): N concurrent real-time
     /// sessions, exact transcripts, added latency, CPU and memory per session.
@@ -46,7 +46,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => voxgate::server::run(args),
         None => voxgate::server::run(cli.serve),
         Some(Command::Emulator(args)) => voxgate_emulator::run(args),
-        Some(Command::Stream(args)) => voxgate_tools::client::stream::run(args),
+        // Its exit code says what failed (see `voxgate stream --help`).
+        Some(Command::Stream(args)) => return voxgate_tools::client::stream::main(args),
         Some(Command::Bench(args)) => voxgate_tools::bench::run(args),
     };
     match result {

@@ -5,8 +5,8 @@
 //! only.
 //!
 //! Layout:
-//! - [`client`]: `voxgate stream`, a command-line client that streams an audio file and prints the
-//!   transcripts.
+//! - [`client`]: `voxgate stream`, a command-line client that streams an audio file or stdin and
+//!   prints the transcripts (live in a terminal, JSON lines, subtitles).
 //! - [`bench`]: `voxgate bench`, the load generator: N real-time sessions against a gateway (or the
 //!   emulator directly), exact transcripts, added latency, CPU and RSS per session.
 

@@ -1,4 +1,14 @@
-//! The command-line client (`voxgate stream`): reads audio files and streams them to a gateway.
+//! The command-line client, `voxgate stream`: streams a file or stdin to a gateway and prints the
+//! transcripts.
+//!
+//! - [`stream`]: the arguments and the session (connect, send at real time or by acks, read).
+//! - [`input`]: the audio, from a file or a pipe, in frames; [`wav`]: WAV headers.
+//! - [`display`]: finals, the live terminal line, `--json`; [`subtitles`]: `--srt` / `--vtt`.
+//! - [`exit`]: what failed, as a message and an exit code.
 
+pub mod display;
+pub mod exit;
+pub mod input;
 pub mod stream;
+pub mod subtitles;
 pub mod wav;

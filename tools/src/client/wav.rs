@@ -1,5 +1,8 @@
-//! Reading audio files for the command-line client: RIFF/WAVE (PCM 16-bit or μ-law, mono) and raw
-//! headerless audio whose format the user states.
+//! RIFF/WAVE for the command-line client (PCM 16-bit or μ-law, mono): a whole file in memory
+//! ([`parse_wav`]), or the header at the start of a stream ([`read_wav_header`]) whose data
+//! follows for as long as the writer (`arecord`, `sox`) goes on.
+
+use std::io::Read;
 
 use voxgate_actors::audio::{AudioFormat, Encoding};
 
@@ -44,6 +47,48 @@ pub fn parse_wav(bytes: &[u8]) -> Result<AudioFile, String> {
         pos = body_start.saturating_add(size).saturating_add(size & 1);
     }
     Err("WAV file has no data chunk".into())
+}
+
+/// Reads a WAV header from `reader`, whose first four bytes (`RIFF`) were read already, up to
+/// and including the `data` chunk's header: what follows is the audio. The data chunk's size is
+/// not trusted (a live writer does not know it).
+pub fn read_wav_header(reader: &mut impl Read) -> Result<AudioFormat, String> {
+    let mut riff = [0u8; 8];
+    reader
+        .read_exact(&mut riff)
+        .map_err(|e| format!("WAV header: {e}"))?;
+    if &riff[4..8] != b"WAVE" {
+        return Err("not a RIFF/WAVE stream".into());
+    }
+    let mut format = None;
+    loop {
+        let mut header = [0u8; 8];
+        reader
+            .read_exact(&mut header)
+            .map_err(|e| format!("WAV header: no data chunk ({e})"))?;
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as u64;
+        if &header[0..4] == b"data" {
+            return format.ok_or_else(|| "WAV data chunk before its fmt chunk".to_string());
+        }
+        // Chunks are padded to an even size.
+        let padded = size.saturating_add(size & 1);
+        if &header[0..4] == b"fmt " {
+            if padded > 1_024 {
+                return Err(format!("WAV fmt chunk of {size} bytes"));
+            }
+            let mut body = vec![0u8; padded as usize];
+            reader
+                .read_exact(&mut body)
+                .map_err(|e| format!("WAV fmt chunk: {e}"))?;
+            format = Some(parse_fmt(&body)?);
+        } else {
+            let skipped = std::io::copy(&mut reader.by_ref().take(padded), &mut std::io::sink())
+                .map_err(|e| format!("WAV header: {e}"))?;
+            if skipped < padded {
+                return Err("WAV header: no data chunk".into());
+            }
+        }
+    }
 }
 
 fn parse_fmt(body: &[u8]) -> Result<AudioFormat, String> {
@@ -116,6 +161,25 @@ mod tests {
     fn reads_mulaw_8k() {
         let f = parse_wav(&wav(7, 1, 8_000, 8, &[0xff; 3])).map(|f| f.format.encoding);
         assert_eq!(f, Ok(Encoding::Mulaw));
+    }
+
+    /// A stream's header is read up to the data, which stays in the reader.
+    #[test]
+    fn reads_a_header_from_a_stream() {
+        let bytes = wav(1, 1, 8_000, 16, &[5, 6, 7, 8]);
+        let mut reader = &bytes[4..];
+        let format = read_wav_header(&mut reader);
+        assert_eq!(
+            format,
+            Ok(AudioFormat {
+                encoding: Encoding::Linear16,
+                sample_rate_hz: 8_000
+            })
+        );
+        assert_eq!(reader, &[5, 6, 7, 8]);
+        let stereo = wav(1, 2, 8_000, 16, &[]);
+        assert!(read_wav_header(&mut &stereo[4..]).is_err_and(|e| e.contains("channels")));
+        assert!(read_wav_header(&mut &stereo[4..30]).is_err());
     }
 
     #[test]
