@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Streams the upstream ended at its duration limit (each replaced at once, like a rotation,
     /// and counted among the rotations too): non-zero means rotation came too late.
     pub stream_expiries: IntCounter,
+    /// Google access tokens fetched (one per process per refresh, shared by every session).
+    pub google_token_fetches: IntCounter,
     /// 1 while the upstream circuit breaker is open or half-open.
     pub breaker_open: IntGauge,
     /// Times the circuit breaker opened.
@@ -63,6 +65,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         stream_expiries: IntCounter::new(
             "voxgate_stream_expiries_total",
             "Upstream streams ended by the upstream at its stream duration limit (replaced at once)",
+        )?,
+        google_token_fetches: IntCounter::new(
+            "voxgate_google_token_fetches_total",
+            "Google access tokens fetched from the credentials' token endpoint",
         )?,
         breaker_open: IntGauge::new(
             "voxgate_breaker_open",
@@ -109,6 +115,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.stream_restarts.clone()))?;
     m.registry.register(Box::new(m.stream_rotations.clone()))?;
     m.registry.register(Box::new(m.stream_expiries.clone()))?;
+    m.registry
+        .register(Box::new(m.google_token_fetches.clone()))?;
     m.registry.register(Box::new(m.breaker_open.clone()))?;
     m.registry.register(Box::new(m.breaker_opens.clone()))?;
     m.registry.register(Box::new(m.audio_seconds.clone()))?;

@@ -223,6 +223,9 @@ pub struct GoogleSettings {
     pub connect_timeout_secs: f64,
     /// Optional `x-goog-user-project` (quota project).
     pub quota_project: Option<String>,
+    /// Extra trust roots (PEM) for the upstream and its token endpoint, beside the public ones:
+    /// a TLS-inspecting proxy's CA, or a test CA. Certificates are always verified.
+    pub ca_file: Option<String>,
 }
 
 impl Default for GoogleSettings {
@@ -233,6 +236,7 @@ impl Default for GoogleSettings {
             streams_per_connection: 100,
             connect_timeout_secs: 10.0,
             quota_project: None,
+            ca_file: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `voxgate emulator`: serve the emulator until SIGINT/SIGTERM, or `voxgate emulator encode` to write
-//! synthetic audio for a text to stdout.
+//! `voxgate emulator`: serve the emulator until SIGINT/SIGTERM, `voxgate emulator encode` to write
+//! synthetic audio for a text to stdout, or `voxgate emulator make-credentials` to write a
+//! service-account key file that `--require-auth` accepts.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -8,8 +9,11 @@ use std::time::Duration;
 use voxgate_actors::settings::LocalSettings;
 
 use super::config::{secs, EmulatorConfig, FaultConfig, FaultKind, Outage, RecognizerKind};
+use super::make_credentials;
+use super::oauth::{Account, AuthConfig};
 use super::server::spawn;
 use super::synth::{self, SynthEncoding};
+use super::tls::TlsIdentity;
 
 /// `voxgate emulator` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -26,6 +30,18 @@ pub struct EmulatorArgs {
 pub enum EmulatorCommand {
     /// Write the synthetic audio the emulator recognises as TEXT to stdout (raw, mono).
     Encode(EncodeArgs),
+    /// Write a service-account key file with a fresh key pair to stdout, for `--require-auth`
+    /// and for the gateway's GOOGLE_APPLICATION_CREDENTIALS.
+    MakeCredentials(MakeCredentialsArgs),
+}
+
+/// `voxgate emulator make-credentials` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MakeCredentialsArgs {
+    /// The emulator's token endpoint, written as the key file's `token_uri`
+    /// (e.g. https://127.0.0.1:50052/token with `--token-listen 127.0.0.1:50052`).
+    #[arg(long)]
+    pub token_uri: String,
 }
 
 /// `voxgate emulator encode` arguments.
@@ -106,6 +122,25 @@ pub struct ServeEmulatorArgs {
     /// none free is refused with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 0)]
     pub pocketsphinx_workers: usize,
+    /// Serve TLS (ALPN h2, as Google's front ends) with this certificate chain (PEM)…
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// …and its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// Stand in for Google's OAuth too: run a token endpoint that grants tokens to this service
+    /// account (its key file, e.g. from `make-credentials`), and refuse calls without a valid one.
+    #[arg(long)]
+    pub require_auth: Option<String>,
+    /// Where the token endpoint listens (port 0: any free port); its URL is printed on stdout.
+    #[arg(long, default_value = "127.0.0.1:50052", requires = "require_auth")]
+    pub token_listen: SocketAddr,
+    /// How long a granted access token is valid (Google: 3600).
+    #[arg(long, default_value_t = 3600, requires = "require_auth")]
+    pub token_ttl_secs: u64,
+    /// The token endpoint answers 503 for this long after start (an OAuth outage).
+    #[arg(long, default_value_t = 0.0, requires = "require_auth")]
+    pub token_unavailable_secs: f64,
 }
 
 impl ServeEmulatorArgs {
@@ -141,6 +176,11 @@ impl ServeEmulatorArgs {
             response_delay: Duration::from_millis(self.response_delay_ms),
             refuse_streams_for: secs("refuse-streams-secs", self.refuse_streams_secs)?,
             outage,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsIdentity::from_files(cert, key)?),
+                _ => None,
+            },
+            auth: self.auth_config()?,
             recognizer: match self.recognizer {
                 RecognizerChoice::Synthetic => RecognizerKind::Synthetic,
                 RecognizerChoice::Pocketsphinx => RecognizerKind::PocketSphinx(LocalSettings {
@@ -152,12 +192,34 @@ impl ServeEmulatorArgs {
         config.validate()?;
         Ok(config)
     }
+
+    fn auth_config(&self) -> Result<Option<AuthConfig>, String> {
+        let Some(key_file) = &self.require_auth else {
+            return Ok(None);
+        };
+        if self.token_ttl_secs == 0 {
+            return Err("--token-ttl-secs must be positive".to_string());
+        }
+        Ok(Some(AuthConfig {
+            account: Account::from_key_file(key_file)?,
+            token_ttl: Duration::from_secs(self.token_ttl_secs),
+            token_listen: self.token_listen,
+            token_unavailable_for: secs("token-unavailable-secs", self.token_unavailable_secs)?,
+        }))
+    }
 }
 
 /// Runs `voxgate emulator …`.
 pub fn run(args: EmulatorArgs) -> Result<(), String> {
     match args.command {
         Some(EmulatorCommand::Encode(encode)) => run_encode(&encode),
+        Some(EmulatorCommand::MakeCredentials(args)) => {
+            let file = make_credentials::key_file(&args.token_uri)?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{file}")
+                .and_then(|()| stdout.flush())
+                .map_err(|e| format!("writing the key file: {e}"))
+        }
         None => run_server(&args.serve),
     }
 }
@@ -189,6 +251,10 @@ fn run_server(args: &ServeEmulatorArgs) -> Result<(), String> {
             .map_err(|e| format!("--listen {}: {e}", args.listen))?;
         let mut emulator = spawn(listener, config).await?;
         let mut stdout = std::io::stdout();
+        // Before `listening on`: a test reading stdout knows both addresses at that line.
+        if let Some(url) = emulator.token_url() {
+            writeln!(stdout, "token endpoint {url}").map_err(|e| format!("stdout: {e}"))?;
+        }
         writeln!(stdout, "listening on {}", emulator.local_addr())
             .and_then(|()| stdout.flush())
             .map_err(|e| format!("stdout: {e}"))?;

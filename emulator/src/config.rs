@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+pub use crate::oauth::AuthConfig;
+pub use crate::tls::TlsIdentity;
+
 pub use super::recognizer::RecognizerKind;
 
 /// A failure injected into a stream.
@@ -83,6 +86,10 @@ pub struct EmulatorConfig {
     pub outage: Option<Outage>,
     /// What recognises the audio: the synthetic codec, or the local PocketSphinx engine.
     pub recognizer: RecognizerKind,
+    /// Serve TLS (ALPN h2) with this certificate, as Google's front ends; `None`: plaintext.
+    pub tls: Option<TlsIdentity>,
+    /// Stand in for Google's OAuth too: calls need a token from the emulator's token endpoint.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for EmulatorConfig {
@@ -99,6 +106,8 @@ impl Default for EmulatorConfig {
             refuse_streams_for: Duration::ZERO,
             outage: None,
             recognizer: RecognizerKind::Synthetic,
+            tls: None,
+            auth: None,
         }
     }
 }

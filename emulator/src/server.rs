@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::EmulatorConfig;
 use super::connection::KillableStream;
 use super::generated::speech_server::SpeechServer;
+use super::oauth::{endpoint, Tokens};
 use super::recognizer::Recognizers;
 use super::service::SpeechService;
 use super::shared::Shared;
@@ -26,6 +27,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct EmulatorHandle {
     local_addr: SocketAddr,
+    /// `https` with `--tls-cert`, else `http`.
+    scheme: &'static str,
+    /// The token endpoint's URL, with `--require-auth`.
+    token_url: Option<String>,
     shared: Arc<Shared>,
     /// Parent of every connection's kill token: cancelled to cut all connections at once.
     connections: CancellationToken,
@@ -46,11 +51,43 @@ pub async fn spawn(
     let connections = CancellationToken::new();
     let max_streams = config.max_streams_per_connection;
     let recognizers = Recognizers::start(&config.recognizer).await?;
-    let shared = Arc::new(Shared::new(config, shutdown.clone(), recognizers));
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server
+            .tls_config(tls.tonic())
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    }
+    let tokens = config.auth.as_ref().map(|_| Arc::new(Tokens::default()));
+    let token_url = match (&config.auth, &tokens) {
+        (Some(auth), Some(tokens)) => {
+            let listener = TcpListener::bind(auth.token_listen)
+                .await
+                .map_err(|e| format!("--token-listen {}: {e}", auth.token_listen))?;
+            let acceptor = config.tls.as_ref().map(|t| t.acceptor()).transpose()?;
+            let running = endpoint::spawn(
+                listener,
+                acceptor,
+                auth.clone(),
+                Arc::clone(tokens),
+                shutdown.clone(),
+            )?;
+            tracing::info!(url = %running.url, "token endpoint listening");
+            Some(running.url)
+        }
+        _ => None,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut shared = Shared::new(config, shutdown.clone(), recognizers);
+    shared.tokens = tokens;
+    let shared = Arc::new(shared);
     let service = SpeechServer::new(SpeechService {
         shared: Arc::clone(&shared),
     });
-    let router = tonic::transport::Server::builder()
+    let router = server
         .max_concurrent_streams(Some(max_streams))
         .add_service(service);
     let incoming = accept_loop(listener, connections.clone(), Arc::clone(&shared));
@@ -63,6 +100,8 @@ pub async fn spawn(
     tracing::info!(%local_addr, "emulator listening");
     Ok(EmulatorHandle {
         local_addr,
+        scheme,
+        token_url,
         shared,
         connections,
         task: Some(task),
@@ -102,14 +141,23 @@ impl EmulatorHandle {
         self.local_addr
     }
 
-    /// `http://ADDR`, what a tonic channel connects to.
+    /// `http://ADDR` (`https://` with TLS), what a tonic channel connects to.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme, self.local_addr)
+    }
+
+    /// The token endpoint's URL (`https://ADDR/token`), with `--require-auth`.
+    pub fn token_url(&self) -> Option<&str> {
+        self.token_url.as_deref()
     }
 
     /// The counters so far.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        let mut stats = self.shared.stats.snapshot();
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.add_to(&mut stats);
+        }
+        stats
     }
 
     /// Stops accepting, ends every open stream with `UNAVAILABLE`, lets clients close their

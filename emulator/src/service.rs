@@ -1,5 +1,5 @@
 //! The gRPC service `google.cloud.speech.v1.Speech`: admits or refuses each `StreamingRecognize`
-//! call, then hands it to its own stream task ([`super::stream`]) and returns the response stream.
+//! call (its access token first, with `--require-auth`), then hands it to its own stream task ([`super::stream`]) and returns the response stream.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
     StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TlsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::connection::ConnectionInfo;
@@ -33,7 +34,15 @@ impl Speech for SpeechService {
         request: Request<Streaming<StreamingRecognizeRequest>>,
     ) -> Result<Response<Self::StreamingRecognizeStream>, Status> {
         let shared = &self.shared;
-        let connection = request.extensions().get::<ConnectionInfo>().cloned();
+        if let Some(tokens) = &shared.tokens {
+            tokens.check(request.metadata())?;
+        }
+        let extensions = request.extensions();
+        let connection = extensions.get::<ConnectionInfo>().cloned().or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<ConnectionInfo>>()
+                .map(|tls| tls.get_ref().clone())
+        });
         if let Some(reason) = shared.refusal(Instant::now()) {
             Stats::add(&shared.stats.streams_refused, 1);
             tracing::debug!(reason, "stream refused");

@@ -3,13 +3,14 @@
 //! stream (which runs one), so that neither needs the other to reach it.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EmulatorConfig;
 use crate::faults::{FaultSchedule, PlannedFault};
+use crate::oauth::Tokens;
 use crate::recognizer::Recognizers;
 use crate::stats::Stats;
 
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub next_stream_id: AtomicU64,
     /// What each stream recognises with.
     pub recognizers: Recognizers,
+    /// With `--require-auth`: the tokens granted, which every call must present.
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 impl Shared {
@@ -43,6 +46,7 @@ impl Shared {
             shutdown,
             next_stream_id: AtomicU64::new(1),
             recognizers,
+            tokens: None,
         }
     }
 

@@ -35,6 +35,7 @@ impl Stats {
             streams_cancelled: get(&self.streams_cancelled),
             faults_injected: get(&self.faults_injected),
             audio_bytes: get(&self.audio_bytes),
+            ..StatsSnapshot::default()
         }
     }
 }
@@ -62,4 +63,10 @@ pub struct StatsSnapshot {
     pub faults_injected: u64,
     /// Audio bytes received.
     pub audio_bytes: u64,
+    /// Access tokens granted by the token endpoint (`--require-auth`).
+    pub tokens_issued: u64,
+    /// Token requests refused (or answered 503 in a token outage).
+    pub token_requests_refused: u64,
+    /// Calls refused for their credentials (UNAUTHENTICATED, PERMISSION_DENIED).
+    pub calls_refused_credentials: u64,
 }

@@ -15,6 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub struct Process {
     child: Child,
     pub addr: String,
+    /// The lines printed before `listening on` (e.g. the emulator's `token endpoint URL`).
+    pub preamble: Vec<String>,
 }
 
 impl Drop for Process {
@@ -27,11 +29,16 @@ impl Drop for Process {
 impl Process {
     /// Starts `voxgate ARGS…` with `env`, waits for its `listening on ADDR` line on stdout.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
+        Process::start_with_stderr(args, env, Stdio::inherit())
+    }
+
+    /// [`Process::start`] with its log (stderr) sent to `stderr` (e.g. a file a test reads).
+    pub fn start_with_stderr(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         // Quiet unless a test run asks for more with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
@@ -44,12 +51,14 @@ impl Process {
             .unwrap_or_else(|e| panic!("cannot start voxgate: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let mut lines = BufReader::new(stdout).lines();
+        let mut preamble = Vec::new();
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(addr) = line.trim().strip_prefix("listening on ") {
                         break addr.to_string();
                     }
+                    preamble.push(line);
                 }
                 other => {
                     let _ = child.kill();
@@ -59,7 +68,11 @@ impl Process {
         };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Process { child, addr }
+        Process {
+            child,
+            addr,
+            preamble,
+        }
     }
 
     /// The process id (for `voxgate bench --server-pid`).

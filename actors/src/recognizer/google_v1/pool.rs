@@ -8,16 +8,17 @@
 //! when all are full) and gives it back by dropping it when it stops. Idle channels beyond one are
 //! closed when the next lease is taken, so a burst does not keep its connections forever.
 //!
-//! `https://` endpoints use TLS with the webpki root certificates and the endpoint's host name as
-//! the server name — certificates are always verified. `http://` endpoints are plaintext (the
-//! emulator on loopback).
+//! `https://` endpoints use TLS (ALPN h2) with the webpki root certificates, plus those of
+//! `[google] ca_file` ([`TrustRoots`]), and the endpoint's host name as the server name —
+//! certificates are always verified. `http://` endpoints are plaintext (the emulator on loopback).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
+use crate::recognizer::google_auth::trust::TrustRoots;
 use crate::settings::GoogleSettings;
 
 /// HTTP/2 keepalive pings on connections with open streams: a silently dead connection is noticed
@@ -167,9 +168,13 @@ fn endpoint(settings: &GoogleSettings) -> Result<Endpoint, PoolError> {
                 .host()
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| PoolError(format!("google.endpoint: `{url}` has no host name")))?;
-            let tls = ClientTlsConfig::new()
+            let mut tls = ClientTlsConfig::new()
                 .with_webpki_roots()
                 .domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+            let trust = TrustRoots::from_settings(settings).map_err(|e| PoolError(e.0))?;
+            if let Some(pem) = trust.extra_pem() {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| PoolError(format!("google.endpoint: TLS setup failed: {e}")))?;
