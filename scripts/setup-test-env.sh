@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: the PocketSphinx engine and its test clips (LibriVox, goforward.raw), the
+# venv module for the SDK venv below,
 # Asterisk telephone prompts, and what the offline engine's installer needs.
 DEBIAN_PACKAGES=(
-    python3-pip unzip
+    python3-pip python3-venv unzip
     libpocketsphinx3 pocketsphinx-en-us pocketsphinx-testdata
     asterisk-core-sounds-en-wav
 )
@@ -20,3 +21,13 @@ as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES
 
 # Moonshine model + ONNX Runtime (pinned PyPI wheels) and the Asterisk prompts' transcripts.
 scripts/setup-offline-engine.sh --test-data
+
+# The vendors' official SDKs that the dialect tests run unchanged (tests/dialect_deepgram.rs,
+# tests/dialect_openai.rs): Deepgram's and OpenAI's Python packages and everything they pull in,
+# pinned with hashes in tests/sdk/requirements.txt, in a venv under target/ (the tests look for
+# target/sdk-venv/bin/python; VOXGATE_SDK_PYTHON overrides it). Skipped when already installed.
+if ! target/sdk-venv/bin/python -c 'import deepgram, openai' 2>/dev/null; then
+    python3 -m venv target/sdk-venv
+    target/sdk-venv/bin/pip install --quiet --require-hashes --only-binary :all: \
+        -r tests/sdk/requirements.txt
+fi

@@ -271,6 +271,7 @@ where
     let tls = ReloadableCert::from_settings(&config.tls)?;
     let state = Arc::new(ServerState::new(&config)?);
     let app_state = web::Data::from(state.clone());
+    let dialects = web::Data::new(config.dialects.clone());
     let send_timeout = Duration::try_from_secs_f64(config.server.send_timeout_secs)
         .map_err(|e| format!("server.send_timeout_secs: {e}"))?;
     let request_timeout = Duration::try_from_secs_f64(config.server.request_timeout_secs)
@@ -294,6 +295,7 @@ where
         App::new()
             .app_data(app_state.clone())
             .app_data(gatekeeper.clone())
+            .app_data(dialects.clone())
             .app_data(routes::WorkerPipelines(pipelines()))
             .configure(routes::configure)
     })
