@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use voxgate_actors::protocol::deepgram::DeepgramSettings;
+use voxgate_actors::protocol::openai::OpenAiSettings;
 
 /// `[dialects]`: one sub-table per dialect.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -11,6 +12,8 @@ use voxgate_actors::protocol::deepgram::DeepgramSettings;
 pub struct DialectsSettings {
     /// `[dialects.deepgram]`: Deepgram's live API at `/deepgram/v1/listen`.
     pub deepgram: DeepgramSettings,
+    /// `[dialects.openai]`: OpenAI's Realtime transcription at `/openai/v1/realtime`.
+    pub openai: OpenAiSettings,
 }
 
 impl DialectsSettings {

@@ -1,5 +1,5 @@
 //! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), the dialects'
-//! upgrades (`GET /deepgram/v1/listen`, see `docs/dialects.md`), `POST /v1/tokens` (session tokens
+//! upgrades (`GET /deepgram/v1/listen`, `GET /openai/v1/realtime`, see `docs/dialects.md`), `POST /v1/tokens` (session tokens
 //! for an API key), `GET /healthz`, `GET /metrics`.
 
 use std::rc::Rc;
@@ -13,6 +13,7 @@ use serde_json::json;
 use voxgate_actors::pipeline::PipelineFactory;
 use voxgate_actors::protocol::deepgram::{self, DeepgramDialect, QueryRefusal};
 use voxgate_actors::protocol::native::NativeDialect;
+use voxgate_actors::protocol::openai::{self, OpenAiDialect};
 use voxgate_actors::protocol::Dialect;
 use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, UpgradeRefused};
 
@@ -32,6 +33,7 @@ const MAX_TOKEN_REQUEST_BYTES: usize = 4_096;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/listen", web::get().to(listen))
         .route("/deepgram/v1/listen", web::get().to(deepgram_listen))
+        .route("/openai/v1/realtime", web::get().to(openai_realtime))
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics));
@@ -113,6 +115,66 @@ fn deepgram_refusal(refusal: Refusal, err_code: &str, message: &str) -> HttpResp
         .insert_header(("dg-error", refused.header()))
         .insert_header(("dg-request-id", refused.request_id.as_str()))
         .json(refused.body())
+}
+
+/// OpenAI's Realtime API, transcription sessions only: its credential forms, refusals in OpenAI's
+/// error shape (HTTP 401, or 400 for a conversation session), then a session like any other.
+async fn openai_realtime(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    if !dialects.openai.enabled {
+        return HttpResponse::NotFound().finish();
+    }
+    let client = match gate.check_client(&req) {
+        Ok(client) => client,
+        Err(refused) => return refused.response(),
+    };
+    let principal = match openai::credential(req.headers())
+        .map_err(str::to_string)
+        .and_then(|c| {
+            gate.auth
+                .authenticate(c.as_deref())
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(principal) => principal,
+        Err(e) => {
+            tracing::info!(%client, "openai: refused: {e}");
+            return openai_refusal(Refusal::Unauthorized, "invalid_api_key", &e);
+        }
+    };
+    if let Err(message) = openai::check_query(req.query_string()) {
+        return openai_refusal(
+            Refusal::InvalidRequest,
+            "unsupported_session_type",
+            &message,
+        );
+    }
+    let dialect = Box::new(OpenAiDialect::new());
+    open_session(
+        &req,
+        payload,
+        &state,
+        &gate,
+        Passed { principal, client },
+        dialect,
+    )
+}
+
+/// A refused OpenAI handshake: `{error: {type, code, message, param}}`.
+fn openai_refusal(refusal: Refusal, code: &str, message: &str) -> HttpResponse {
+    voxgate_actors::metrics::METRICS
+        .http_refusals
+        .with_label_values(&[refusal.as_str()])
+        .inc();
+    HttpResponse::build(refusal.status()).json(openai::refusal_body(
+        "invalid_request_error",
+        code,
+        message,
+    ))
 }
 
 /// The upgrade into a session speaking `dialect`, for a request that passed the gate.

@@ -7,7 +7,7 @@
 //!   messages in both directions, the start configuration as the client writes it, the
 //!   query-string configuration, and its subprotocol.
 //! - [`deepgram`]: Deepgram's live API (`/deepgram/v1/listen`), for clients written against it.
-//! - `openai`: OpenAI's Realtime transcription sessions (`/openai/v1/realtime`).
+//! - [`openai`]: OpenAI's Realtime transcription sessions (`/openai/v1/realtime`).
 //!
 //! `docs/dialects.md` says, per dialect, what maps to what and what is not supported.
 //!
@@ -30,6 +30,7 @@ pub mod deepgram;
 pub mod dialect;
 mod error_code;
 pub mod native;
+pub mod openai;
 
 use crate::audio::AudioFormat;
 
