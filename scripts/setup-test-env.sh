@@ -35,3 +35,13 @@ python_tool() { # NAME: installs scripts/test-requirements/NAME.txt into target/
 }
 # The Kubernetes manifests' schema check (deploy/kubernetes, tests/deploy_files.rs).
 python_tool kubernetes-validate
+
+# The vendors' official SDKs that the dialect tests run unchanged (tests/dialect_deepgram.rs,
+# tests/dialect_openai.rs): Deepgram's and OpenAI's Python packages and everything they pull in,
+# pinned with hashes in tests/sdk/requirements.txt, in a venv under target/ (the tests look for
+# target/sdk-venv/bin/python; VOXGATE_SDK_PYTHON overrides it). Skipped when already installed.
+if ! target/sdk-venv/bin/python -c 'import deepgram, openai' 2>/dev/null; then
+    python3 -m venv target/sdk-venv
+    target/sdk-venv/bin/pip install --quiet --require-hashes --only-binary :all: \
+        -r tests/sdk/requirements.txt
+fi

@@ -4,11 +4,13 @@
 //! Unknown keys and invalid values are rejected at start-up with a message that names the key
 //! (`server.listen: invalid socket address syntax`), so a typo never silently falls back to a default.
 
+mod dialects;
 mod key_hash;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use dialects::DialectsSettings;
 pub use key_hash::KeyHash;
 use serde::Deserialize;
 use voxgate_actors::settings::{
@@ -28,6 +30,7 @@ pub struct Config {
     pub supervision: SupervisionSettings,
     pub google: GoogleSettings,
     pub local: LocalSettings,
+    pub dialects: DialectsSettings,
 }
 
 /// `[server]`: the HTTP/WebSocket listener and the process.
@@ -243,7 +246,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let session = &self.session;
         let server = &self.server;
-        let checks: Vec<(&str, bool)> = vec![
+        let mut checks: Vec<(&str, bool)> = vec![
             (
                 "audio.frame_ms",
                 (10..=1_000).contains(&self.audio.frame_ms),
@@ -414,6 +417,7 @@ impl Config {
                 (10..=60_000).contains(&self.local.max_queue_wait_ms),
             ),
         ];
+        checks.extend(self.dialects.checks());
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(ConfigError(format!(
                 "{key}: value out of range (see config.toml)"

@@ -277,6 +277,7 @@ where
     let state = Arc::new(ServerState::new(&config)?);
     let app_state = web::Data::from(state.clone());
     let offer = web::Data::new(offer::Offer::from_config(&config));
+    let dialects = web::Data::new(config.dialects.clone());
     let send_timeout = Duration::try_from_secs_f64(config.server.send_timeout_secs)
         .map_err(|e| format!("server.send_timeout_secs: {e}"))?;
     let request_timeout = Duration::try_from_secs_f64(config.server.request_timeout_secs)
@@ -301,6 +302,7 @@ where
             .app_data(app_state.clone())
             .app_data(gatekeeper.clone())
             .app_data(offer.clone())
+            .app_data(dialects.clone())
             .app_data(routes::WorkerPipelines(pipelines()))
             .configure(routes::configure)
     })

@@ -1,6 +1,7 @@
-//! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), `POST /v1/tokens`
-//! (session tokens for an API key), `GET /healthz` (liveness), `GET /readyz` (readiness),
-//! `GET /metrics`.
+//! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), the dialects'
+//! upgrades (`GET /deepgram/v1/listen`, `GET /openai/v1/realtime`, see `docs/dialects.md`),
+//! `POST /v1/tokens` (session tokens for an API key), `GET /healthz` (liveness), `GET /readyz`
+//! (readiness), `GET /metrics`.
 
 use std::rc::Rc;
 
@@ -11,13 +12,18 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use voxgate_actors::pipeline::PipelineFactory;
+use voxgate_actors::protocol::deepgram::{self, DeepgramDialect, QueryRefusal};
+use voxgate_actors::protocol::native::NativeDialect;
+use voxgate_actors::protocol::openai::{self, OpenAiDialect};
+use voxgate_actors::protocol::Dialect;
 use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, UpgradeRefused};
 
 use super::auth::{self, Principal};
-use super::gatekeeper::Gatekeeper;
+use super::gatekeeper::{Gatekeeper, Passed};
 use super::refusal::{Refusal, Refused};
 use super::shutdown::ServerState;
 use super::tokens::{self, Claims};
+use crate::config::DialectsSettings;
 
 /// This worker thread's pipeline factory (app data is per worker, so it need not be `Send`).
 pub struct WorkerPipelines(pub Rc<dyn PipelineFactory>);
@@ -27,6 +33,8 @@ const MAX_TOKEN_REQUEST_BYTES: usize = 4_096;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/listen", web::get().to(listen))
+        .route("/deepgram/v1/listen", web::get().to(deepgram_listen))
+        .route("/openai/v1/realtime", web::get().to(openai_realtime))
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
@@ -44,19 +52,153 @@ async fn listen(
     state: web::Data<ServerState>,
     gate: web::Data<Gatekeeper>,
 ) -> HttpResponse {
+    let passed = match gate.check_listen(&req) {
+        Ok(passed) => passed,
+        Err(refused) => return refused.response(),
+    };
+    let native = NativeDialect::new(req.query_string(), state.settings.max_phrases);
+    open_session(&req, payload, &state, &gate, passed, Box::new(native))
+}
+
+/// Deepgram's live API: its credential forms, its query refused as Deepgram refuses it (HTTP 400
+/// or 401 with `dg-error`), then a session like any other.
+async fn deepgram_listen(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    let settings = &dialects.deepgram;
+    if !settings.enabled {
+        return HttpResponse::NotFound().finish();
+    }
+    let client = match gate.check_client(&req) {
+        Ok(client) => client,
+        Err(refused) => return refused.response(),
+    };
+    let principal = match deepgram::credential(req.headers())
+        .map_err(str::to_string)
+        .and_then(|c| {
+            gate.auth
+                .authenticate(c.as_deref())
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(principal) => principal,
+        Err(e) => {
+            tracing::info!(%client, "deepgram: refused: {e}");
+            return deepgram_refusal(Refusal::Unauthorized, "INVALID_AUTH", &e);
+        }
+    };
+    let config = match deepgram::parse_query(req.query_string(), state.settings.max_phrases) {
+        Ok(config) => config,
+        Err(QueryRefusal(message)) => {
+            return deepgram_refusal(Refusal::InvalidRequest, "Bad Request", &message)
+        }
+    };
+    let dialect = Box::new(DeepgramDialect::new(config, settings));
+    open_session(
+        &req,
+        payload,
+        &state,
+        &gate,
+        Passed { principal, client },
+        dialect,
+    )
+}
+
+/// A refused Deepgram handshake as Deepgram answers it: the reason in `dg-error` and in a JSON
+/// body `{err_code, err_msg, request_id}`.
+fn deepgram_refusal(refusal: Refusal, err_code: &str, message: &str) -> HttpResponse {
+    voxgate_actors::metrics::METRICS
+        .http_refusals
+        .with_label_values(&[refusal.as_str()])
+        .inc();
+    let refused = deepgram::HandshakeRefusal::new(err_code, message);
+    HttpResponse::build(refusal.status())
+        .insert_header(("dg-error", refused.header()))
+        .insert_header(("dg-request-id", refused.request_id.as_str()))
+        .json(refused.body())
+}
+
+/// OpenAI's Realtime API, transcription sessions only: its credential forms, refusals in OpenAI's
+/// error shape (HTTP 401, or 400 for a conversation session), then a session like any other.
+async fn openai_realtime(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    if !dialects.openai.enabled {
+        return HttpResponse::NotFound().finish();
+    }
+    let client = match gate.check_client(&req) {
+        Ok(client) => client,
+        Err(refused) => return refused.response(),
+    };
+    let principal = match openai::credential(req.headers())
+        .map_err(str::to_string)
+        .and_then(|c| {
+            gate.auth
+                .authenticate(c.as_deref())
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(principal) => principal,
+        Err(e) => {
+            tracing::info!(%client, "openai: refused: {e}");
+            return openai_refusal(Refusal::Unauthorized, "invalid_api_key", &e);
+        }
+    };
+    if let Err(message) = openai::check_query(req.query_string()) {
+        return openai_refusal(
+            Refusal::InvalidRequest,
+            "unsupported_session_type",
+            &message,
+        );
+    }
+    let dialect = Box::new(OpenAiDialect::new());
+    open_session(
+        &req,
+        payload,
+        &state,
+        &gate,
+        Passed { principal, client },
+        dialect,
+    )
+}
+
+/// A refused OpenAI handshake: `{error: {type, code, message, param}}`.
+fn openai_refusal(refusal: Refusal, code: &str, message: &str) -> HttpResponse {
+    voxgate_actors::metrics::METRICS
+        .http_refusals
+        .with_label_values(&[refusal.as_str()])
+        .inc();
+    HttpResponse::build(refusal.status()).json(openai::refusal_body(
+        "invalid_request_error",
+        code,
+        message,
+    ))
+}
+
+/// The upgrade into a session speaking `dialect`, for a request that passed the gate.
+fn open_session(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &ServerState,
+    gate: &Gatekeeper,
+    passed: Passed,
+    dialect: Box<dyn Dialect>,
+) -> HttpResponse {
     let Some(WorkerPipelines(pipelines)) = req.app_data::<WorkerPipelines>() else {
         tracing::error!("no pipeline factory registered on this worker");
         return HttpResponse::InternalServerError()
             .json(json!({"error": "internal", "message": "no pipeline factory"}));
     };
-    let passed = match gate.check_listen(&req) {
-        Ok(passed) => passed,
-        Err(refused) => return refused.response(),
-    };
-    if let Err(UpgradeRefused(reason)) = session::check_upgrade(&req) {
-        return Refusal::WebsocketUpgradeRequired.response(format!(
-            "GET /v1/listen must be a WebSocket upgrade: {reason}"
-        ));
+    let path = req.path();
+    if let Err(UpgradeRefused(reason)) = session::check_upgrade(req) {
+        return Refusal::WebsocketUpgradeRequired
+            .response(format!("GET {path} must be a WebSocket upgrade: {reason}"));
     }
     let admission = state
         .admit()
@@ -74,16 +216,15 @@ async fn listen(
         settings: state.settings.clone(),
         pipelines: pipelines.clone(),
         admission,
-        query: req.query_string().to_string(),
+        dialect,
         shutdown: state.subscribe(),
         client: format!("{} from {}", passed.principal.describe(), passed.client).into(),
         max_session_secs,
     };
-    match session::upgrade(&req, payload, params) {
+    match session::upgrade(req, payload, params) {
         Ok(response) => response,
-        Err(UpgradeRefused(reason)) => Refusal::WebsocketUpgradeRequired.response(format!(
-            "GET /v1/listen must be a WebSocket upgrade: {reason}"
-        )),
+        Err(UpgradeRefused(reason)) => Refusal::WebsocketUpgradeRequired
+            .response(format!("GET {path} must be a WebSocket upgrade: {reason}")),
     }
 }
 

@@ -1,12 +1,15 @@
 //! Client-facing protocols: how a client speaks to voxgate over its WebSocket.
 //!
+//! - [`dialect`]: the [`Dialect`] trait, the seam between the session actor and a wire protocol.
+//!   The session owns the socket, timers, limits and pipeline; a dialect turns client frames into
+//!   [`Inbound`] actions and pipeline reports into the client's messages.
 //! - [`native`]: voxgate's own protocol v1 (`GET /v1/listen`, `docs/protocol.md`): its JSON
 //!   messages in both directions, the start configuration as the client writes it, the
 //!   query-string configuration, and its subprotocol.
+//! - [`deepgram`]: Deepgram's live API (`/deepgram/v1/listen`), for clients written against it.
+//! - [`openai`]: OpenAI's Realtime transcription sessions (`/openai/v1/realtime`).
 //!
-//! Dialects that let existing clients of other services talk to voxgate unchanged (Deepgram,
-//! OpenAI realtime, Twilio media streams) will sit beside it, one folder each
-//! (`protocol/deepgram`, …): each turns its wire format into what this level defines and back.
+//! `docs/dialects.md` says, per dialect, what maps to what and what is not supported.
 //!
 //! What stays here, at the protocol level, is what every dialect shares because the rest of the
 //! gateway speaks it:
@@ -16,18 +19,22 @@
 //!   session — raised by the session, the audio buffer, the supervisor and the server's admission,
 //!   none of which know the client's dialect. Its code strings, WebSocket close codes and
 //!   retryability are those of the native protocol, documented in `docs/protocol.md`; a dialect
-//!   maps each code onto its own error messages.
+//!   maps each code onto its own error messages and close codes.
 //! - [`Rejection`]: an error code with a message for a human — what any check of client input
 //!   answers.
 //!
-//! Nothing here knows the actors' messages (`crate::messages` uses these types, not the other way
-//! round): the session builds its outgoing messages from pipeline results itself.
+//! The dialects read the actors' result messages (`Transcript`, `AudioAcked`) to write them out;
+//! nothing below the session knows the dialects.
 
+pub mod deepgram;
+pub mod dialect;
 mod error_code;
 pub mod native;
+pub mod openai;
 
 use crate::audio::AudioFormat;
 
+pub use dialect::{Dialect, Inbound};
 pub use error_code::ErrorCode;
 
 /// What a client asked for in `start` (or in the query string): the recognition configuration of

@@ -1,7 +1,9 @@
-//! The session actor: one per WebSocket connection on `/v1/listen`. It owns the socket, the
-//! heartbeat, the start/idle/session timers and the client protocol v1 (`docs/protocol.md`); it
-//! starts its pipeline through a [`PipelineFactory`] once configured and turns what the pipeline
-//! reports into client messages. It knows nothing of audio buffering or Google.
+//! The session actor: one per WebSocket connection on `/v1/listen` (and on each dialect's path).
+//! It owns the socket, the heartbeat, the start/idle/session timers and the limits; it starts its
+//! pipeline through a [`PipelineFactory`] once configured. What the client's frames mean and what
+//! the client is sent is its [`Dialect`]'s (native protocol v1, `docs/protocol.md`, or a vendor's,
+//! `docs/dialects.md`): the session asks it for [`Inbound`] actions and hands it every pipeline
+//! report. It knows nothing of audio buffering or Google, nor of any dialect's words.
 //!
 //! Every line of socket handling is in this folder: this file is the actor; beside it
 //! [`upgrade`](mod@upgrade) (the handshake, admission and what the server hands a session),
@@ -50,14 +52,12 @@ use crate::messages::{
 };
 use crate::metrics::METRICS;
 use crate::pipeline::PipelineFactory;
-use crate::protocol::native::{
-    parse_client_text, parse_query_config, ClientMessage, ServerMessage,
-};
+use crate::protocol::dialect::{Close, Dialect, Inbound, SessionEnd};
 use crate::protocol::{ErrorCode, StartConfig};
 use crate::settings::SessionSettings;
 use fragments::{Reassembled, Reassembler};
 use input_rate::InputRate;
-use outgoing::{frame_len, transcript_message, OutgoingMeter};
+use outgoing::{frame_len, OutgoingMeter};
 use read_gate::ReadGate;
 pub use upgrade::{
     check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
@@ -104,7 +104,11 @@ pub struct Session {
     permit: Option<SessionPermit>,
     /// Whether this session counts in `sessions_active` (refused ones do not).
     counted_active: bool,
-    query: String,
+    /// The client's wire protocol: reads its frames, writes its messages.
+    dialect: Box<dyn Dialect>,
+    /// No audio and no keep-alive for this long ends the session (the dialect's rule, else
+    /// `[session] idle_timeout_secs`).
+    idle_timeout_secs: f64,
     /// Taken in `started` to become a stream.
     shutdown_rx: Option<watch::Receiver<Option<ShutdownNotice>>>,
     /// Identifies the frame guard's markers for oversized frames (see [`frame_limit`]).
@@ -158,6 +162,10 @@ impl Session {
                 cap.min(settings.max_session_secs)
             });
         let fragments = Reassembler::new(settings.max_frame_bytes, settings.max_json_bytes);
+        let idle_timeout_secs = params
+            .dialect
+            .idle_timeout_secs()
+            .unwrap_or(settings.idle_timeout_secs);
         Session {
             id: uuid::Uuid::new_v4().to_string().into(),
             gate: ReadGate::new(read_ahead),
@@ -171,7 +179,8 @@ impl Session {
             admission: Some(params.admission),
             permit: None,
             counted_active: false,
-            query: params.query,
+            dialect: params.dialect,
+            idle_timeout_secs,
             shutdown_rx: Some(params.shutdown),
             marker_nonce: *uuid::Uuid::new_v4().as_bytes(),
             phase: Phase::AwaitingStart,
@@ -186,21 +195,22 @@ impl Session {
         }
     }
 
-    /// Sends a message, unless the client has left more than `max_outgoing_bytes` unread: then
-    /// the session ends with `slow_consumer` instead.
-    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
-        let text = message.to_json();
-        let waiting = self.outgoing.waiting();
-        if waiting + frame_len(text.len()) > self.settings.max_outgoing_bytes as u64 {
-            let message = format!(
-                "{waiting} bytes of messages are waiting for the client to read them; at most {} \
-                 may wait",
-                self.settings.max_outgoing_bytes
-            );
-            self.fail(ctx, ErrorCode::SlowConsumer, &message);
-            return;
+    /// Sends the dialect's messages in order, unless the client has left more than
+    /// `max_outgoing_bytes` unread: then the session ends with `slow_consumer` instead.
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, texts: Vec<String>) {
+        for text in texts {
+            let waiting = self.outgoing.waiting();
+            if waiting + frame_len(text.len()) > self.settings.max_outgoing_bytes as u64 {
+                let message = format!(
+                    "{waiting} bytes of messages are waiting for the client to read them; at \
+                     most {} may wait",
+                    self.settings.max_outgoing_bytes
+                );
+                self.fail(ctx, ErrorCode::SlowConsumer, &message);
+                return;
+            }
+            self.write_text(ctx, text);
         }
-        self.write_text(ctx, text);
     }
 
     /// Writes a text frame, counted in the backlog but not checked against it.
@@ -231,9 +241,13 @@ impl Session {
             _ => tracing::info!(session_id = %self.id, code = code.as_str(), "error: {message}"),
         }
         // Not `send`: an error is written even past the backlog limit (one more, bounded).
-        self.write_text(ctx, ServerMessage::error(code, message).to_json());
-        if let Some(close_code) = code.close_code() {
-            self.close(ctx, close_code, code.as_str());
+        let mut out = Vec::new();
+        let close = self.dialect.error(code, message, &mut out);
+        for text in out {
+            self.write_text(ctx, text);
+        }
+        if let Some(Close { code, reason }) = close {
+            self.close(ctx, code, &reason);
         }
     }
 
@@ -286,11 +300,11 @@ impl Session {
         if let Some(rx) = self.shutdown_rx.take() {
             ctx.add_stream(WatchStream::new(rx).map(ShutdownSignal));
         }
-        match parse_query_config(&self.query) {
-            Ok(Some(request)) => match request.validate(self.settings.max_phrases) {
-                Ok(config) => self.configure(ctx, config),
-                Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
-            },
+        let mut out = Vec::new();
+        self.dialect.opened(&self.id, &mut out);
+        self.send(ctx, out);
+        match self.dialect.initial_config() {
+            Ok(Some(config)) => self.configure(ctx, config),
             Ok(None) => {
                 let secs = self.settings.start_timeout_secs;
                 let timer = ctx.run_later(duration_secs(secs), move |act, ctx| {
@@ -336,13 +350,10 @@ impl Session {
         self.pipeline = Some(pipeline);
         self.phase = Phase::Streaming;
         self.last_activity = Instant::now();
-        self.arm_idle(ctx, duration_secs(self.settings.idle_timeout_secs));
-        self.send(
-            ctx,
-            &ServerMessage::Ready {
-                session_id: self.id.to_string(),
-            },
-        );
+        self.arm_idle(ctx, duration_secs(self.idle_timeout_secs));
+        let mut out = Vec::new();
+        self.dialect.ready(&self.id, &mut out);
+        self.send(ctx, out);
     }
 
     /// Checks for idleness after `after`, and again as long as the client stays active.
@@ -351,13 +362,10 @@ impl Session {
             if act.phase != Phase::Streaming {
                 return;
             }
-            let limit = duration_secs(act.settings.idle_timeout_secs);
+            let limit = duration_secs(act.idle_timeout_secs);
             let idle = act.last_activity.elapsed();
             if idle >= limit {
-                let message = format!(
-                    "no audio and no keepalive for {} s",
-                    act.settings.idle_timeout_secs
-                );
+                let message = format!("no audio and no keepalive for {} s", act.idle_timeout_secs);
                 act.fail(ctx, ErrorCode::IdleTimeout, &message);
             } else {
                 act.arm_idle(ctx, limit - idle);
@@ -396,15 +404,31 @@ impl Session {
             self.fail(ctx, ErrorCode::JsonTooLarge, &message);
             return;
         }
-        match parse_client_text(text) {
-            Ok(message) => self.on_message(ctx, message),
+        let mut actions = Vec::new();
+        let parsed = self.dialect.text(text, &mut actions);
+        // Actions before a rejection (none in practice) still count: they were the client's.
+        for action in actions {
+            self.on_action(ctx, action);
+        }
+        if let Err(rejection) = parsed {
+            self.fail(ctx, rejection.code, &rejection.message);
+        }
+    }
+
+    /// A binary frame, through the dialect (audio in every dialect that takes binary frames).
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>, data: Bytes) {
+        match self.dialect.binary(data) {
+            Ok(action) => self.on_action(ctx, action),
             Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, message: ClientMessage) {
-        match message {
-            ClientMessage::Start(request) => {
+    fn on_action(&mut self, ctx: &mut ws::WebsocketContext<Self>, action: Inbound) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        match action {
+            Inbound::Configure(config) => {
                 if self.phase != Phase::AwaitingStart {
                     self.fail(
                         ctx,
@@ -413,14 +437,11 @@ impl Session {
                     );
                     return;
                 }
-                match request.validate(self.settings.max_phrases) {
-                    Ok(config) => self.configure(ctx, config),
-                    Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
-                }
+                self.configure(ctx, config);
             }
-            ClientMessage::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id),
-            ClientMessage::KeepAlive => self.last_activity = Instant::now(),
-            ClientMessage::Finalize => match self.phase {
+            Inbound::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id),
+            Inbound::KeepAlive => self.last_activity = Instant::now(),
+            Inbound::Finalize => match self.phase {
                 Phase::AwaitingStart => self.fail(
                     ctx,
                     ErrorCode::AudioBeforeStart,
@@ -435,7 +456,8 @@ impl Session {
                 Phase::Ending(_) => self.warn_after_stop(ctx),
                 Phase::Closing => {}
             },
-            ClientMessage::Stop => self.on_stop(ctx),
+            Inbound::Stop => self.on_stop(ctx),
+            Inbound::Reply(text) => self.send(ctx, vec![text]),
         }
     }
 
@@ -485,13 +507,11 @@ impl Session {
     fn warn_after_stop(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if !self.warned_audio_after_stop {
             self.warned_audio_after_stop = true;
-            self.send(
-                ctx,
-                &ServerMessage::Warning {
-                    code: WARNING_AUDIO_AFTER_STOP.to_string(),
-                    message: "audio and finalize after stop are ignored".to_string(),
-                },
-            );
+            let mut out = Vec::new();
+            let message = "audio and finalize after stop are ignored";
+            self.dialect
+                .warning(WARNING_AUDIO_AFTER_STOP, message, &mut out);
+            self.send(ctx, out);
         }
     }
 
@@ -509,7 +529,7 @@ impl Session {
                 self.phase = Phase::Ending(EndCause::ClientStop);
                 // The wait for the last results is bounded; the pipeline reports its own
                 // upstream failures, so running out of time here means something is stuck.
-                let secs = self.settings.idle_timeout_secs;
+                let secs = self.idle_timeout_secs;
                 ctx.run_later(duration_secs(secs), move |act, ctx| {
                     if matches!(act.phase, Phase::Ending(_)) {
                         let message =
@@ -523,19 +543,19 @@ impl Session {
     }
 
     fn send_closed(&mut self, ctx: &mut ws::WebsocketContext<Self>, summary: PipelineSummary) {
-        self.send(
-            ctx,
-            &ServerMessage::Closed {
-                session_id: self.id.to_string(),
-                audio_ms: self.acked_ms,
-                audio_seconds: self.acked_ms as f64 / 1000.0,
-                results: summary.results,
-                restarts: summary.restarts,
-            },
-        );
+        let mut out = Vec::new();
+        let end = SessionEnd {
+            session_id: &self.id,
+            audio_ms: self.acked_ms,
+            summary,
+        };
+        let Close { code, reason } = self.dialect.closed(end, &mut out);
+        self.send(ctx, out);
         tracing::info!(session_id = %self.id, audio_ms = self.acked_ms,
             results = summary.results, restarts = summary.restarts, "session closed normally");
-        self.close(ctx, 1000, "closed");
+        if self.phase != Phase::Closing {
+            self.close(ctx, code, &reason);
+        }
     }
 
     /// Continuation frames: reassembled into one message, bounded by `max_frame_bytes`.
@@ -543,7 +563,7 @@ impl Session {
         match self.fragments.push(item) {
             Ok(None) => {}
             Ok(Some(Reassembled::Text(text))) => self.on_text(ctx, &text),
-            Ok(Some(Reassembled::Binary(data))) => self.on_audio(ctx, data, None),
+            Ok(Some(Reassembled::Binary(data))) => self.on_binary(ctx, data),
             Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
         }
     }
@@ -557,16 +577,14 @@ impl Session {
         // (The warning may end a session whose client does not read: it would not hear the
         // shutdown either.)
         tracing::info!(session_id = %self.id, grace_secs = grace.as_secs_f64(), "server shutting down");
-        self.send(
-            ctx,
-            &ServerMessage::Warning {
-                code: ErrorCode::ShuttingDown.as_str().to_string(),
-                message: format!(
-                    "the server is shutting down; this session will be closed in {:.1} s",
-                    grace.as_secs_f64()
-                ),
-            },
+        let message = format!(
+            "the server is shutting down; this session will be closed in {:.1} s",
+            grace.as_secs_f64()
         );
+        let mut out = Vec::new();
+        self.dialect
+            .warning(ErrorCode::ShuttingDown.as_str(), &message, &mut out);
+        self.send(ctx, out);
         ctx.run_later(grace, |act, ctx| act.on_grace_over(ctx));
     }
 
@@ -720,7 +738,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Binary(data) => {
                 self.on_input(data.len());
-                self.on_audio(ctx, data, None)
+                self.on_binary(ctx, data)
             }
             ws::Message::Continuation(item) => {
                 let len = match &item {
@@ -769,7 +787,9 @@ impl Handler<Transcript> for Session {
             "interim"
         };
         METRICS.transcripts.with_label_values(&[kind]).inc();
-        self.send(ctx, &transcript_message(&transcript));
+        let mut out = Vec::new();
+        self.dialect.transcript(&transcript, &mut out);
+        self.send(ctx, out);
     }
 }
 
@@ -782,13 +802,9 @@ impl Handler<AudioAcked> for Session {
         if self.phase == Phase::Closing {
             return;
         }
-        self.send(
-            ctx,
-            &ServerMessage::Ack {
-                audio_ms: ack.audio_ms,
-                audio_id: ack.audio_id,
-            },
-        );
+        let mut out = Vec::new();
+        self.dialect.ack(&ack, &mut out);
+        self.send(ctx, out);
     }
 }
 
@@ -800,13 +816,10 @@ impl Handler<PipelineWarning> for Session {
             return;
         }
         tracing::info!(session_id = %self.id, code = warning.code, "warning: {}", warning.message);
-        self.send(
-            ctx,
-            &ServerMessage::Warning {
-                code: warning.code.to_string(),
-                message: warning.message,
-            },
-        );
+        let mut out = Vec::new();
+        self.dialect
+            .warning(warning.code, &warning.message, &mut out);
+        self.send(ctx, out);
     }
 }
 

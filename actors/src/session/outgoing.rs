@@ -1,10 +1,7 @@
-//! The write side of one connection: what the session sends for a pipeline result
-//! ([`transcript_message`]), and how many bytes of server messages are waiting for the client, so
-//! that a client which does not read what it is sent (a slow consumer) is noticed and closed while
-//! the memory it holds is bounded.
-//!
-//! The transcript message is built here, from the actors' [`Transcript`], rather than in the
-//! protocol: the protocol then needs nothing of the actors' messages (they use its types).
+//! The write side of one connection: how many bytes of server messages are waiting for the
+//! client, so that a client which does not read what it is sent (a slow consumer) is noticed and
+//! closed while the memory it holds is bounded. (What the messages say is the dialect's:
+//! `crate::protocol::dialect`.)
 //!
 //! Why a wrapper is needed: `actix-web-actors` queues every message the session writes and hands
 //! them, encoded, as one chunk to the HTTP connection, which appends the chunk to its write buffer
@@ -25,32 +22,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
-
-use crate::messages::Transcript;
-use crate::protocol::native::{ServerMessage, WordJson};
-
-/// The `transcript` message of a pipeline result.
-pub(super) fn transcript_message(t: &Transcript) -> ServerMessage {
-    ServerMessage::Transcript {
-        is_final: t.is_final,
-        transcript: t.transcript.clone(),
-        confidence: t.confidence,
-        stability: t.stability,
-        start_ms: t.start_ms,
-        end_ms: t.end_ms,
-        words: t
-            .words
-            .iter()
-            .map(|w| WordJson {
-                word: w.word.clone(),
-                start_ms: w.start_ms,
-                end_ms: w.end_ms,
-                confidence: w.confidence,
-            })
-            .collect(),
-        language_code: t.language_code.clone(),
-    }
-}
 
 /// The most the connection is given at once.
 pub(super) const SLICE: usize = 16 * 1024;
@@ -157,9 +128,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::WordTiming;
     use futures_util::StreamExt;
-    use serde_json::json;
 
     #[test]
     fn frame_lengths_follow_the_websocket_header_sizes() {
@@ -186,32 +155,5 @@ mod tests {
         assert_eq!(all.len(), 40_010);
         assert!(all[..40_000].iter().all(|b| *b == 1) && all[40_000..] == [2u8; 10]);
         assert_eq!(meter.waiting(), 0);
-    }
-
-    #[test]
-    fn transcript_serialises_every_field() {
-        let t = Transcript {
-            is_final: true,
-            transcript: "hello world".into(),
-            confidence: 0.5,
-            stability: 0.0,
-            start_ms: 100,
-            end_ms: 900,
-            words: vec![WordTiming {
-                word: "hello".into(),
-                start_ms: 100,
-                end_ms: 400,
-                confidence: 0.25,
-            }],
-            language_code: "en-us".into(),
-        };
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&transcript_message(&t).to_json())
-                .unwrap_or(serde_json::Value::Null),
-            json!({"type":"transcript","is_final":true,"transcript":"hello world",
-                   "confidence":0.5,"stability":0.0,"start_ms":100,"end_ms":900,
-                   "words":[{"word":"hello","start_ms":100,"end_ms":400,"confidence":0.25}],
-                   "language_code":"en-us"})
-        );
     }
 }

@@ -17,7 +17,7 @@ use super::outgoing::MeteredBody;
 use super::Session;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::native::SUBPROTOCOL;
-use crate::protocol::Rejection;
+use crate::protocol::{Dialect, Rejection};
 use crate::settings::SessionSettings;
 
 /// The server is shutting down: what every session is told (through a `watch` channel).
@@ -54,8 +54,9 @@ pub struct SessionParams {
     /// This worker's way of starting pipelines.
     pub pipelines: Rc<dyn PipelineFactory>,
     pub admission: Admission,
-    /// The raw query string of the upgrade request (it may carry the configuration).
-    pub query: String,
+    /// The client's wire protocol (the native one on `/v1/listen`), already holding whatever the
+    /// upgrade request said (its query string).
+    pub dialect: Box<dyn Dialect>,
     /// `Some` once the server is shutting down.
     pub shutdown: watch::Receiver<Option<ShutdownNotice>>,
     /// Who the client is, for the logs (`key k-1a2b…`, `anonymous`, and its address); never a
@@ -78,13 +79,13 @@ pub fn check_upgrade(req: &HttpRequest) -> Result<(), UpgradeRefused> {
 }
 
 /// Upgrades `req` to a WebSocket served by a new [`Session`]. When the client offers
-/// subprotocols, [`SUBPROTOCOL`] is selected if among them.
+/// subprotocols, the dialect's (native: [`SUBPROTOCOL`]) is selected if among them.
 pub fn upgrade(
     req: &HttpRequest,
     payload: web::Payload,
     params: SessionParams,
 ) -> Result<HttpResponse, UpgradeRefused> {
-    let mut response = ws::handshake_with_protocols(req, &[SUBPROTOCOL])
+    let mut response = ws::handshake_with_protocols(req, params.dialect.subprotocols())
         .map_err(|e| UpgradeRefused(e.to_string()))?;
     let max_frame_bytes = params.settings.max_frame_bytes;
     let session = Session::new(params);

@@ -17,7 +17,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::audio::{AudioFormat, Encoding};
+use crate::protocol::dialect::quote;
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
+
+mod dialect;
+
+pub use dialect::NativeDialect;
 
 // ───────────────────────────── client → server ─────────────────────────────
 
@@ -36,8 +41,6 @@ pub const MAX_LANGUAGE_CODE_CHARS: usize = 35;
 pub const MAX_PHRASE_CHARS: usize = 100;
 /// Longest model name accepted (Google's names are short identifiers such as `latest_long`).
 pub const MAX_MODEL_CHARS: usize = 64;
-/// At most this much of a client's text is quoted back in an error message.
-const QUOTE_CHARS: usize = 64;
 
 /// The fields of a `start` message (or of a query-string configuration) as the client gave them,
 /// before [`StartRequest::validate`] checks them. Optional fields accept `null` as "default".
@@ -85,12 +88,7 @@ impl StartRequest {
             ));
         }
         let language_code = self.language_code.unwrap_or_else(|| "en-US".to_string());
-        let language_ok = !language_code.is_empty()
-            && language_code.chars().count() <= MAX_LANGUAGE_CODE_CHARS
-            && language_code
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !language_ok {
+        if !is_language_tag(&language_code) {
             return Err(Rejection::new(
                 ErrorCode::InvalidConfig,
                 format!(
@@ -101,11 +99,7 @@ impl StartRequest {
             ));
         }
         let model = self.model.unwrap_or_default();
-        let model_ok = model.chars().count() <= MAX_MODEL_CHARS
-            && model
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !model_ok {
+        if !is_model_name(&model) {
             return Err(Rejection::new(
                 ErrorCode::InvalidConfig,
                 format!(
@@ -152,6 +146,23 @@ impl StartRequest {
     }
 }
 
+/// Whether `tag` looks like a language tag: 1–[`MAX_LANGUAGE_CODE_CHARS`] letters, digits and `-`
+/// (every dialect's language field is checked by it).
+pub(crate) fn is_language_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.chars().count() <= MAX_LANGUAGE_CODE_CHARS
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Whether `model` is empty or a model name: at most [`MAX_MODEL_CHARS`] letters, digits, `_`,
+/// `-`, `.`.
+pub(crate) fn is_model_name(model: &str) -> bool {
+    model.chars().count() <= MAX_MODEL_CHARS
+        && model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// A text message from the client, parsed but not yet checked against the session's state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
@@ -179,13 +190,47 @@ struct AudioFields {
 }
 
 /// Standard base64 (RFC 4648 alphabet), with or without `=` padding.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
 /// Parses one text message from the client. (Its size is the session's to bound, before.)
 pub fn parse_client_text(text: &str) -> Result<ClientMessage, Rejection> {
+    let (kind, object) = typed_object(text)?;
+    match kind.as_str() {
+        "start" => fields::<StartRequest>(object, "start").map(ClientMessage::Start),
+        "audio" => {
+            let audio = fields::<AudioFields>(object, "audio")?;
+            let data = BASE64.decode(audio.content.as_bytes()).map_err(|e| {
+                Rejection::new(
+                    ErrorCode::InvalidBase64,
+                    format!("`content` is not standard base64: {e}"),
+                )
+            })?;
+            Ok(ClientMessage::Audio {
+                data: Bytes::from(data),
+                audio_id: audio.audio_id,
+            })
+        }
+        "keepalive" => Ok(ClientMessage::KeepAlive),
+        "finalize" => Ok(ClientMessage::Finalize),
+        "stop" => Ok(ClientMessage::Stop),
+        other => Err(Rejection::new(
+            ErrorCode::UnknownType,
+            format!(
+                "unknown message type `{}` (known: start, audio, keepalive, finalize, stop)",
+                quote(other)
+            ),
+        )),
+    }
+}
+
+/// A client message as a JSON object and its string `type`, bounded in nesting first: the shape
+/// every JSON dialect shares (`invalid_json` otherwise).
+pub(crate) fn typed_object(
+    text: &str,
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), Rejection> {
     if nesting_exceeds(text.as_bytes(), MAX_JSON_DEPTH) {
         return Err(Rejection::new(
             ErrorCode::InvalidJson,
@@ -214,32 +259,7 @@ pub fn parse_client_text(text: &str) -> Result<ClientMessage, Rejection> {
         }
         None => return Err(Rejection::new(ErrorCode::InvalidJson, "`type` is missing")),
     };
-    match kind.as_str() {
-        "start" => fields::<StartRequest>(object, "start").map(ClientMessage::Start),
-        "audio" => {
-            let audio = fields::<AudioFields>(object, "audio")?;
-            let data = BASE64.decode(audio.content.as_bytes()).map_err(|e| {
-                Rejection::new(
-                    ErrorCode::InvalidBase64,
-                    format!("`content` is not standard base64: {e}"),
-                )
-            })?;
-            Ok(ClientMessage::Audio {
-                data: Bytes::from(data),
-                audio_id: audio.audio_id,
-            })
-        }
-        "keepalive" => Ok(ClientMessage::KeepAlive),
-        "finalize" => Ok(ClientMessage::Finalize),
-        "stop" => Ok(ClientMessage::Stop),
-        other => Err(Rejection::new(
-            ErrorCode::UnknownType,
-            format!(
-                "unknown message type `{}` (known: start, audio, keepalive, finalize, stop)",
-                quote(other)
-            ),
-        )),
-    }
+    Ok((kind, object))
 }
 
 /// Whether arrays and objects in the JSON `text` nest deeper than `limit` (brackets inside strings
@@ -283,7 +303,7 @@ fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
 }
 
 /// Reads the fields of a `kind` message; a missing or ill-typed field is `invalid_message`.
-fn fields<T: serde::de::DeserializeOwned>(
+pub(crate) fn fields<T: serde::de::DeserializeOwned>(
     object: serde_json::Map<String, serde_json::Value>,
     kind: &str,
 ) -> Result<T, Rejection> {
@@ -400,14 +420,6 @@ fn query_bool(key: &str, value: &str) -> Result<bool, Rejection> {
                 quote(value)
             ),
         )),
-    }
-}
-
-/// The start of a client-supplied string, for quoting it in a message without echoing a megabyte.
-fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTE_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
     }
 }
 

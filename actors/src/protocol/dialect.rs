@@ -1,0 +1,144 @@
+//! The seam between the session actor and a client's wire protocol: the [`Dialect`] trait.
+//!
+//! A session owns the socket, the timers, the limits and the pipeline; a dialect owns the words on
+//! the wire. The session hands each client frame to its dialect, which answers with [`Inbound`]
+//! actions in voxgate's terms (configure, audio, finalize, stop, …), and hands each pipeline
+//! report (transcript, ack, warning, error, end) to the dialect, which writes the vendor's
+//! messages. Nothing below the session knows which dialect a client speaks: the pipeline gets the
+//! same [`StartConfig`] and audio whatever the wire looked like.
+//!
+//! The native protocol (`native::NativeDialect`) is one implementation; `deepgram` and `openai`
+//! are the others.
+
+use bytes::Bytes;
+
+use crate::messages::{AudioAcked, PipelineSummary, Transcript};
+use crate::protocol::{ErrorCode, Rejection, StartConfig};
+
+/// What a client frame asks the session to do, in voxgate's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// Start the pipeline with this configuration (once per session).
+    Configure(StartConfig),
+    /// Audio in the configured format (already decoded from base64 or transcoded if need be).
+    Audio {
+        data: Bytes,
+        audio_id: Option<String>,
+    },
+    /// The client is there (resets the idle timer).
+    KeepAlive,
+    /// Final results for all audio so far, then carry on.
+    Finalize,
+    /// No more audio: deliver the last results, then end the session.
+    Stop,
+    /// A message for the client that only the dialect answers (a configuration echo, …).
+    Reply(String),
+}
+
+/// A Close frame to send: code and reason (at most 123 bytes, see [`close_reason`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// How the session ended normally, for the dialect's last words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEnd<'a> {
+    pub session_id: &'a str,
+    /// Audio acknowledged by the pipeline, ms.
+    pub audio_ms: u64,
+    pub summary: PipelineSummary,
+}
+
+/// One client protocol, as seen by the session. Every method that produces client messages pushes
+/// their JSON text onto `out`, in order; the session writes them (within its backlog limit).
+pub trait Dialect {
+    /// For logs: `native`, `deepgram`, `openai`.
+    fn name(&self) -> &'static str;
+
+    /// The WebSocket subprotocols this dialect selects when a client offers one of them.
+    fn subprotocols(&self) -> &'static [&'static str];
+
+    /// The configuration the client gave before the session opened (a query string), if any:
+    /// then the session starts at once; `Ok(None)`: it waits for the client to configure it.
+    fn initial_config(&mut self) -> Result<Option<StartConfig>, Rejection>;
+
+    /// The idle timeout of this dialect in seconds (no audio and no keep-alive), when it differs
+    /// from `[session] idle_timeout_secs`.
+    fn idle_timeout_secs(&self) -> Option<f64> {
+        None
+    }
+
+    /// Messages the client gets as soon as the session is admitted, before any configuration.
+    fn opened(&mut self, _session_id: &str, _out: &mut Vec<String>) {}
+
+    /// One text message from the client (its size already checked); the actions in order.
+    fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection>;
+
+    /// One binary message from the client.
+    fn binary(&mut self, data: Bytes) -> Result<Inbound, Rejection>;
+
+    /// The pipeline started: the client may send audio.
+    fn ready(&mut self, session_id: &str, out: &mut Vec<String>);
+
+    /// An interim or final result on the session clock.
+    fn transcript(&mut self, transcript: &Transcript, out: &mut Vec<String>);
+
+    /// Audio forwarded upstream so far.
+    fn ack(&mut self, ack: &AudioAcked, out: &mut Vec<String>);
+
+    /// Something the client should know that does not end the session.
+    fn warning(&mut self, code: &str, message: &str, out: &mut Vec<String>);
+
+    /// An error: the messages that say so and, when the code ends the session, the Close frame.
+    fn error(&mut self, code: ErrorCode, message: &str, out: &mut Vec<String>) -> Option<Close>;
+
+    /// After the client's stop every result was delivered: the last messages and the Close frame.
+    fn closed(&mut self, end: SessionEnd<'_>, out: &mut Vec<String>) -> Close;
+}
+
+/// The longest reason a Close frame can carry (125 bytes of payload less the 2-byte code).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to fit a Close frame, on a character boundary.
+pub fn close_reason(reason: &str) -> String {
+    if reason.len() <= MAX_CLOSE_REASON_BYTES {
+        return reason.to_string();
+    }
+    let mut end = MAX_CLOSE_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+/// The start of a client-supplied string, for quoting it in a message without echoing a megabyte.
+pub fn quote(text: &str) -> String {
+    const QUOTE_CHARS: usize = 64;
+    match text.char_indices().nth(QUOTE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame_on_a_character_boundary() {
+        assert_eq!(close_reason("short"), "short");
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_REASON_BYTES && cut.len() >= MAX_CLOSE_REASON_BYTES - 1);
+        assert!(long.starts_with(&cut));
+    }
+
+    #[test]
+    fn quotes_are_bounded() {
+        assert_eq!(quote("abc"), "abc");
+        let long = "x".repeat(200);
+        assert_eq!(quote(&long).chars().count(), 65);
+    }
+}

@@ -1,0 +1,28 @@
+//! `[dialects.*]`: which vendor protocols the server also speaks, and their own rules
+//! (`docs/dialects.md`). Each dialect's settings type lives with the dialect in
+//! `voxgate_actors::protocol`; this section only gathers them.
+
+use serde::Deserialize;
+use voxgate_actors::protocol::deepgram::DeepgramSettings;
+use voxgate_actors::protocol::openai::OpenAiSettings;
+
+/// `[dialects]`: one sub-table per dialect.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialectsSettings {
+    /// `[dialects.deepgram]`: Deepgram's live API at `/deepgram/v1/listen`.
+    pub deepgram: DeepgramSettings,
+    /// `[dialects.openai]`: OpenAI's Realtime transcription at `/openai/v1/realtime`.
+    pub openai: OpenAiSettings,
+}
+
+impl DialectsSettings {
+    /// The range checks of `Config::validate`: (key, ok).
+    pub fn checks(&self) -> Vec<(&'static str, bool)> {
+        let no_audio = self.deepgram.no_audio_timeout_secs;
+        vec![(
+            "dialects.deepgram.no_audio_timeout_secs",
+            no_audio > 0.0 && no_audio <= 3_600.0,
+        )]
+    }
+}
