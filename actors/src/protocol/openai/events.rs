@@ -100,18 +100,22 @@ impl EventError {
 /// Longest model or prompt string kept (echoed back, never used upstream).
 const MAX_ECHO_CHARS: usize = 1_024;
 
-/// Parses one client event (its size already bounded by the session).
-pub fn parse_client_event(text: &str) -> Result<ClientEvent, EventError> {
+/// Parses one client event (its size already bounded by the session), with the client's
+/// `event_id` when it gave one: an error it causes later, while being handled, echoes it too.
+pub fn parse_client_event(text: &str) -> Result<(ClientEvent, Option<String>), EventError> {
     let (kind, object) = typed_object(text)
         .map_err(|rejection| EventError::new("invalid_json", rejection.message, None))?;
     let event_id = match object.get("event_id") {
         Some(Value::String(id)) => Some(quote(id)),
         _ => None,
     };
-    parse_typed(&kind, &object).map_err(|mut error| {
-        error.event_id = event_id;
-        error
-    })
+    match parse_typed(&kind, &object) {
+        Ok(event) => Ok((event, event_id)),
+        Err(mut error) => {
+            error.event_id = event_id;
+            Err(error)
+        }
+    }
 }
 
 fn parse_typed(kind: &str, object: &Map<String, Value>) -> Result<ClientEvent, EventError> {

@@ -148,6 +148,8 @@ pub struct OpenAiDialect {
     previous_item_id: Option<String>,
     next_item: u64,
     next_event: u64,
+    /// The `event_id` of the client event being handled, echoed by the errors it causes.
+    handling_event_id: Option<String>,
 }
 
 impl Default for OpenAiDialect {
@@ -175,6 +177,7 @@ impl OpenAiDialect {
             previous_item_id: None,
             next_item: 0,
             next_event: 0,
+            handling_event_id: None,
         };
         dialect.new_item();
         dialect
@@ -241,11 +244,14 @@ impl OpenAiDialect {
         }
     }
 
-    fn client_error(&mut self, error: &EventError) -> Inbound {
+    fn client_error(&mut self, mut error: EventError) -> Inbound {
+        if error.event_id.is_none() {
+            error.event_id = self.handling_event_id.clone();
+        }
         Inbound::Reply(error_event(
             &mut self.next_event,
             "invalid_request_error",
-            error,
+            &error,
         ))
     }
 
@@ -266,7 +272,7 @@ impl OpenAiDialect {
                         param: Some("session".to_string()),
                         event_id: None,
                     };
-                    actions.push(self.client_error(&error));
+                    actions.push(self.client_error(error));
                     return;
                 }
                 if let Some(format) = update.format {
@@ -325,7 +331,7 @@ impl OpenAiDialect {
                         param: None,
                         event_id: None,
                     };
-                    actions.push(self.client_error(&error));
+                    actions.push(self.client_error(error));
                     return;
                 }
                 self.appended_since_commit = 0;
@@ -398,8 +404,12 @@ impl Dialect for OpenAiDialect {
 
     fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
         match parse_client_event(text) {
-            Ok(event) => self.on_event(event, actions),
-            Err(error) => actions.push(self.client_error(&error)),
+            Ok((event, event_id)) => {
+                self.handling_event_id = event_id;
+                self.on_event(event, actions);
+                self.handling_event_id = None;
+            }
+            Err(error) => actions.push(self.client_error(error)),
         }
         Ok(())
     }
@@ -413,7 +423,7 @@ impl Dialect for OpenAiDialect {
             param: None,
             event_id: None,
         };
-        Ok(self.client_error(&error))
+        Ok(self.client_error(error))
     }
 
     fn ready(&mut self, _session_id: &str, _out: &mut Vec<String>) {}

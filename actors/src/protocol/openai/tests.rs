@@ -150,6 +150,18 @@ fn mistakes_are_error_events_and_the_session_goes_on() {
         serde_json::json!({"type": "response.create", "event_id": "e7"}),
     ));
     assert_eq!(sent[0]["error"]["event_id"], "e7");
+    // An error found while handling a well-formed event echoes its id too, and only its own.
+    let sent = replies(&send(
+        &mut dialect,
+        serde_json::json!({"type": "input_audio_buffer.commit", "event_id": "c0"}),
+    ));
+    assert_eq!(sent[0]["error"]["code"], "input_audio_buffer_commit_empty");
+    assert_eq!(sent[0]["error"]["event_id"], "c0");
+    let sent = replies(&send(
+        &mut dialect,
+        serde_json::json!({"type": "input_audio_buffer.commit"}),
+    ));
+    assert_eq!(sent[0]["error"]["event_id"], Value::Null);
     assert!(matches!(
         dialect.binary(Bytes::from_static(b"x")),
         Ok(Inbound::Reply(_))
