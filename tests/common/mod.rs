@@ -9,6 +9,8 @@ pub mod certs;
 pub mod librivox;
 pub mod process;
 pub mod raw;
+#[cfg(feature = "local")]
+pub mod segments;
 
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
