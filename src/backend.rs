@@ -94,33 +94,26 @@ const LOCAL_NO_ROTATION_SECS: f64 = 100.0 * 86_400.0;
 /// a while). A missing model or library stops the start-up with what to install.
 #[cfg(feature = "local")]
 async fn start_local(config: &Config) -> Result<RunningBackend, String> {
-    use voxgate_actors::recognizer::local::{
-        moonshine, LocalEngine, LocalRecognizerFactory, SegmentRecognizerFactory,
-    };
-    use voxgate_actors::recognizer::RecognizerFactory;
+    use voxgate_actors::recognizer::local::{moonshine, pocketsphinx, SegmentRecognizerFactory};
     use voxgate_actors::settings::LocalEngineKind;
 
-    type FactoryMaker = Arc<dyn Fn() -> Rc<dyn RecognizerFactory> + Send + Sync>;
     let settings = config.local.clone();
     let kind = settings.engine;
-    let recognizers: FactoryMaker = match kind {
-        LocalEngineKind::Moonshine => {
-            let engine = tokio::task::spawn_blocking(move || moonshine::start(&settings))
-                .await
-                .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
-            Arc::new(move || Rc::new(SegmentRecognizerFactory::new(engine.clone())))
-        }
-        LocalEngineKind::Pocketsphinx => {
-            let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
-                .await
-                .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
-            Arc::new(move || Rc::new(LocalRecognizerFactory::new(engine.clone())))
-        }
+    // Both engines decode segments on one shared pool of workers.
+    let engine = tokio::task::spawn_blocking(move || match kind {
+        LocalEngineKind::Moonshine => moonshine::start(&settings),
+        LocalEngineKind::Pocketsphinx => pocketsphinx::start(&settings),
+    })
+    .await
+    .map_err(|e| format!("local speech engine: loading failed: {e}"))??;
+    let recognizers = move || {
+        Rc::new(SegmentRecognizerFactory::new(engine.clone()))
+            as Rc<dyn voxgate_actors::recognizer::RecognizerFactory>
     };
     tracing::info!(engine = ?kind, "local speech engine ready");
     let audio = config.audio.clone();
-    // The local engine has no stream-duration limit: its streams are never rotated (a rotation's
-    // standby stream would hold a second decoder of the pool). Far beyond any session's length.
+    // The local engine has no stream-duration limit: its streams are never rotated (a rotation
+    // would only cut a segment for nothing). Far beyond any session's length.
     let supervision = voxgate_actors::settings::SupervisionSettings {
         rotate_after_secs: LOCAL_NO_ROTATION_SECS,
         max_stream_secs: LOCAL_NO_ROTATION_SECS,

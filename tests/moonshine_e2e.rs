@@ -21,14 +21,13 @@ use std::time::Duration;
 use common::asterisk::{self, Prompt};
 use common::librivox::{self, word_error_rate};
 use common::process::*;
+use common::segments;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use voxgate_actors::audio::{AudioFormat, Encoding};
 use voxgate_actors::recognizer::local::moonshine::{self, model::MoonshineModel};
-use voxgate_actors::recognizer::local::resample::AudioConverter;
-use voxgate_actors::recognizer::local::segment_stream::{final_text, shape_text};
-use voxgate_actors::recognizer::local::segmenter::Segmenter;
+use voxgate_actors::recognizer::local::segment_engine::stream_settings;
 use voxgate_actors::settings::LocalSettings;
 
 /// Sessions streamed at once.
@@ -59,40 +58,20 @@ fn model() -> &'static Mutex<MoonshineModel> {
     })
 }
 
-/// What the engine says for a recording fed directly: the whole file converted to 16 kHz, cut
-/// into segments, each segment decoded; the finals' text as the server shapes it (no
-/// punctuation asked for).
+/// What the engine says for a recording fed directly (`common::segments`).
 fn direct_text(recording: &Recording) -> String {
     let format = AudioFormat {
         encoding: Encoding::Linear16,
         sample_rate_hz: recording.rate,
     };
-    let mut converter = AudioConverter::without_folding(format).unwrap_or_else(|e| panic!("{e}"));
     let bytes: Vec<u8> = recording
         .samples
         .iter()
         .flat_map(|s| s.to_le_bytes())
         .collect();
-    let mut wide = Vec::new();
-    converter.push(&bytes, &mut wide);
-    converter.finish(&mut wide);
-    let floats: Vec<f32> = wide.iter().map(|&s| f32::from(s) / 32_768.0).collect();
-    let settings = moonshine::stream_settings(&LocalSettings::default());
-    let mut segmenter = Segmenter::new(settings.segmenter);
-    let mut segments = segmenter.push(&floats);
-    segments.extend(segmenter.finish());
+    let settings = stream_settings(&LocalSettings::default(), false);
     let mut model = model().lock().unwrap_or_else(|p| p.into_inner());
-    segments
-        .iter()
-        .map(|s| {
-            let decoded = model
-                .transcribe(&s.samples)
-                .unwrap_or_else(|e| panic!("{e}"));
-            final_text(shape_text(decoded.text, false), s.samples.len())
-        })
-        .filter(|t| !t.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    segments::direct_text(&mut *model, &settings, format, &bytes)
 }
 
 /// Streams `recording` in 100 ms frames at real time, then `stop`; everything the client got.

@@ -28,8 +28,8 @@
 //! - [`audio_buffer`]: the audio buffer actor (and its frame store: re-chunking, retention, replay).
 //! - [`recognizer`]: the recognizer actors (one upstream stream each) and how the supervisor creates
 //!   them; [`recognizer::google_v1`] talks to Google over a per-thread connection pool;
-//!   `recognizer::local` (cargo feature `local`) decodes offline with PocketSphinx on a bounded pool
-//!   of decoder threads.
+//!   `recognizer::local` (cargo feature `local`) decodes offline (Moonshine or PocketSphinx) on one
+//!   pool of inference workers shared by every stream.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
 //! - [`restart_policy`]: the restart policy as data (retryable codes, backoff, intensity).
 //! - [`token_bucket`]: the token bucket behind every rate (connections, frames, input, pacing).

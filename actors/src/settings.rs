@@ -270,13 +270,11 @@ pub struct LocalSettings {
     pub workers: usize,
     /// Silence after speech that ends an utterance (a final result), in ms (10 ms steps).
     pub end_silence_ms: u64,
-    /// PocketSphinx: interim results come at most once per this much audio, in ms (10 ms steps).
-    pub interim_interval_ms: u64,
-    /// Moonshine: the open segment is re-decoded for an interim result about this often, in ms
+    /// The open segment is re-decoded for an interim result about this often, in ms
     /// of audio (skipped while the workers are busy, never queued).
     pub redecode_interval_ms: u64,
-    /// Moonshine: speech without a pause this long is cut into segments (the model drops words
-    /// in long inputs), in ms.
+    /// Speech without a pause this long is cut into segments (Moonshine drops words in long
+    /// inputs), in ms.
     pub max_segment_ms: u64,
     /// New streams are refused with `busy` when the workers' measured load (share of their time
     /// spent decoding over the last seconds) is above this, or finals wait in the queue for more
@@ -308,7 +306,6 @@ impl Default for LocalSettings {
             language_model: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us.lm.bin"),
             workers: 0,
             end_silence_ms: 500,
-            interim_interval_ms: 200,
             redecode_interval_ms: 1_000,
             max_segment_ms: 15_000,
             max_load: 0.9,

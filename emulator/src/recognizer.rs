@@ -1,6 +1,6 @@
 //! Which recogniser answers the emulator's streams (`voxgate emulator --recognizer`): the
 //! synthetic tone decoder (exact, reproducible words, for tests of the gateway) or the local
-//! PocketSphinx engine (real speech; the same engine and decoder pool as `[recognizer] backend =
+//! PocketSphinx engine (real speech; the same engine and shared workers as `[recognizer] backend =
 //! "local"`), behind one interface the stream task drives. Either way the stream obeys the same
 //! Google rules and answers with the same kind of responses.
 
@@ -27,7 +27,7 @@ pub enum RecognizerKind {
 pub(crate) enum Recognizers {
     Synthetic,
     #[cfg(feature = "local")]
-    PocketSphinx(voxgate_actors::recognizer::local::LocalEngine),
+    PocketSphinx(voxgate_actors::recognizer::local::SegmentEngine),
 }
 
 impl std::fmt::Debug for Recognizers {
@@ -48,9 +48,9 @@ impl Recognizers {
             RecognizerKind::Synthetic => Ok(Recognizers::Synthetic),
             #[cfg(feature = "local")]
             RecognizerKind::PocketSphinx(settings) => {
-                use voxgate_actors::recognizer::local::LocalEngine;
+                use voxgate_actors::recognizer::local::pocketsphinx;
                 let settings = settings.clone();
-                let engine = tokio::task::spawn_blocking(move || LocalEngine::start(&settings))
+                let engine = tokio::task::spawn_blocking(move || pocketsphinx::start(&settings))
                     .await
                     .map_err(|e| format!("pocketsphinx recogniser: loading failed: {e}"))??;
                 Ok(Recognizers::PocketSphinx(engine))
@@ -87,7 +87,7 @@ impl Recognizers {
 pub(crate) enum StreamRecognizer {
     Synthetic(Box<Decoder>),
     #[cfg(feature = "local")]
-    Engine(engine_stream::EngineStream),
+    Engine(Box<engine_stream::EngineStream>),
     /// Audio this recogniser cannot decode (compressed encodings, several channels for the
     /// engine): accepted, no words.
     Deaf,
@@ -143,34 +143,28 @@ fn engine_encoding(encoding: AudioEncoding) -> Option<voxgate_actors::audio::Enc
 
 #[cfg(feature = "local")]
 mod engine_stream {
-    //! A stream on a worker of the local engine, its results converted to the emulator's
+    //! A stream on the local engine's shared workers, its results converted to the emulator's
     //! recognition events at the stream's sample rate.
 
-    use std::sync::mpsc as std_mpsc;
-
-    use bytes::Bytes;
-    use tokio::sync::mpsc;
     use tonic::Status;
     use voxgate_actors::audio::AudioFormat;
-    use voxgate_actors::recognizer::local::engine::{self, ENGINE_RATE_HZ};
-    use voxgate_actors::recognizer::local::pool::{StreamInput, StreamOutput};
-    use voxgate_actors::recognizer::local::LocalEngine;
+    use voxgate_actors::recognizer::local::resample::ENGINE_RATE_HZ;
+    use voxgate_actors::recognizer::local::segment_engine::OpenError;
+    use voxgate_actors::recognizer::local::segment_stream::SegmentResult;
+    use voxgate_actors::recognizer::local::{EngineStream as Segments, SegmentEngine};
 
     use super::super::rules::AcceptedConfig;
     use super::super::synth::{DecodedWord, Recognition};
     use super::{engine_encoding, StreamRecognizer};
 
     pub(crate) struct EngineStream {
-        /// Audio to the worker; `None` after the half-close.
-        input: Option<std_mpsc::Sender<StreamInput>>,
-        /// The worker's results.
-        output: mpsc::UnboundedReceiver<StreamOutput>,
+        segments: Segments,
         /// The stream's sample rate: engine times (16 kHz samples) are converted to it.
         rate: u32,
     }
 
     pub(super) fn open(
-        engine: &LocalEngine,
+        engine: &SegmentEngine,
         config: &AcceptedConfig,
     ) -> Result<StreamRecognizer, Status> {
         let Some(encoding) = engine_encoding(config.encoding).filter(|_| config.channels == 1)
@@ -181,14 +175,16 @@ mod engine_stream {
             encoding,
             sample_rate_hz: config.sample_rate_hz,
         };
-        let lease = engine
-            .lease(format, config.interim_results)
-            .map_err(|busy| Status::resource_exhausted(busy.to_string()))?;
-        Ok(StreamRecognizer::Engine(EngineStream {
-            input: Some(lease.input),
-            output: lease.output,
+        let segments =
+            Segments::open(engine, format, config.interim_results, false).map_err(|e| match e {
+                // Google's answer when over capacity.
+                OpenError::Overloaded(busy) => Status::resource_exhausted(busy.to_string()),
+                OpenError::Unsupported(e) => Status::invalid_argument(e.to_string()),
+            })?;
+        Ok(StreamRecognizer::Engine(Box::new(EngineStream {
+            segments,
             rate: config.sample_rate_hz,
-        }))
+        })))
     }
 
     fn failed(message: &str) -> Status {
@@ -197,10 +193,7 @@ mod engine_stream {
 
     impl EngineStream {
         pub fn push(&mut self, audio: &[u8]) {
-            if let Some(input) = &self.input {
-                // A closed channel means the worker ended the stream; `next` reports why.
-                let _ = input.send(StreamInput::Audio(Bytes::copy_from_slice(audio)));
-            }
+            self.segments.push(audio);
         }
 
         /// A 16 kHz sample position at the stream's rate.
@@ -208,7 +201,7 @@ mod engine_stream {
             sample * u64::from(self.rate) / u64::from(ENGINE_RATE_HZ)
         }
 
-        fn convert(&self, r: engine::Recognition) -> Recognition {
+        fn convert(&self, r: SegmentResult) -> Recognition {
             let words = if r.is_final {
                 r.words
                     .into_iter()
@@ -222,7 +215,7 @@ mod engine_stream {
             } else {
                 // An interim is its text: words without times.
                 let end = self.at_rate(r.end_sample);
-                r.transcript
+                r.text
                     .split_whitespace()
                     .map(|w| DecodedWord {
                         word: w.to_string(),
@@ -240,29 +233,16 @@ mod engine_stream {
         }
 
         pub async fn next(&mut self) -> Result<Recognition, Status> {
-            match self.output.recv().await {
-                Some(StreamOutput::Recognition(r)) => Ok(self.convert(r)),
-                Some(StreamOutput::Ended(Err(failure))) => Err(failed(&failure.message)),
-                Some(StreamOutput::Ended(Ok(()))) | None => {
-                    Err(failed("the decoder ended the stream early"))
-                }
+            match self.segments.next().await {
+                Ok(r) => Ok(self.convert(r)),
+                Err(message) => Err(failed(&message)),
             }
         }
 
         pub async fn finish(&mut self) -> Result<Vec<Recognition>, Status> {
-            if let Some(input) = self.input.take() {
-                let _ = input.send(StreamInput::End);
-            }
-            let mut results = Vec::new();
-            loop {
-                match self.output.recv().await {
-                    Some(StreamOutput::Recognition(r)) => results.push(self.convert(r)),
-                    Some(StreamOutput::Ended(Ok(()))) => return Ok(results),
-                    Some(StreamOutput::Ended(Err(failure))) => {
-                        return Err(failed(&failure.message))
-                    }
-                    None => return Err(failed("the decoder stopped")),
-                }
+            match self.segments.finish().await {
+                Ok(results) => Ok(results.into_iter().map(|r| self.convert(r)).collect()),
+                Err(message) => Err(failed(&message)),
             }
         }
     }

@@ -397,10 +397,6 @@ impl Config {
                 (100..=10_000).contains(&self.local.end_silence_ms),
             ),
             (
-                "local.interim_interval_ms",
-                (10..=10_000).contains(&self.local.interim_interval_ms),
-            ),
-            (
                 "local.redecode_interval_ms",
                 (100..=10_000).contains(&self.local.redecode_interval_ms),
             ),

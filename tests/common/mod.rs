@@ -10,6 +10,8 @@ pub mod dialect;
 pub mod librivox;
 pub mod process;
 pub mod raw;
+#[cfg(feature = "local")]
+pub mod segments;
 
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;

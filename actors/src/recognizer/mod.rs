@@ -10,8 +10,8 @@
 //! - [`google_auth`]: credentials for Google (none, or Application Default Credentials) and the
 //!   call metadata. Not tied to an API version: a Google v2 engine (`google_v2`, to come) uses the
 //!   same tokens and headers, so it sits here rather than inside `google_v1`.
-//! - `local` (cargo feature `local`): the offline PocketSphinx engine — its decoder pool, the
-//!   recognizer actor and `local::LocalRecognizerFactory`.
+//! - `local` (cargo feature `local`): the offline engines (Moonshine, PocketSphinx) — their shared
+//!   inference workers, the recognizer actor and `local::SegmentRecognizerFactory`.
 //! - `probe` (cargo feature `test-util`, and in this crate's tests): a factory of probe streams.
 
 pub mod contract;

@@ -17,6 +17,8 @@
 //! - `shared`: what the sessions of one run share (script, pacer, collector, "go", settling).
 //! - [`report`]: the figures, as a table or JSON.
 //! - `scenarios`: the standard scenarios, with their own emulator and gateway processes.
+//! - `speech`: `voxgate bench speech`, the local engine on real speech (sessions carried, final
+//!   latency).
 
 mod direct;
 mod load;
@@ -28,6 +30,7 @@ pub mod run;
 mod scenarios;
 pub mod script;
 mod shared;
+mod speech;
 mod ws;
 
 use std::path::PathBuf;
@@ -56,6 +59,9 @@ pub enum BenchCommand {
     /// Start an emulator and a gateway on loopback and run the standard scenarios (see
     /// docs/benchmarks.md); print their tables, optionally write them into a Markdown file.
     Scenarios(ScenarioArgs),
+    /// Start `voxgate serve` with the local engine and stream real speech at rising numbers of
+    /// sessions: sessions carried, final latency, CPU (see docs/benchmarks.md).
+    Speech(speech::SpeechArgs),
 }
 
 /// One benchmark run.
@@ -202,6 +208,7 @@ pub fn run_load(args: &LoadArgs) -> Result<Report, String> {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.command {
         Some(BenchCommand::Scenarios(scenarios)) => scenarios::run(&scenarios),
+        Some(BenchCommand::Speech(speech)) => speech::run(&speech),
         None => {
             let report = run_load(&args.load)?;
             if args.load.json {

@@ -90,13 +90,13 @@ fn set_autogroup_nice(nice: i32) -> Result<Option<i32>, String> {
 }
 
 /// A `voxgate` child process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
-    addr: String,
+    pub(super) addr: String,
 }
 
 impl Server {
-    fn start(
+    pub(super) fn start(
         args: &[&str],
         env: &[(&str, String)],
         log: &str,
@@ -149,12 +149,12 @@ impl Server {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then waits; SIGKILL after [`STOP_TIMEOUT`].
-    fn stop(mut self) -> Result<(), String> {
+    pub(super) fn stop(mut self) -> Result<(), String> {
         self.terminate()
     }
 

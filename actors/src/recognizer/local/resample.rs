@@ -19,7 +19,8 @@
 
 use crate::audio::{mulaw, AudioFormat, Encoding};
 
-use super::engine::ENGINE_RATE_HZ;
+/// The sample rate every engine works at: client audio is converted to it.
+pub const ENGINE_RATE_HZ: u32 = 16_000;
 
 /// Half the interpolation kernel, in samples at the lower of the two rates.
 const HALF_TAPS: usize = 16;

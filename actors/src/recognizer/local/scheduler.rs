@@ -29,9 +29,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-/// What a worker's model does: decode one whole segment (16 kHz samples in [−1, 1]) to text.
+use super::decoded::DecodedSegment;
+
+/// What a worker's model does: decode one whole segment (16 kHz samples in [−1, 1]).
 pub trait SegmentDecoder: Send {
-    fn decode(&mut self, samples: &[f32]) -> Result<String, String>;
+    fn decode(&mut self, samples: &[f32]) -> Result<DecodedSegment, String>;
 }
 
 /// Loads one model (on the worker's thread): at start-up and after a crash.
@@ -50,8 +52,8 @@ pub struct JobResult {
     /// The stream's own id of the job.
     pub job: u64,
     pub kind: JobKind,
-    /// The text, or why decoding failed.
-    pub text: Result<String, String>,
+    /// The decoding, or why it failed.
+    pub decoded: Result<DecodedSegment, String>,
 }
 
 /// The scheduler's limits.
@@ -518,8 +520,8 @@ fn worker(
             let waited = started.saturating_duration_since(job.queued_at);
             lock(&shared.load).record(waited, started, ended);
         }
-        let text = match outcome {
-            Ok(text) => text,
+        let decoded = match outcome {
+            Ok(decoded) => decoded,
             Err(panic) => {
                 let what = panic_message(panic.as_ref());
                 error!(worker = index, panic = %what, "local inference crashed: reloading the model");
@@ -530,7 +532,7 @@ fn worker(
                         let _ = results.send(JobResult {
                             job: job.id,
                             kind: job.kind,
-                            text: Err(format!("the local model crashed: {what}")),
+                            decoded: Err(format!("the local model crashed: {what}")),
                         });
                         let mut state = lock(&shared.state);
                         job_done(&mut state, stream);
@@ -543,7 +545,7 @@ fn worker(
         let _ = results.send(JobResult {
             job: job.id,
             kind: job.kind,
-            text,
+            decoded,
         });
         let mut state = lock(&shared.state);
         job_done(&mut state, stream);

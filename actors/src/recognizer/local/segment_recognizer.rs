@@ -1,5 +1,5 @@
-//! The recognizer actor of the segment engines (Moonshine): one per stream, like the Google one,
-//! with the shared inference workers of a [`SegmentEngine`] in place of the gRPC call.
+//! The recognizer actor of the local engines (Moonshine, PocketSphinx): one per stream, like the
+//! Google one, with the shared inference workers of a [`SegmentEngine`] in place of the gRPC call.
 //!
 //! On start it asks the scheduler for admission; refused (the workers cannot keep up), it reports
 //! [`RecognizerEventKind::Busy`] and stops (the session gets `busy`). Otherwise it registers with
@@ -18,23 +18,20 @@
 use actix::prelude::*;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::engine::INTERIM_STABILITY;
-use super::scheduler::{JobResult, Scheduler, StreamTicket};
-use super::segment_stream::{SegmentResult, SegmentStream, StreamSettings};
+use super::resample::ENGINE_RATE_HZ;
+use super::scheduler::{JobResult, StreamTicket};
+use super::segment_engine::{OpenError, OpenStream, SegmentEngine};
+use super::segment_stream::{SegmentResult, SegmentStream};
 use crate::messages::*;
 use crate::metrics::METRICS;
 use crate::recognizer::contract::{stream_handle, StreamContract};
 use crate::recognizer::RecognizerFactory;
 
 /// Engine samples per millisecond.
-const SAMPLES_PER_MS: u64 = 16;
+const SAMPLES_PER_MS: u64 = ENGINE_RATE_HZ as u64 / 1_000;
 
-/// A started segment engine: the shared workers and how streams are cut. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SegmentEngine {
-    pub scheduler: Scheduler,
-    pub stream: StreamSettings,
-}
+/// Stability reported with interim results: a re-decode of a longer segment may change them.
+pub const INTERIM_STABILITY: f32 = 0.1;
 
 /// Starts [`SegmentRecognizer`]s on the calling thread's arbiter, all sharing one engine.
 pub struct SegmentRecognizerFactory {
@@ -92,19 +89,29 @@ impl SegmentRecognizer {
 
     fn transcript(&self, result: SegmentResult) -> Transcript {
         let origin = self.contract.origin_ms();
+        let at = |sample: u64| origin + sample / SAMPLES_PER_MS;
+        let words = result
+            .words
+            .into_iter()
+            .map(|w| WordTiming {
+                start_ms: at(w.start_sample),
+                end_ms: at(w.end_sample),
+                confidence: w.confidence,
+                word: w.word,
+            })
+            .collect();
         Transcript {
             is_final: result.is_final,
             transcript: result.text,
-            // The model gives no confidence.
-            confidence: 0.0,
+            confidence: result.confidence,
             stability: if result.is_final {
                 0.0
             } else {
                 INTERIM_STABILITY
             },
-            start_ms: origin + result.start_sample / SAMPLES_PER_MS,
-            end_ms: origin + result.end_sample / SAMPLES_PER_MS,
-            words: Vec::new(),
+            start_ms: at(result.start_sample),
+            end_ms: at(result.end_sample),
+            words,
             language_code: self.contract.request().config.language_code.clone(),
         }
     }
@@ -134,25 +141,26 @@ impl Actor for SegmentRecognizer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         METRICS.streams_total.inc();
         METRICS.streams_active.inc();
-        if let Err(overloaded) = self.engine.scheduler.admit() {
-            self.contract.busy(overloaded.to_string(), ctx);
-            return;
-        }
         let config = &self.contract.request().config;
-        let stream = SegmentStream::new(
+        let opened = self.engine.open(
             config.format,
-            self.engine.stream,
             config.interim_results,
             config.enable_automatic_punctuation,
         );
-        match stream {
-            Ok(stream) => {
-                let (ticket, results) = self.engine.scheduler.open();
+        match opened {
+            Ok(OpenStream {
+                stream,
+                ticket,
+                results,
+            }) => {
                 self.stream = Some((stream, ticket));
                 ctx.add_stream(UnboundedReceiverStream::new(results));
                 self.contract.report(RecognizerEventKind::Opened);
             }
-            Err(e) => self.end(
+            Err(OpenError::Overloaded(overloaded)) => {
+                self.contract.busy(overloaded.to_string(), ctx)
+            }
+            Err(OpenError::Unsupported(e)) => self.end(
                 Err(StreamFailure {
                     code: tonic::Code::InvalidArgument,
                     message: e.to_string(),

@@ -1,21 +1,22 @@
 //! One stream of a segment engine (Moonshine): client audio in, jobs to the shared
 //! [`Scheduler`](super::scheduler::Scheduler) out, job results back as interim and final results.
 //!
-//! Audio is converted to 16 kHz (8 kHz audio plainly resampled, without the spectral folding
-//! PocketSphinx gets) and cut into speech segments ([`Segmenter`]) right here — both
-//! cost a few operations per sample — and only decoding goes to the workers. Each closed segment is
+//! Audio is converted to 16 kHz (8 kHz audio spectrally folded for PocketSphinx's wideband model,
+//! plainly resampled for Moonshine) and cut into speech segments ([`Segmenter`]) right here —
+//! both cost a few operations per sample — and only decoding goes to the workers. Each closed segment is
 //! a final job. While a segment is open and at least `min_interim` long, it is offered for an
 //! interim re-decode each time `redecode_interval` more audio has come; the scheduler refuses the
 //! offer when its workers are busy, and the next one is made an interval later (skipped, never
 //! queued). An interim answered after its segment was closed is stale and dropped.
 //!
-//! Results carry their segment's times in samples of the stream; words are not timed (Moonshine
-//! gives none). Text is the model's, cased and punctuated; without `punctuation` the sentence
-//! marks are removed. A final whose text is a lone "you" from a short segment is dropped: it is
+//! Results carry their segment's times in samples of the stream, and a final its words' times
+//! where the engine gives them (PocketSphinx; Moonshine gives none). Text is the model's; without
+//! `punctuation` the sentence marks are removed. A final whose text is a lone "you" from a short segment is dropped: it is
 //! what the model says for noise.
 
 use std::collections::BTreeMap;
 
+use super::decoded::RecognizedWord;
 use super::resample::{AudioConverter, UnsupportedEncoding};
 use super::scheduler::{JobKind, JobResult, StreamTicket};
 use super::segmenter::{Segment, Segmenter, SegmenterSettings};
@@ -34,6 +35,9 @@ pub struct StreamSettings {
     pub segmenter: SegmenterSettings,
     /// Audio between interim offers, in samples.
     pub redecode_interval: u64,
+    /// Fill the empty upper band of 8 kHz audio by spectral folding (for a wideband model that
+    /// expects energy there: PocketSphinx).
+    pub fold_narrowband: bool,
 }
 
 /// A result of the stream, in samples of the stream.
@@ -43,6 +47,10 @@ pub struct SegmentResult {
     pub text: String,
     pub start_sample: u64,
     pub end_sample: u64,
+    /// A final's words with times in samples of the stream, where the engine gives them.
+    pub words: Vec<RecognizedWord>,
+    /// A final's mean word confidence (0 when the engine gives none).
+    pub confidence: f32,
 }
 
 /// A job on its way.
@@ -84,8 +92,13 @@ impl SegmentStream {
         interim_results: bool,
         punctuation: bool,
     ) -> Result<SegmentStream, UnsupportedEncoding> {
+        let converter = if settings.fold_narrowband {
+            AudioConverter::new(format)?
+        } else {
+            AudioConverter::without_folding(format)?
+        };
         Ok(SegmentStream {
-            converter: AudioConverter::without_folding(format)?,
+            converter,
             segmenter: Segmenter::new(settings.segmenter),
             settings,
             interim_results,
@@ -189,7 +202,8 @@ impl SegmentStream {
         let Some(pending) = self.pending.remove(&result.job) else {
             return Ok(None);
         };
-        let text = shape_text(result.text?, self.punctuation);
+        let decoded = result.decoded?;
+        let text = shape_text(decoded.text, self.punctuation);
         match pending.kind {
             JobKind::Interim => {
                 let stale = self.last_final_job.is_some_and(|f| f > result.job);
@@ -202,6 +216,8 @@ impl SegmentStream {
                     text,
                     start_sample: pending.start_sample,
                     end_sample: pending.end_sample,
+                    words: Vec::new(),
+                    confidence: 0.0,
                 }))
             }
             JobKind::Final => {
@@ -211,15 +227,33 @@ impl SegmentStream {
                 if text.is_empty() && !replaces_interim {
                     return Ok(None);
                 }
+                // Words were dropped with a noise "you".
+                let words = if text.is_empty() {
+                    Vec::new()
+                } else {
+                    on_stream(decoded.words, pending.start_sample)
+                };
                 Ok(Some(SegmentResult {
                     is_final: true,
                     text,
                     start_sample: pending.start_sample,
                     end_sample: pending.end_sample,
+                    words,
+                    confidence: decoded.confidence,
                 }))
             }
         }
     }
+}
+
+/// `words` timed from their segment's start, timed from the stream's (the segment starts at
+/// `start_sample`).
+fn on_stream(mut words: Vec<RecognizedWord>, start_sample: u64) -> Vec<RecognizedWord> {
+    for word in &mut words {
+        word.start_sample += start_sample;
+        word.end_sample += start_sample;
+    }
+    words
 }
 
 /// The model's text as the client asked for it: with its punctuation or without.

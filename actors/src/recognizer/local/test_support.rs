@@ -1,12 +1,7 @@
-//! Test helpers of the local engines: Debian's PocketSphinx test recordings, speech-like sound,
-//! and scripted engines that stand in for PocketSphinx where a test needs a decoder that fails or
-//! panics on cue.
+//! Test helpers of the local engines: Debian's PocketSphinx test recordings and speech-like
+//! sound.
 
 use std::path::Path;
-use std::sync::Arc;
-
-use super::engine::{EngineError, Recognition, RecognizedWord, SpeechEngine};
-use super::pool::EngineLoader;
 
 /// "go forward ten meters": 16 kHz 16-bit little-endian raw, from `pocketsphinx-testdata`.
 pub const GOFORWARD: &str = "/usr/share/pocketsphinx/test/data/goforward.raw";
@@ -41,81 +36,4 @@ pub fn read_raw(path: &str) -> Vec<i16> {
         .chunks_exact(2)
         .map(|p| i16::from_le_bytes([p[0], p[1]]))
         .collect()
-}
-
-/// What a scripted engine does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Script {
-    /// Each push of n samples yields an interim `"n"`; finish yields a final `"total"` of all.
-    Count,
-    /// The first push fails.
-    FailOnPush,
-    /// The first push panics.
-    PanicOnPush,
-}
-
-/// A [`SpeechEngine`] that follows a [`Script`].
-pub struct ScriptedEngine {
-    /// What it does.
-    script: Script,
-    /// Samples pushed in the current stream.
-    total: u64,
-}
-
-impl SpeechEngine for ScriptedEngine {
-    fn begin(&mut self, _interim_results: bool) -> Result<(), EngineError> {
-        self.total = 0;
-        Ok(())
-    }
-
-    fn push(&mut self, samples: &[i16]) -> Result<Vec<Recognition>, EngineError> {
-        match self.script {
-            Script::FailOnPush => return Err(EngineError("scripted failure".into())),
-            Script::PanicOnPush => panic!("scripted panic"),
-            Script::Count => {}
-        }
-        self.total += samples.len() as u64;
-        Ok(vec![Recognition {
-            is_final: false,
-            transcript: samples.len().to_string(),
-            words: Vec::new(),
-            end_sample: self.total,
-            confidence: 0.0,
-        }])
-    }
-
-    fn finish(&mut self) -> Result<Vec<Recognition>, EngineError> {
-        Ok(vec![Recognition {
-            is_final: true,
-            transcript: format!("total {}", self.total),
-            words: vec![RecognizedWord {
-                word: "total".into(),
-                start_sample: 0,
-                end_sample: self.total,
-                confidence: 1.0,
-            }],
-            end_sample: self.total,
-            confidence: 1.0,
-        }])
-    }
-}
-
-/// A loader of scripted engines.
-pub fn scripted(script: Script) -> EngineLoader {
-    Arc::new(move || Ok(Box::new(ScriptedEngine { script, total: 0 }) as Box<dyn SpeechEngine>))
-}
-
-/// A loader whose n-th engine follows `scripts[n]` (the last one repeats): e.g. an engine that
-/// crashes, then the fresh ones its worker reloads.
-pub fn scripted_sequence(scripts: Vec<Script>) -> EngineLoader {
-    let loaded = std::sync::atomic::AtomicUsize::new(0);
-    Arc::new(move || {
-        let n = loaded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let script = scripts
-            .get(n)
-            .or(scripts.last())
-            .copied()
-            .unwrap_or(Script::Count);
-        Ok(Box::new(ScriptedEngine { script, total: 0 }) as Box<dyn SpeechEngine>)
-    })
 }

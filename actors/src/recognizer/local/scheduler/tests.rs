@@ -15,7 +15,7 @@ struct Counting {
 }
 
 impl SegmentDecoder for Counting {
-    fn decode(&mut self, samples: &[f32]) -> Result<String, String> {
+    fn decode(&mut self, samples: &[f32]) -> Result<DecodedSegment, String> {
         if let Some(entered) = &self.entered {
             let _ = entered.send(samples.len());
         }
@@ -26,7 +26,7 @@ impl SegmentDecoder for Counting {
         match samples.len() {
             13 => panic!("scripted panic"),
             7 => Err("scripted failure".into()),
-            n => Ok(format!("n{n}")),
+            n => Ok(DecodedSegment::text_only(format!("n{n}"))),
         }
     }
 }
@@ -117,7 +117,7 @@ fn finals_are_decoded_in_order() {
     }
     let got: Vec<(u64, Result<String, String>)> = (0..3)
         .map(|_| recv(&mut results))
-        .map(|r| (r.job, r.text))
+        .map(|r| (r.job, r.decoded.map(|d| d.text)))
         .collect();
     assert_eq!(
         got,
@@ -150,7 +150,10 @@ fn interims_are_skipped_when_busy() {
         "b has a final waiting"
     );
     g.allow(2);
-    assert_eq!(recv(&mut a_results).text, Ok("n10".into()));
+    assert_eq!(
+        recv(&mut a_results).decoded.map(|d| d.text),
+        Ok("n10".into())
+    );
     let r = recv(&mut b_results);
     assert_eq!((r.job, r.kind), (1, JobKind::Final));
     assert!(g.scheduler.wait_idle(WAIT));
@@ -212,8 +215,11 @@ fn failures_and_panics_fail_one_job() {
     ticket.submit_final(0, vec![0.0; 7]);
     ticket.submit_final(1, vec![0.0; 13]);
     ticket.submit_final(2, vec![0.0; 5]);
-    assert_eq!(recv(&mut results).text, Err("scripted failure".into()));
-    let crashed = recv(&mut results).text;
+    assert_eq!(
+        recv(&mut results).decoded.map(|d| d.text),
+        Err("scripted failure".into())
+    );
+    let crashed = recv(&mut results).decoded.map(|d| d.text);
     assert!(
         crashed
             .as_ref()
@@ -221,7 +227,7 @@ fn failures_and_panics_fail_one_job() {
             .is_some_and(|e| e.contains("scripted panic")),
         "{crashed:?}"
     );
-    assert_eq!(recv(&mut results).text, Ok("n5".into()));
+    assert_eq!(recv(&mut results).decoded.map(|d| d.text), Ok("n5".into()));
 }
 
 /// Dropping a ticket withdraws its queued jobs: nothing more is decoded for it.
@@ -236,7 +242,10 @@ fn dropped_tickets_withdraw_their_jobs() {
     b.submit_final(1, vec![0.0; 3]);
     drop(b);
     g.allow(1);
-    assert_eq!(recv(&mut a_results).text, Ok("n1".into()));
+    assert_eq!(
+        recv(&mut a_results).decoded.map(|d| d.text),
+        Ok("n1".into())
+    );
     assert!(g.scheduler.wait_idle(WAIT), "b's finals were withdrawn");
     assert_eq!(*lock(&g.log), vec![1]);
     assert!(b_results.try_recv().is_err());

@@ -7,9 +7,13 @@ use bytes::Bytes;
 use super::*;
 use crate::audio::{AudioFormat, Encoding};
 use crate::protocol::StartConfig;
-use crate::recognizer::local::moonshine;
-use crate::recognizer::local::scheduler::{DecoderLoader, SchedulerSettings, SegmentDecoder};
-use crate::recognizer::local::test_support::{read_raw, speech_like, GOFORWARD};
+use crate::recognizer::local::decoded::DecodedSegment;
+use crate::recognizer::local::scheduler::{
+    DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
+};
+use crate::recognizer::local::segment_engine::stream_settings;
+use crate::recognizer::local::test_support::{read_raw, speech_like, GOFORWARD, GOFORWARD_WORDS};
+use crate::recognizer::local::{moonshine, pocketsphinx};
 use crate::settings::LocalSettings;
 use crate::testing::{Probe, ProbeLog};
 
@@ -74,27 +78,52 @@ fn transcripts(events: &[RecognizerEvent]) -> Vec<Transcript> {
         .collect()
 }
 
-/// Answers "seg <ms>" for a segment of that length; the first decoder a loader makes can be
-/// told to panic instead.
+/// What an [`Echo`] engine does wrong, if anything.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    /// The first decoder the loader makes panics (the worker reloads a good one).
+    FirstDecoderPanics,
+    /// The n-th decode of the engine (from 0, any worker) returns an error.
+    DecodeFails(usize),
+}
+
+/// Answers "seg <ms>" for a segment of that length, or fails as its [`Fault`] says.
 struct Echo {
     panics: bool,
+    /// Decodes so far, shared by every decoder of the engine.
+    decodes: Arc<AtomicUsize>,
+    fail_decode: Option<usize>,
 }
 
 impl SegmentDecoder for Echo {
-    fn decode(&mut self, samples: &[f32]) -> Result<String, String> {
+    fn decode(&mut self, samples: &[f32]) -> Result<DecodedSegment, String> {
+        let n = self.decodes.fetch_add(1, Ordering::SeqCst);
         if self.panics {
             panic!("scripted panic");
         }
-        Ok(format!("seg {}", samples.len() / 16))
+        if self.fail_decode == Some(n) {
+            return Err("scripted failure".into());
+        }
+        Ok(DecodedSegment::text_only(format!(
+            "seg {}",
+            samples.len() / 16
+        )))
     }
 }
 
-fn echo_engine(first_panics: bool, max_load: f64) -> SegmentEngine {
+fn echo_engine(fault: Fault, max_load: f64) -> SegmentEngine {
     let loaded = Arc::new(AtomicUsize::new(0));
+    let decodes = Arc::new(AtomicUsize::new(0));
     let loader: DecoderLoader = Arc::new(move || {
         let n = loaded.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(Echo {
-            panics: first_panics && n == 0,
+            panics: fault == Fault::FirstDecoderPanics && n == 0,
+            decodes: decodes.clone(),
+            fail_decode: match fault {
+                Fault::DecodeFails(n) => Some(n),
+                _ => None,
+            },
         }) as Box<dyn SegmentDecoder>)
     });
     let settings = SchedulerSettings {
@@ -104,7 +133,7 @@ fn echo_engine(first_panics: bool, max_load: f64) -> SegmentEngine {
     };
     SegmentEngine {
         scheduler: Scheduler::start(settings, loader).unwrap_or_else(|e| panic!("{e}")),
-        stream: moonshine::stream_settings(&LocalSettings::default()),
+        stream: stream_settings(&LocalSettings::default(), false),
     }
 }
 
@@ -118,16 +147,10 @@ fn utterance(ms: usize, silence_ms: usize) -> Vec<i16> {
     out
 }
 
-/// goforward.raw on the real Moonshine engine, from 5 s into the session: the final "Go forward
-/// ten meters" (punctuation off) with its segment's times on the session clock, then one clean
-/// end after `End`.
-#[actix_rt::test]
-async fn transcribes_real_speech_on_the_session_clock() {
-    let settings = LocalSettings {
-        workers: 1,
-        ..LocalSettings::default()
-    };
-    let engine = moonshine::start(&settings).unwrap_or_else(|e| panic!("{e}"));
+/// goforward.raw streamed on one worker of `engine` from 5 s into the session, then `End`: the
+/// one final, after checking the stream ended cleanly and its segment lies on the session clock
+/// inside the audio.
+async fn goforward_final(engine: SegmentEngine) -> Transcript {
     let samples = read_raw(GOFORWARD);
     let (handle, log) = start(&engine, config(false, false));
     send_frames(&handle, &samples, 5_000);
@@ -136,12 +159,11 @@ async fn transcribes_real_speech_on_the_session_clock() {
         .wait_for::<RecognizerEvent>(WAIT, |e| !ended(e).is_empty())
         .await;
     assert_eq!(ended(&events), vec![Ok(())], "{events:?}");
-    let finals: Vec<Transcript> = transcripts(&events)
+    let mut finals: Vec<Transcript> = transcripts(&events)
         .into_iter()
         .filter(|t| t.is_final)
         .collect();
     assert_eq!(finals.len(), 1, "{events:?}");
-    assert_eq!(finals[0].transcript.to_lowercase(), "go forward ten meters");
     let audio_end_ms = 5_000 + samples.len() as u64 / 16;
     assert!(
         finals[0].start_ms >= 5_000 && finals[0].end_ms <= audio_end_ms,
@@ -149,12 +171,48 @@ async fn transcribes_real_speech_on_the_session_clock() {
     );
     assert!(finals[0].end_ms > finals[0].start_ms + 1_000);
     assert!(engine.scheduler.wait_idle(WAIT));
+    finals.remove(0)
+}
+
+fn one_worker() -> LocalSettings {
+    LocalSettings {
+        workers: 1,
+        ..LocalSettings::default()
+    }
+}
+
+/// goforward.raw on the real Moonshine engine: the final "Go forward ten meters" (punctuation
+/// off) with its segment's times on the session clock, and no word times.
+#[actix_rt::test]
+async fn transcribes_real_speech_on_the_session_clock() {
+    let engine = moonshine::start(&one_worker()).unwrap_or_else(|e| panic!("{e}"));
+    let last = goforward_final(engine).await;
+    assert_eq!(last.transcript.to_lowercase(), "go forward ten meters");
+    assert!(last.words.is_empty(), "{last:?}");
+}
+
+/// goforward.raw on PocketSphinx, on the same workers and scheduling as Moonshine: the final
+/// "go forward ten meters" with its words' times and posteriors on the session clock, inside the
+/// segment.
+#[actix_rt::test]
+async fn pocketsphinx_gives_timed_words_on_the_session_clock() {
+    let engine = pocketsphinx::start(&one_worker()).unwrap_or_else(|e| panic!("{e}"));
+    let last = &goforward_final(engine).await;
+    assert_eq!(last.transcript, GOFORWARD_WORDS);
+    let words: Vec<&str> = last.words.iter().map(|w| w.word.as_str()).collect();
+    assert_eq!(words.join(" "), GOFORWARD_WORDS);
+    let first_word = &last.words[0];
+    let last_word = &last.words[last.words.len() - 1];
+    assert!(last.start_ms >= 5_000 && first_word.start_ms >= last.start_ms);
+    assert!(last_word.end_ms <= last.end_ms, "{last:?}");
+    assert!(last.words.windows(2).all(|w| w[0].end_ms <= w[1].start_ms));
+    assert!(last.confidence > 0.0 && last.confidence <= 1.0, "{last:?}");
 }
 
 /// Single-utterance mode: the first final ends the stream, without waiting for `End`.
 #[actix_rt::test]
 async fn single_utterance_ends_at_the_first_final() {
-    let engine = echo_engine(false, 0.9);
+    let engine = echo_engine(Fault::None, 0.9);
     let (handle, log) = start(&engine, config(true, true));
     send_frames(&handle, &utterance(800, 1_000), 0);
     let events = log
@@ -181,7 +239,7 @@ async fn single_utterance_ends_at_the_first_final() {
 /// When the measured load is over the limit, a new stream's only event is `Busy`, saying why.
 #[actix_rt::test]
 async fn overload_reports_busy() {
-    let engine = echo_engine(false, 1e-9);
+    let engine = echo_engine(Fault::None, 1e-9);
     let (first, log) = start(&engine, config(false, true));
     send_frames(&first, &utterance(800, 1_000), 0);
     first.audio.do_send(UpstreamAudio::End);
@@ -199,15 +257,16 @@ async fn overload_reports_busy() {
     assert!(second.cancel.send(CancelStream).await.is_err(), "stopped");
 }
 
-/// A worker crash is a restart with replay: the supervisor starts a new stream, the buffer
-/// replays the audio, and the session gets the final once, with one restart counted.
-#[actix_rt::test]
-async fn a_crash_is_a_restart_with_replay() {
+/// Streams `audio` through a whole pipeline on `engine` (a probe as the session) to its end;
+/// the finals (text, start, end), the restarts, and the warnings' codes.
+async fn through_a_pipeline(
+    engine: SegmentEngine,
+    audio: Vec<i16>,
+) -> (Vec<(String, u64, u64)>, u64, Vec<String>) {
     use crate::pipeline::{Pipeline, PipelineFactory};
     use crate::settings::{AudioSettings, SupervisionSettings};
     use std::rc::Rc;
 
-    let engine = echo_engine(true, 0.9);
     let pipeline = Pipeline {
         recognizers: Rc::new(SegmentRecognizerFactory::new(engine)),
         audio: AudioSettings::default(),
@@ -223,39 +282,75 @@ async fn a_crash_is_a_restart_with_replay() {
         config(false, true),
         Probe::session_links(&session),
     );
-    let bytes: Vec<u8> = utterance(800, 1_000)
-        .iter()
-        .flat_map(|s| s.to_le_bytes())
-        .collect();
+    let bytes: Vec<u8> = audio.iter().flat_map(|s| s.to_le_bytes()).collect();
     handle.audio.do_send(AudioIn {
         data: Bytes::from(bytes),
         audio_id: None,
     });
     handle.end.do_send(EndOfAudio);
     let finished = log.wait_count::<PipelineFinished>(1, WAIT).await;
-    assert_eq!(
-        finished.first().map(|f| f.summary),
-        Some(PipelineSummary {
-            results: 1,
-            restarts: 1
-        }),
+    let summary = finished.first().map(|f| f.summary);
+    assert!(
+        summary.is_some(),
         "errors: {:?}",
         log.all::<PipelineError>()
     );
-    let finals: Vec<Transcript> = log
+    let finals = log
         .all::<Transcript>()
         .into_iter()
         .filter(|t| t.is_final)
+        .map(|t| (t.transcript, t.start_ms, t.end_ms))
         .collect();
-    assert_eq!(finals.len(), 1, "{finals:?}");
-    assert_eq!(finals[0].transcript, "seg 1000");
-    assert_eq!((finals[0].start_ms, finals[0].end_ms), (0, 1_000));
+    let warnings = log
+        .all::<PipelineWarning>()
+        .into_iter()
+        .map(|w| w.code.to_string())
+        .collect();
+    (finals, summary.map_or(0, |s| s.restarts), warnings)
+}
+
+/// A worker crash is a restart with replay: the supervisor starts a new stream, the buffer
+/// replays the audio, and the session gets the final once, with one restart counted.
+#[actix_rt::test]
+async fn a_crash_is_a_restart_with_replay() {
+    let engine = echo_engine(Fault::FirstDecoderPanics, 0.9);
+    let (finals, restarts, warnings) = through_a_pipeline(engine, utterance(800, 1_000)).await;
+    assert_eq!(finals, vec![("seg 1000".to_string(), 0, 1_000)]);
+    assert_eq!(restarts, 1);
+    assert_eq!(warnings, vec!["upstream_reconnecting"]);
+}
+
+/// A failing inference in the middle of a stream — the second of three segments — is a restart
+/// with a replay from the end of the first final: nothing is lost and nothing repeated, every
+/// final comes once, in order, with its segment's times on the session clock.
+#[actix_rt::test]
+async fn a_failing_inference_is_a_restart_with_replay_and_nothing_lost() {
+    let engine = echo_engine(Fault::DecodeFails(1), 0.9);
+    let audio = [
+        utterance(800, 1_000),
+        utterance(800, 1_000),
+        utterance(800, 1_000),
+    ]
+    .concat();
+    let (finals, restarts, warnings) = through_a_pipeline(engine, audio).await;
+    // Each segment reaches 300 ms before its speech and 200 ms past it (the first cannot reach
+    // before the start).
+    assert_eq!(
+        finals,
+        vec![
+            ("seg 1000".to_string(), 0, 1_000),
+            ("seg 1300".to_string(), 1_500, 2_800),
+            ("seg 1300".to_string(), 3_300, 4_600),
+        ]
+    );
+    assert_eq!(restarts, 1);
+    assert_eq!(warnings, vec!["upstream_reconnecting"]);
 }
 
 /// Cancelling a stream reports nothing and withdraws its work.
 #[actix_rt::test]
 async fn cancel_is_silent() {
-    let engine = echo_engine(false, 0.9);
+    let engine = echo_engine(Fault::None, 0.9);
     let (handle, log) = start(&engine, config(false, true));
     send_frames(&handle, &utterance(800, 0), 0);
     let _ = handle.cancel.send(CancelStream).await;
@@ -266,7 +361,7 @@ async fn cancel_is_silent() {
 /// Audio the engine cannot convert ends the stream with INVALID_ARGUMENT.
 #[actix_rt::test]
 async fn unsupported_audio_is_invalid_argument() {
-    let engine = echo_engine(false, 0.9);
+    let engine = echo_engine(Fault::None, 0.9);
     let mut bad = (*config(false, true)).clone();
     bad.format.encoding = Encoding::Flac;
     let (_handle, log) = start(&engine, Arc::new(bad));

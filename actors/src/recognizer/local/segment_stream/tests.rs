@@ -5,6 +5,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::audio::Encoding;
+use crate::recognizer::local::decoded::DecodedSegment;
 use crate::recognizer::local::scheduler::{
     DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
 };
@@ -16,12 +17,15 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Echo(Arc<Mutex<String>>);
 
 impl SegmentDecoder for Echo {
-    fn decode(&mut self, samples: &[f32]) -> Result<String, String> {
+    fn decode(&mut self, samples: &[f32]) -> Result<DecodedSegment, String> {
         let text = self.0.lock().map(|t| t.clone()).unwrap_or_default();
         match text.as_str() {
-            "" => Ok(format!("ms{}", samples.len() / 16)),
+            "" => Ok(DecodedSegment::text_only(format!(
+                "ms{}",
+                samples.len() / 16
+            ))),
             "fail" => Err("scripted failure".into()),
-            _ => Ok(text),
+            _ => Ok(DecodedSegment::text_only(text)),
         }
     }
 }
@@ -46,6 +50,7 @@ fn stream(interims: bool, punctuation: bool) -> SegmentStream {
     let settings = StreamSettings {
         segmenter: SegmenterSettings::default(),
         redecode_interval: 16_000,
+        fold_narrowband: false,
     };
     SegmentStream::new(format, settings, interims, punctuation).unwrap_or_else(|e| panic!("{e}"))
 }
