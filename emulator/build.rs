@@ -1,13 +1,14 @@
-//! Build script: generates the server side of `google.cloud.speech.v1.Speech` for the emulator.
+//! Build script: generates the server side of `google.cloud.speech.v1.Speech` and
+//! `google.cloud.speech.v2.Speech` for the emulator.
 //!
-//! The `googleapis-tonic-google-cloud-speech-v1` crate ships the client only. The emulator must
-//! serve the very same message types, so the server trait and router are generated here with
+//! The `googleapis-tonic-google-cloud-speech-v1` and `-v2` crates ship the client only. The emulator
+//! must serve the very same message types, so each server trait and router is generated here with
 //! tonic-build's manual builder (no `.proto` file and no `protoc` needed), pointing at that crate's
 //! prost types and tonic-prost's codec. Only `StreamingRecognize` is declared: calls to the other
 //! methods get `UNIMPLEMENTED` from tonic's routing, as from any server that lacks them.
 
-fn main() {
-    let messages = "googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1";
+/// The `Speech` service of `package`, with `StreamingRecognize` on the messages in `messages`.
+fn speech_service(package: &str, messages: &str) -> tonic_build::manual::Service {
     let streaming_recognize = tonic_build::manual::Method::builder()
         .name("streaming_recognize")
         .route_name("StreamingRecognize")
@@ -17,14 +18,25 @@ fn main() {
         .client_streaming()
         .server_streaming()
         .build();
-    let speech = tonic_build::manual::Service::builder()
+    tonic_build::manual::Service::builder()
         .name("Speech")
-        .package("google.cloud.speech.v1")
+        .package(package)
         .method(streaming_recognize)
-        .build();
+        .build()
+}
+
+fn main() {
+    let v1 = speech_service(
+        "google.cloud.speech.v1",
+        "googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1",
+    );
+    let v2 = speech_service(
+        "google.cloud.speech.v2",
+        "googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2",
+    );
     tonic_build::manual::Builder::new()
         .build_client(false)
         .build_transport(false)
-        .compile(&[speech]);
+        .compile(&[v1, v2]);
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -1,7 +1,8 @@
 //! The recogniser behind the sessions (`[recognizer] backend`): what each worker thread's pipeline
 //! factory is built from, and what the backend needs for the life of the process.
 //!
-//! - `google`: Google Speech-to-Text v1 at `[google] endpoint`, credentials looked up once here.
+//! - `google`: Google Speech-to-Text at `[google] endpoint`, v1 or v2 by `[google] api`,
+//!   credentials looked up once here.
 //! - `emulator`: the project's Google-compatible emulator, started inside the process on a
 //!   loopback port; sessions reach it through the same Google client code as Google itself.
 //! - `local`: the offline engine of `[local] engine` (cargo feature `local`), Moonshine or
@@ -16,10 +17,15 @@ use voxgate_actors::pipeline::{Pipeline, PipelineFactory};
 use voxgate_actors::recognizer::google_auth::Credentials;
 use voxgate_actors::recognizer::google_v1::pool::GoogleEndpoint;
 use voxgate_actors::recognizer::google_v1::GoogleRecognizerFactory;
-use voxgate_actors::settings::{GoogleAuth, GoogleSettings};
+use voxgate_actors::recognizer::google_v2::{self, RecognizerPath, V2};
+use voxgate_actors::recognizer::RecognizerFactory;
+use voxgate_actors::settings::{GoogleApi, GoogleAuth, GoogleSettings};
 
 use crate::config::{Backend, Config};
 use voxgate_emulator::{EmulatorConfig, EmulatorHandle};
+
+/// The project of v2 recognizer names sent to the embedded emulator when `[google] project` is unset.
+const EMULATOR_PROJECT: &str = "voxgate-emulator";
 
 /// Builds, once per worker thread, the pipeline factory every session of that worker uses.
 pub type PipelineFactoryMaker = Arc<dyn Fn() -> Rc<dyn PipelineFactory> + Send + Sync>;
@@ -60,20 +66,49 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
             google = GoogleSettings {
                 endpoint: handle.endpoint(),
                 auth: GoogleAuth::None,
+                // The emulator stands for the global location; any project will do.
+                location: "global".to_string(),
+                project: google
+                    .project
+                    .or_else(|| Some(EMULATOR_PROJECT.to_string())),
                 ..google
             };
             emulator = Some(handle);
             Credentials::none()
         }
     };
+    let v2 = match google.api {
+        GoogleApi::V1 => None,
+        GoogleApi::V2 => {
+            google.endpoint = google.v2_endpoint();
+            let path = RecognizerPath {
+                project: google.project.clone().unwrap_or_default(),
+                location: google.location.clone(),
+                recognizer: google.recognizer.clone(),
+            };
+            Some(V2::new(&path)?)
+        }
+    };
     let endpoint = GoogleEndpoint::new(&google).map_err(|e| e.to_string())?;
-    let (audio, supervision) = (config.audio.clone(), config.supervision.clone());
+    let (mut audio, supervision) = (config.audio.clone(), config.supervision.clone());
+    if v2.is_some() {
+        // v2's per-request audio limit is lower than v1's.
+        audio.max_request_bytes = audio.max_request_bytes.min(google_v2::MAX_REQUEST_BYTES);
+    }
     let ack_interval_ms = config.session.ack_interval_ms;
     // One breaker for the whole process: every worker's sessions see the same upstream.
     let breaker = Arc::new(CircuitBreaker::from_settings(&supervision));
     let pipelines: PipelineFactoryMaker = Arc::new(move || {
+        let recognizers: Rc<dyn RecognizerFactory> = match &v2 {
+            None => Rc::new(GoogleRecognizerFactory::new(&endpoint, credentials.clone())),
+            Some(api) => Rc::new(google_v2::factory(
+                &endpoint,
+                credentials.clone(),
+                api.clone(),
+            )),
+        };
         Rc::new(Pipeline {
-            recognizers: Rc::new(GoogleRecognizerFactory::new(&endpoint, credentials.clone())),
+            recognizers,
             audio: audio.clone(),
             supervision: supervision.clone(),
             breaker: breaker.clone(),

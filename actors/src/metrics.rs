@@ -34,6 +34,8 @@ pub struct Metrics {
     pub breaker_opens: IntCounter,
     /// Audio accepted from clients, in seconds.
     pub audio_seconds: Counter,
+    /// Audio the upstream billed (Google v2's `total_billed_duration`), in seconds.
+    pub billed_audio_seconds: Counter,
     /// Errors sent to clients, by error code.
     pub errors: IntCounterVec,
     /// Requests refused before any WebSocket (401, 403, 429, …), by refusal code.
@@ -82,6 +84,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "voxgate_audio_seconds_total",
             "Seconds of audio accepted from clients",
         )?,
+        billed_audio_seconds: Counter::new(
+            "voxgate_billed_audio_seconds_total",
+            "Seconds of audio the upstream billed (Google v2's total_billed_duration)",
+        )?,
         errors: IntCounterVec::new(
             Opts::new("voxgate_errors_total", "Errors sent to clients, by code"),
             &["code"],
@@ -120,6 +126,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.breaker_open.clone()))?;
     m.registry.register(Box::new(m.breaker_opens.clone()))?;
     m.registry.register(Box::new(m.audio_seconds.clone()))?;
+    m.registry
+        .register(Box::new(m.billed_audio_seconds.clone()))?;
     m.registry.register(Box::new(m.errors.clone()))?;
     m.registry.register(Box::new(m.http_refusals.clone()))?;
     m.registry.register(Box::new(m.transcripts.clone()))?;

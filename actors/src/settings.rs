@@ -210,12 +210,35 @@ pub enum GoogleAuth {
     None,
 }
 
-/// `[google]`: the upstream Google Speech-to-Text v1 endpoint.
+/// Which Google Speech-to-Text API the gateway speaks (`[google] api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoogleApi {
+    /// v1: needs credentials only; frozen by Google (no chirp models, no regional endpoints).
+    #[default]
+    V1,
+    /// v2: recognizers, chirp models, regional endpoints, several languages, voice activity
+    /// events; needs a project and a location.
+    V2,
+}
+
+/// The global endpoint, `[google] endpoint`'s default.
+pub const GOOGLE_GLOBAL_ENDPOINT: &str = "https://speech.googleapis.com";
+
+/// `[google]`: the upstream Google Speech-to-Text endpoint and API version.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GoogleSettings {
     /// `https://…` (TLS, certificates verified) or `http://…` (plaintext, e.g. the emulator).
     pub endpoint: String,
+    pub api: GoogleApi,
+    /// v2: the location (`global`, `us`, `eu`, `europe-west4`, …) of the recognizer; with the
+    /// default endpoint it also picks the regional endpoint ([`GoogleSettings::v2_endpoint`]).
+    pub location: String,
+    /// v2: the Google Cloud project of the recognizer (required with `backend = "google"`).
+    pub project: Option<String>,
+    /// v2: the recognizer id; `_` is the implicit recognizer (every stream sends its full config).
+    pub recognizer: String,
     pub auth: GoogleAuth,
     /// Google front ends allow 100 concurrent streams per HTTP/2 connection; the pool opens another
     /// connection beyond this.
@@ -231,12 +254,29 @@ pub struct GoogleSettings {
 impl Default for GoogleSettings {
     fn default() -> Self {
         GoogleSettings {
-            endpoint: "https://speech.googleapis.com".to_string(),
+            endpoint: GOOGLE_GLOBAL_ENDPOINT.to_string(),
+            api: GoogleApi::V1,
+            location: "global".to_string(),
+            project: None,
+            recognizer: "_".to_string(),
             auth: GoogleAuth::Adc,
             streams_per_connection: 100,
             connect_timeout_secs: 10.0,
             quota_project: None,
             ca_file: None,
+        }
+    }
+}
+
+impl GoogleSettings {
+    /// The endpoint a v2 stream calls: `[google] endpoint` when set to anything but the default,
+    /// else the location's (`https://{location}-speech.googleapis.com`; `global` → the default).
+    /// Google refuses a recognizer whose location is not the endpoint's.
+    pub fn v2_endpoint(&self) -> String {
+        if self.endpoint != GOOGLE_GLOBAL_ENDPOINT || self.location == "global" {
+            self.endpoint.clone()
+        } else {
+            format!("https://{}-speech.googleapis.com", self.location)
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use voxgate_actors::settings::LocalSettings;
 
-use super::config::{secs, EmulatorConfig, FaultConfig, FaultKind, Outage, RecognizerKind};
+use super::config::{secs, Apis, EmulatorConfig, FaultConfig, FaultKind, Outage, RecognizerKind};
 use super::make_credentials;
 use super::oauth::{Account, AuthConfig};
 use super::server::spawn;
@@ -85,6 +85,15 @@ pub struct ServeEmulatorArgs {
     /// Largest audio per request (INVALID_ARGUMENT beyond).
     #[arg(long, default_value_t = 25_600)]
     pub max_request_bytes: usize,
+    /// The Speech API versions to serve on the port (the other gets UNIMPLEMENTED).
+    #[arg(long, default_value = "v1,v2")]
+    pub apis: String,
+    /// v2: largest audio per request (Google's quotas page: 25 KB; the proto: 15 KB).
+    #[arg(long, default_value_t = 25_600)]
+    pub v2_max_request_bytes: usize,
+    /// v2: the location this endpoint stands for; recognizer names must name it.
+    #[arg(long, default_value = "global")]
+    pub v2_location: String,
     /// How far audio may run ahead of the wall clock at first ("streamed too fast" beyond)…
     #[arg(long, default_value_t = 10.0)]
     pub burst_secs: f64,
@@ -157,6 +166,9 @@ impl ServeEmulatorArgs {
             stream_limit: secs("stream-limit-secs", self.stream_limit_secs)?,
             audio_timeout: secs("audio-timeout-secs", self.audio_timeout_secs)?,
             max_request_bytes: self.max_request_bytes,
+            v2_max_request_bytes: self.v2_max_request_bytes,
+            v2_location: self.v2_location.clone(),
+            apis: Apis::parse(&self.apis).map_err(|e| format!("--apis: {e}"))?,
             burst: secs("burst-secs", self.burst_secs)?,
             realtime_factor: self.realtime_factor,
             max_streams_per_connection: self.max_streams_per_connection,

@@ -62,6 +62,41 @@ pub struct Outage {
     pub duration: Duration,
 }
 
+/// Which Speech API versions the emulator serves (`--apis v1,v2`); calls to the other get
+/// `UNIMPLEMENTED`, as from a server without that service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Apis {
+    pub v1: bool,
+    pub v2: bool,
+}
+
+impl Default for Apis {
+    fn default() -> Self {
+        Apis { v1: true, v2: true }
+    }
+}
+
+impl Apis {
+    /// Parses a comma-separated list of `v1`, `v2` (at least one).
+    pub fn parse(list: &str) -> Result<Apis, String> {
+        let mut apis = Apis {
+            v1: false,
+            v2: false,
+        };
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.to_ascii_lowercase().as_str() {
+                "v1" => apis.v1 = true,
+                "v2" => apis.v2 = true,
+                _ => return Err(format!("unknown API {item:?} (expected v1 and/or v2)")),
+            }
+        }
+        if !(apis.v1 || apis.v2) {
+            return Err("no API to serve (expected v1 and/or v2)".to_string());
+        }
+        Ok(apis)
+    }
+}
+
 /// Every knob of the emulator. `Default` is Google's behaviour with no faults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmulatorConfig {
@@ -71,6 +106,13 @@ pub struct EmulatorConfig {
     pub audio_timeout: Duration,
     /// Largest `audio_content` of one request: `INVALID_ARGUMENT` beyond. Google: 25 600 bytes.
     pub max_request_bytes: usize,
+    /// v2: largest `audio` of one request. Google's quotas page: 25 KB (the proto says 15 KB).
+    pub v2_max_request_bytes: usize,
+    /// v2: the location this endpoint stands for (`global`, `us`, `europe-west4`, …); a recognizer
+    /// name with another location is refused as Google refuses it.
+    pub v2_location: String,
+    /// The API versions served.
+    pub apis: Apis,
     /// Audio may run ahead of the wall clock by this much plus `(realtime_factor − 1) × elapsed`
     /// ("streamed too fast" beyond). Google's threshold is unpublished.
     pub burst: Duration,
@@ -98,6 +140,9 @@ impl Default for EmulatorConfig {
             stream_limit: Duration::from_secs(305),
             audio_timeout: Duration::from_secs(10),
             max_request_bytes: 25_600,
+            v2_max_request_bytes: 25_600,
+            v2_location: "global".to_string(),
+            apis: Apis::default(),
             burst: Duration::from_secs(10),
             realtime_factor: 2.0,
             max_streams_per_connection: 100,
@@ -121,8 +166,17 @@ impl EmulatorConfig {
         if self.audio_timeout.is_zero() {
             return Err("audio timeout must be positive".into());
         }
-        if self.max_request_bytes == 0 {
+        if self.max_request_bytes == 0 || self.v2_max_request_bytes == 0 {
             return Err("max request bytes must be positive".into());
+        }
+        if self.v2_location.trim().is_empty() || self.v2_location.contains('/') {
+            return Err(format!(
+                "v2 location {:?} is not a location",
+                self.v2_location
+            ));
+        }
+        if !(self.apis.v1 || self.apis.v2) {
+            return Err("no API to serve".into());
         }
         if !(self.realtime_factor >= 1.0 && self.realtime_factor.is_finite()) {
             return Err(format!(
@@ -167,6 +221,20 @@ mod tests {
         );
         assert!(FaultKind::parse_list("UNAVAILABLE,NOPE").is_err());
         assert!(FaultKind::parse("ok").is_err());
+    }
+
+    #[test]
+    fn api_lists_parse_and_need_one() {
+        assert_eq!(Apis::parse("v1,v2"), Ok(Apis::default()));
+        assert_eq!(
+            Apis::parse(" V2 "),
+            Ok(Apis {
+                v1: false,
+                v2: true
+            })
+        );
+        assert!(Apis::parse("").is_err());
+        assert!(Apis::parse("v3").is_err());
     }
 
     #[test]

@@ -4,12 +4,11 @@
 //! "local"`), behind one interface the stream task drives. Either way the stream obeys the same
 //! Google rules and answers with the same kind of responses.
 
-use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::recognition_config::AudioEncoding;
 use tonic::Status;
 use voxgate_actors::settings::LocalSettings;
 
 use super::rules::AcceptedConfig;
-use super::synth::{Decoder, Recognition};
+use super::synth::{Decoder, Recognition, SynthEncoding};
 
 /// The emulator's recogniser, as configured.
 // Made once per emulator: the size of the settings does not matter.
@@ -130,14 +129,14 @@ impl StreamRecognizer {
     }
 }
 
-/// The encoding the local engine decodes for a Google encoding, if any.
+/// The encoding the local engine decodes for a stream's headerless PCM encoding, if any (the same
+/// ones as the synthetic codec).
 #[cfg_attr(not(feature = "local"), allow(dead_code))]
-fn engine_encoding(encoding: AudioEncoding) -> Option<voxgate_actors::audio::Encoding> {
+fn engine_encoding(encoding: Option<SynthEncoding>) -> Option<voxgate_actors::audio::Encoding> {
     use voxgate_actors::audio::Encoding;
-    match encoding {
-        AudioEncoding::Linear16 => Some(Encoding::Linear16),
-        AudioEncoding::Mulaw => Some(Encoding::Mulaw),
-        _ => None,
+    match encoding? {
+        SynthEncoding::Linear16 => Some(Encoding::Linear16),
+        SynthEncoding::Mulaw => Some(Encoding::Mulaw),
     }
 }
 
@@ -167,8 +166,7 @@ mod engine_stream {
         engine: &SegmentEngine,
         config: &AcceptedConfig,
     ) -> Result<StreamRecognizer, Status> {
-        let Some(encoding) = engine_encoding(config.encoding).filter(|_| config.channels == 1)
-        else {
+        let Some(encoding) = engine_encoding(config.synth).filter(|_| config.channels == 1) else {
             return Ok(StreamRecognizer::Deaf);
         };
         let format = AudioFormat {

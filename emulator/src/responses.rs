@@ -23,6 +23,47 @@ pub fn samples_to_duration(samples: u64, rate: u32) -> prost_types::Duration {
     }
 }
 
+/// A word of a final as every API version reports it: its times (when word time offsets were asked
+/// for) and its confidence (when word confidence was).
+pub struct WordParts {
+    pub start: Option<prost_types::Duration>,
+    pub end: Option<prost_types::Duration>,
+    pub word: String,
+    pub confidence: f32,
+}
+
+/// The words a result lists: a final's, when word time offsets or word confidence were asked for.
+pub fn result_words(recognition: &Recognition, config: &AcceptedConfig) -> Vec<WordParts> {
+    let rate = config.sample_rate_hz;
+    if !(recognition.is_final && (config.word_time_offsets || config.word_confidence)) {
+        return Vec::new();
+    }
+    let times = config.word_time_offsets;
+    recognition
+        .words
+        .iter()
+        .map(|w| WordParts {
+            start: times.then(|| samples_to_duration(w.start_sample, rate)),
+            end: times.then(|| samples_to_duration(w.end_sample, rate)),
+            word: w.word.clone(),
+            confidence: if config.word_confidence {
+                w.confidence
+            } else {
+                0.0
+            },
+        })
+        .collect()
+}
+
+/// A result's `(confidence, stability)`: a final has a confidence, an interim a stability.
+pub fn result_scores(recognition: &Recognition) -> (f32, f32) {
+    if recognition.is_final {
+        (recognition.confidence(), 0.0)
+    } else {
+        (0.0, INTERIM_STABILITY)
+    }
+}
+
 /// One result: an interim (transcript so far, `stability`, no confidence, no words) or a final
 /// (`confidence`, and word infos when word time offsets or word confidence were asked for).
 pub fn result_response(
@@ -30,48 +71,27 @@ pub fn result_response(
     config: &AcceptedConfig,
 ) -> StreamingRecognizeResponse {
     let rate = config.sample_rate_hz;
-    let final_words = recognition.is_final && (config.word_time_offsets || config.word_confidence);
-    let words = if final_words {
-        recognition
-            .words
-            .iter()
-            .map(|w| WordInfo {
-                start_time: config
-                    .word_time_offsets
-                    .then(|| samples_to_duration(w.start_sample, rate)),
-                end_time: config
-                    .word_time_offsets
-                    .then(|| samples_to_duration(w.end_sample, rate)),
-                word: w.word.clone(),
-                confidence: if config.word_confidence {
-                    w.confidence
-                } else {
-                    0.0
-                },
-                ..Default::default()
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let words = result_words(recognition, config)
+        .into_iter()
+        .map(|w| WordInfo {
+            start_time: w.start,
+            end_time: w.end,
+            word: w.word,
+            confidence: w.confidence,
+            ..Default::default()
+        })
+        .collect();
+    let (confidence, stability) = result_scores(recognition);
     let alternative = SpeechRecognitionAlternative {
         transcript: recognition.transcript(),
-        confidence: if recognition.is_final {
-            recognition.confidence()
-        } else {
-            0.0
-        },
+        confidence,
         words,
     };
     StreamingRecognizeResponse {
         results: vec![StreamingRecognitionResult {
             alternatives: vec![alternative],
             is_final: recognition.is_final,
-            stability: if recognition.is_final {
-                0.0
-            } else {
-                INTERIM_STABILITY
-            },
+            stability,
             result_end_time: Some(samples_to_duration(recognition.end_sample, rate)),
             channel_tag: 0,
             language_code: config.language_code.to_ascii_lowercase(),

@@ -57,7 +57,6 @@ fn invalid_config(what: &str) -> Status {
 /// A config the emulator accepted: what the stream needs to know to recognise and to answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcceptedConfig {
-    pub encoding: AudioEncoding,
     /// The synthetic codec's encoding, for the encodings it decodes (LINEAR16, MULAW); `None` for the
     /// others, which are accepted but yield no words.
     pub synth: Option<SynthEncoding>,
@@ -133,7 +132,6 @@ pub fn accept_config(streaming: &StreamingRecognitionConfig) -> Result<AcceptedC
         None => 4_000.0,
     };
     Ok(AcceptedConfig {
-        encoding,
         synth,
         sample_rate_hz: rate,
         channels,

@@ -13,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::EmulatorConfig;
 use super::connection::KillableStream;
-use super::generated::speech_server::SpeechServer;
+use super::generated::v1::speech_server::SpeechServer;
+use super::generated::v2::speech_server::SpeechServer as SpeechServerV2;
 use super::oauth::{endpoint, Tokens};
 use super::recognizer::Recognizers;
 use super::service::SpeechService;
 use super::shared::Shared;
 use super::stats::{Stats, StatsSnapshot};
+use super::v2::SpeechServiceV2;
 
 /// How long a graceful shutdown waits for clients to let their connections go before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -84,12 +86,22 @@ pub async fn spawn(
     let mut shared = Shared::new(config, shutdown.clone(), recognizers);
     shared.tokens = tokens;
     let shared = Arc::new(shared);
-    let service = SpeechServer::new(SpeechService {
-        shared: Arc::clone(&shared),
+    let apis = shared.config.apis;
+    let v1 = apis.v1.then(|| {
+        SpeechServer::new(SpeechService {
+            shared: Arc::clone(&shared),
+        })
     });
+    let v2 = apis.v2.then(|| {
+        SpeechServerV2::new(SpeechServiceV2 {
+            shared: Arc::clone(&shared),
+        })
+    });
+    // An API not served is absent from the router: its calls get UNIMPLEMENTED.
     let router = server
         .max_concurrent_streams(Some(max_streams))
-        .add_service(service);
+        .add_optional_service(v1)
+        .add_optional_service(v2);
     let incoming = accept_loop(listener, connections.clone(), Arc::clone(&shared));
     let task = tokio::spawn(async move {
         router

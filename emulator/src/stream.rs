@@ -4,17 +4,14 @@
 //! one.
 //!
 //! The call runs in its own task, so a slow client only slows its own stream. Timers (stream limit,
-//! audio timeout, outage) race the next request; the first to fire ends the call.
+//! audio timeout, outage) race the next request; the first to fire ends the call. The same call
+//! serves every API version: what differs (messages, statuses) is the stream's [`Wire`].
 
 use std::future::pending;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
-    streaming_recognize_request::StreamingRequest, StreamingRecognizeRequest,
-    StreamingRecognizeResponse,
-};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -23,13 +20,13 @@ use super::config::FaultKind;
 use super::connection::ConnectionInfo;
 use super::faults::{fault_status, PlannedFault};
 use super::recognizer::StreamRecognizer;
-use super::responses;
 use super::rules::{self, AcceptedConfig, Pacing};
 use super::shared::Shared;
 use super::stats::Stats;
 use super::synth::Recognition;
+use super::wire::{Incoming, Wire};
 
-type Item = Result<StreamingRecognizeResponse, Status>;
+type Item<R> = Result<R, Status>;
 
 /// Everything a stream is given when it is admitted.
 #[derive(Debug)]
@@ -47,11 +44,11 @@ pub(crate) struct StreamContext {
 
 /// Where responses go: straight to the client, or through a queue that holds each one back by the
 /// configured response delay (keeping their order).
-pub(crate) enum Outbox {
-    Direct(mpsc::Sender<Item>),
+pub(crate) enum Outbox<R> {
+    Direct(mpsc::Sender<Item<R>>),
     Delayed {
         delay: Duration,
-        queue: mpsc::UnboundedSender<(Instant, Item)>,
+        queue: mpsc::UnboundedSender<(Instant, Item<R>)>,
     },
 }
 
@@ -59,14 +56,14 @@ pub(crate) enum Outbox {
 #[derive(Debug)]
 struct ClientGone;
 
-impl Outbox {
+impl<R: Send + 'static> Outbox<R> {
     /// An outbox and the response stream tonic sends to the client.
-    pub fn new(delay: Duration) -> (Outbox, ReceiverStream<Item>) {
+    pub fn new(delay: Duration) -> (Outbox<R>, ReceiverStream<Item<R>>) {
         let (tx, rx) = mpsc::channel(32);
         if delay.is_zero() {
             return (Outbox::Direct(tx), ReceiverStream::new(rx));
         }
-        let (queue, mut queued) = mpsc::unbounded_channel::<(Instant, Item)>();
+        let (queue, mut queued) = mpsc::unbounded_channel::<(Instant, Item<R>)>();
         tokio::spawn(async move {
             while let Some((due, item)) = queued.recv().await {
                 tokio::time::sleep_until(due.into()).await;
@@ -78,7 +75,7 @@ impl Outbox {
         (Outbox::Delayed { delay, queue }, ReceiverStream::new(rx))
     }
 
-    async fn send(&self, item: Item) -> Result<(), ClientGone> {
+    async fn send(&self, item: Item<R>) -> Result<(), ClientGone> {
         match self {
             Outbox::Direct(tx) => tx.send(item).await.map_err(|_| ClientGone),
             Outbox::Delayed { delay, queue } => queue
@@ -102,13 +99,15 @@ enum Ending {
 }
 
 /// The recognition set up by the config request.
-struct Recognizing {
+struct Recognizing<W> {
     config: AcceptedConfig,
     recognizer: StreamRecognizer,
+    /// The version's per-stream response state.
+    wire: W,
 }
 
 /// The next result the stream's recogniser produces on its own (never, before the config).
-async fn next_result(recognizing: &mut Option<Recognizing>) -> Result<Recognition, Status> {
+async fn next_result<W>(recognizing: &mut Option<Recognizing<W>>) -> Result<Recognition, Status> {
     match recognizing {
         Some(r) => r.recognizer.next().await,
         None => pending().await,
@@ -116,11 +115,11 @@ async fn next_result(recognizing: &mut Option<Recognizing>) -> Result<Recognitio
 }
 
 /// The state of one call.
-struct Call<'a> {
+struct Call<'a, W: Wire> {
     context: &'a StreamContext,
-    outbox: &'a Outbox,
+    outbox: &'a Outbox<W::Response>,
     /// `None` until the config request.
-    recognizing: Option<Recognizing>,
+    recognizing: Option<Recognizing<W>>,
     /// Audio bytes received so far.
     audio_bytes: u64,
     /// When audio last arrived (the stream's opening before any): the audio timeout runs from here.
@@ -128,15 +127,15 @@ struct Call<'a> {
 }
 
 /// Runs one admitted call (counted as opened and active by the service) to its end and reports it.
-pub(crate) async fn run(
+pub(crate) async fn run<W: Wire>(
     context: StreamContext,
-    requests: Streaming<StreamingRecognizeRequest>,
-    outbox: Outbox,
+    requests: Streaming<W::Request>,
+    outbox: Outbox<W::Response>,
 ) {
     let stats = &context.shared.stats;
     let connection = context.connection.as_ref().map(|c| c.id);
     tracing::debug!(stream = context.id, ?connection, fault = ?context.fault, "stream opened");
-    let mut call = Call {
+    let mut call = Call::<W> {
         context: &context,
         outbox: &outbox,
         recognizing: None,
@@ -183,8 +182,8 @@ async fn connection_cut(connection: Option<&ConnectionInfo>) {
     }
 }
 
-impl Call<'_> {
-    async fn serve(&mut self, mut requests: Streaming<StreamingRecognizeRequest>) -> Ending {
+impl<W: Wire> Call<'_, W> {
+    async fn serve(&mut self, mut requests: Streaming<W::Request>) -> Ending {
         let shared = &self.context.shared;
         let config = &shared.config;
         let opened = self.context.opened;
@@ -203,10 +202,10 @@ impl Call<'_> {
                 }
                 () = connection_cut(self.context.connection.as_ref()) => return Ending::Cut,
                 () = tokio::time::sleep_until(stream_deadline.into()) => {
-                    return Ending::Failed(rules::stream_limit_status(config.stream_limit));
+                    return Ending::Failed(W::stream_limit_status(config.stream_limit));
                 }
                 () = tokio::time::sleep_until(audio_deadline.into()) => {
-                    return Ending::Failed(Status::out_of_range(rules::AUDIO_TIMEOUT));
+                    return Ending::Failed(W::audio_timeout_status());
                 }
                 () = sleep_until_some(outage_start) => {
                     return Ending::Failed(Status::unavailable(rules::UNAVAILABLE));
@@ -235,33 +234,39 @@ impl Call<'_> {
     }
 
     /// One request: the config first, audio after it, nothing else.
-    async fn on_request(&mut self, request: StreamingRecognizeRequest) -> Option<Ending> {
-        match (request.streaming_request, self.recognizing.is_some()) {
-            (Some(StreamingRequest::StreamingConfig(streaming)), false) => {
-                match rules::accept_config(&streaming) {
-                    Ok(config) => match self.context.shared.recognizers.open(&config) {
-                        Ok(recognizer) => {
-                            self.recognizing = Some(Recognizing { config, recognizer });
-                            None
-                        }
-                        Err(status) => Some(Ending::Failed(status)),
-                    },
+    async fn on_request(&mut self, request: W::Request) -> Option<Ending> {
+        let configured = self.recognizing.is_some();
+        match (
+            W::incoming(request, configured, &self.context.shared.config),
+            configured,
+        ) {
+            (Incoming::Config(Ok((config, wire))), false) => {
+                match self.context.shared.recognizers.open(&config) {
+                    Ok(recognizer) => {
+                        self.recognizing = Some(Recognizing {
+                            config,
+                            recognizer,
+                            wire,
+                        });
+                        None
+                    }
                     Err(status) => Some(Ending::Failed(status)),
                 }
             }
-            (Some(StreamingRequest::AudioContent(_)) | None, false) => Some(Ending::Failed(
+            (Incoming::Config(Err(status)), false) => Some(Ending::Failed(status)),
+            (Incoming::Audio(_) | Incoming::Nothing, false) => Some(Ending::Failed(
                 Status::invalid_argument(rules::MALORDERED_FIRST),
             )),
-            (Some(StreamingRequest::StreamingConfig(_)) | None, true) => Some(Ending::Failed(
+            (Incoming::Config(_) | Incoming::Nothing, true) => Some(Ending::Failed(
                 Status::invalid_argument(rules::MALORDERED_LATER),
             )),
-            (Some(StreamingRequest::AudioContent(audio)), true) => self.on_audio(audio).await,
+            (Incoming::Audio(audio), true) => self.on_audio(audio).await,
         }
     }
 
     async fn on_audio(&mut self, audio: Vec<u8>) -> Option<Ending> {
         let shared = &self.context.shared;
-        let limit = shared.config.max_request_bytes;
+        let limit = W::max_request_bytes(&shared.config);
         if audio.len() > limit {
             return Some(Ending::Failed(rules::oversize_status(limit, audio.len())));
         }
@@ -309,26 +314,22 @@ impl Call<'_> {
     /// Sends recognition events as responses; in single-utterance mode the first final ends the call
     /// (`END_OF_SINGLE_UTTERANCE`, the final, then OK).
     async fn send_events(&mut self, events: Vec<Recognition>) -> Option<Ending> {
-        let recognizing = self.recognizing.as_ref()?;
+        let recognizing = self.recognizing.as_mut()?;
         let config = &recognizing.config;
         for event in events {
-            if config.single_utterance && event.is_final {
-                let end_of_utterance =
-                    responses::end_of_single_utterance(event.end_sample, config.sample_rate_hz);
-                let sent = async {
-                    self.outbox.send(Ok(end_of_utterance)).await?;
-                    self.outbox
-                        .send(Ok(responses::result_response(&event, config)))
-                        .await
-                };
-                return Some(match sent.await {
-                    Ok(()) => Ending::Completed,
-                    Err(ClientGone) => Ending::ClientGone,
-                });
+            let single_utterance_end = config.single_utterance && event.is_final;
+            let mut responses = Vec::new();
+            if single_utterance_end {
+                responses.push(W::end_of_single_utterance(event.end_sample, config));
             }
-            let response = responses::result_response(&event, config);
-            if self.outbox.send(Ok(response)).await.is_err() {
-                return Some(Ending::ClientGone);
+            responses.extend(recognizing.wire.responses(&event, config));
+            for response in responses {
+                if self.outbox.send(Ok(response)).await.is_err() {
+                    return Some(Ending::ClientGone);
+                }
+            }
+            if single_utterance_end {
+                return Some(Ending::Completed);
             }
         }
         None

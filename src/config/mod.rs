@@ -243,6 +243,33 @@ impl Config {
     }
 
     /// Range checks serde cannot express.
+    /// `[google]`'s v2 keys: names that fit in a recognizer path, and a project when v2 calls Google.
+    fn validate_google_v2(&self) -> Result<(), ConfigError> {
+        let google = &self.google;
+        let segment_ok = |v: &str| !v.is_empty() && !v.contains(['/', ' ']);
+        for (key, value) in [
+            ("google.location", google.location.as_str()),
+            ("google.recognizer", google.recognizer.as_str()),
+            ("google.project", google.project.as_deref().unwrap_or("-")),
+        ] {
+            if !segment_ok(value) {
+                return Err(ConfigError(format!(
+                    "{key}: `{value}` is not a resource name segment (no `/` or spaces)"
+                )));
+            }
+        }
+        let calls_google_v2 = google.api == voxgate_actors::settings::GoogleApi::V2
+            && self.recognizer.backend == Backend::Google;
+        if calls_google_v2 && google.project.is_none() {
+            return Err(ConfigError(
+                "google.project: required with api = \"v2\" and backend = \"google\" (the \
+                 recognizer is projects/{project}/locations/{location}/recognizers/{recognizer})"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let session = &self.session;
         let server = &self.server;
@@ -439,6 +466,7 @@ impl Config {
                 "google.endpoint: `{endpoint}` must start with https:// or http://"
             )));
         }
+        self.validate_google_v2()?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError(
                 "tls: cert and key must be given together".to_string(),

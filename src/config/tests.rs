@@ -92,6 +92,31 @@ fn invalid_value_is_named() {
     assert!(err.map(|e| e.0).unwrap_or_default().contains("NOPE"));
 }
 
+/// `[google] api = "v2"` calling Google needs a project; the recognizer path's parts are checked;
+/// the location picks the regional endpoint unless the endpoint is set.
+#[test]
+fn google_v2_keys_are_checked() {
+    let v2 = "[recognizer]\nbackend = \"google\"\n[google]\napi = \"v2\"\n";
+    let err = load_str(v2, &[]).err().map(|e| e.0);
+    assert!(err.unwrap_or_default().contains("google.project"));
+    let with_project = load_str(&format!("{v2}project = \"p\"\nlocation = \"eu\"\n"), &[]);
+    let google = with_project.map(|c| c.google).map_err(|e| e.0);
+    assert_eq!(
+        google.map(|g| g.v2_endpoint()),
+        Ok("https://eu-speech.googleapis.com".to_string())
+    );
+    let err = load_str("[google]\nlocation = \"us/x\"\n", &[]).err();
+    assert!(err
+        .map(|e| e.0)
+        .unwrap_or_default()
+        .contains("google.location"));
+    let set = "[google]\nendpoint = \"http://127.0.0.1:9\"\nlocation = \"us\"\n";
+    let endpoint = load_str(set, &[])
+        .map(|c| c.google.v2_endpoint())
+        .map_err(|e| e.0);
+    assert_eq!(endpoint, Ok("http://127.0.0.1:9".to_string()));
+}
+
 /// The supervision and pacing bounds are enforced: catch-up within Google's "too fast" rule,
 /// replay retention at least the buffer, rotation ages in order, a forced final before the
 /// maximum age and the replay retention, breaker codes known.

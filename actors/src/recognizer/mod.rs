@@ -7,9 +7,10 @@
 //! One folder (or file) per upstream engine, named by what it talks to:
 //! - [`google_v1`]: Google Speech-to-Text v1 — the recognizer actor and
 //!   [`google_v1::GoogleRecognizerFactory`], with its conversions and connection pool.
+//! - [`google_v2`]: Google Speech-to-Text v2 — its messages behind the same recognizer actor as v1
+//!   (generic over the API version), and [`google_v2::factory`].
 //! - [`google_auth`]: credentials for Google (none, or Application Default Credentials) and the
-//!   call metadata. Not tied to an API version: a Google v2 engine (`google_v2`, to come) uses the
-//!   same tokens and headers, so it sits here rather than inside `google_v1`.
+//!   call metadata. Not tied to an API version: v1 and v2 use the same tokens and headers.
 //! - `local` (cargo feature `local`): the offline engines (Moonshine, PocketSphinx) — their shared
 //!   inference workers, the recognizer actor and `local::SegmentRecognizerFactory`.
 //! - `probe` (cargo feature `test-util`, and in this crate's tests): a factory of probe streams.
@@ -17,6 +18,7 @@
 pub mod contract;
 pub mod google_auth;
 pub mod google_v1;
+pub mod google_v2;
 #[cfg(feature = "local")]
 pub mod local;
 #[cfg(any(test, feature = "test-util"))]

@@ -57,24 +57,29 @@ pub enum StreamEvent {
     Failed(tonic::Code),
     /// The attached stream could not start: no recognizer capacity.
     Busy,
-    /// The upstream ended the stream at its duration limit (Google: `OUT_OF_RANGE` "Exceeded
-    /// maximum allowed stream duration"): a rotation the upstream did, never a failure.
+    /// The upstream ended the stream at its duration limit (Google v1: `OUT_OF_RANGE` "Exceeded
+    /// maximum allowed stream duration"; v2: `ABORTED` "Max duration of 5 minutes reached for
+    /// stream."): a rotation the upstream did, never a failure.
     Expired,
 }
 
-/// What Google (and the emulator) say when a stream reaches its duration limit.
+/// What Google (and the emulator) say when a stream reaches its duration limit, v1…
 const DURATION_LIMIT_MESSAGE: &str = "maximum allowed stream duration";
+/// …and v2 (`Max duration of … reached for stream.`), both lowercased.
+const V2_DURATION_LIMIT_MESSAGE: (&str, &str) = ("max duration of ", " reached for stream");
 
 impl StreamEvent {
     /// The event of a stream that ended with `failure`: its duration limit is an expiry, any
     /// other status a failure with its code.
     pub fn of_failure(failure: &StreamFailure) -> StreamEvent {
-        if failure.code == tonic::Code::OutOfRange
-            && failure
-                .message
-                .to_ascii_lowercase()
-                .contains(DURATION_LIMIT_MESSAGE)
-        {
+        let message = failure.message.to_ascii_lowercase();
+        let (v2_start, v2_end) = V2_DURATION_LIMIT_MESSAGE;
+        let expired = match failure.code {
+            tonic::Code::OutOfRange => message.contains(DURATION_LIMIT_MESSAGE),
+            tonic::Code::Aborted => message.starts_with(v2_start) && message.contains(v2_end),
+            _ => false,
+        };
+        if expired {
             StreamEvent::Expired
         } else {
             StreamEvent::Failed(failure.code)

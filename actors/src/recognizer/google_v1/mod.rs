@@ -4,6 +4,8 @@
 //! Layout:
 //! - this file: [`GoogleRecognizer`] (the actor) and [`GoogleRecognizerFactory`].
 //! - [`convert`]: configuration, results and errors between voxgate's types and Google v1's.
+//! - [`speech_api`]: what differs between API versions ([`SpeechApi`]; [`V1`] here, v2 in
+//!   `super::google_v2`): the actor and the factory are generic over it.
 //! - [`pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
 //! - credentials come from [`super::google_auth`], shared with the engines of other API versions.
 //!
@@ -23,25 +25,22 @@
 
 pub mod convert;
 pub mod pool;
+pub mod speech_api;
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
-    StreamingRecognizeRequest, StreamingRecognizeResponse,
-};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use convert::{
-    audio_request, config_request, failure_from_response, failure_from_status,
-    is_end_of_single_utterance, transcript_from_result,
-};
+use convert::failure_from_status;
 use pool::{ChannelLease, ConnectionPool, GoogleEndpoint};
+pub use speech_api::{ApiEvent, SpeechApi, StreamClock, V1};
 
 use super::contract::{stream_handle, StreamContract};
 use super::google_auth::Credentials;
@@ -65,19 +64,15 @@ const CODEC_BUFFER_BYTES: usize = 1024;
 /// tonic's default: how much encoded data a call yields after.
 const CODEC_YIELD_BYTES: usize = 32 * 1024;
 
-/// The path of Google's streaming method.
-const STREAMING_RECOGNIZE: &str = "/google.cloud.speech.v1.Speech/StreamingRecognize";
-
 /// Google's protobuf codec with [`CODEC_BUFFER_BYTES`] buffers (the generated `SpeechClient` always
 /// uses tonic's defaults, so the call is made with `tonic::client::Grpc` directly).
-#[derive(Debug, Clone, Copy, Default)]
-struct SpeechCodec;
+struct SpeechCodec<A>(PhantomData<fn() -> A>);
 
-impl tonic::codec::Codec for SpeechCodec {
-    type Encode = StreamingRecognizeRequest;
-    type Decode = StreamingRecognizeResponse;
-    type Encoder = tonic_prost::ProstEncoder<StreamingRecognizeRequest>;
-    type Decoder = tonic_prost::ProstDecoder<StreamingRecognizeResponse>;
+impl<A: SpeechApi> tonic::codec::Codec for SpeechCodec<A> {
+    type Encode = A::Request;
+    type Decode = A::Response;
+    type Encoder = tonic_prost::ProstEncoder<A::Request>;
+    type Decoder = tonic_prost::ProstDecoder<A::Response>;
 
     fn encoder(&mut self) -> Self::Encoder {
         tonic_prost::ProstEncoder::new(Self::buffers())
@@ -88,25 +83,35 @@ impl tonic::codec::Codec for SpeechCodec {
     }
 }
 
-impl SpeechCodec {
+impl<A> SpeechCodec<A> {
     fn buffers() -> tonic::codec::BufferSettings {
         tonic::codec::BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_BYTES)
     }
 }
 
-/// Starts [`GoogleRecognizer`]s. One per worker thread: it owns that thread's connection pool.
-pub struct GoogleRecognizerFactory {
+/// Starts [`GoogleRecognizer`]s of API version `A`. One per worker thread: it owns that thread's
+/// connection pool.
+pub struct GoogleRecognizerFactory<A = V1> {
     pool: Rc<ConnectionPool>,
     credentials: Credentials,
+    api: Rc<A>,
 }
 
-impl GoogleRecognizerFactory {
-    /// A factory for the endpoint of `settings`, authenticating with `credentials` (looked up
+impl GoogleRecognizerFactory<V1> {
+    /// A v1 factory for the endpoint of `settings`, authenticating with `credentials` (looked up
     /// once at service start and shared by every worker). Connects nothing until the first stream.
     pub fn new(endpoint: &GoogleEndpoint, credentials: Credentials) -> GoogleRecognizerFactory {
+        GoogleRecognizerFactory::with_api(endpoint, credentials, V1)
+    }
+}
+
+impl<A: SpeechApi> GoogleRecognizerFactory<A> {
+    /// A factory calling API version `api` (as [`GoogleRecognizerFactory::new`] does v1).
+    pub fn with_api(endpoint: &GoogleEndpoint, credentials: Credentials, api: A) -> Self {
         GoogleRecognizerFactory {
             pool: Rc::new(ConnectionPool::new(endpoint)),
             credentials,
+            api: Rc::new(api),
         }
     }
 
@@ -116,10 +121,14 @@ impl GoogleRecognizerFactory {
     }
 }
 
-impl RecognizerFactory for GoogleRecognizerFactory {
+impl<A: SpeechApi> RecognizerFactory for GoogleRecognizerFactory<A> {
     fn start(&self, request: StreamRequest) -> StreamHandle {
-        let recognizer =
-            GoogleRecognizer::new(request, self.pool.lease(), self.credentials.clone());
+        let recognizer = GoogleRecognizer::with_api(
+            request,
+            self.pool.lease(),
+            self.credentials.clone(),
+            Rc::clone(&self.api),
+        );
         stream_handle(recognizer.start())
     }
 
@@ -152,8 +161,8 @@ impl FrameTimes {
     }
 }
 
-/// The recognizer actor for one Google stream. See the module doc.
-pub struct GoogleRecognizer {
+/// The recognizer actor for one Google stream of API version `A`. See the module doc.
+pub struct GoogleRecognizer<A = V1> {
     /// The request, the clock origin, the last final, whether it ended: the part every
     /// recognizer shares.
     contract: StreamContract,
@@ -164,49 +173,75 @@ pub struct GoogleRecognizer {
     /// half-closed (or never opened).
     requests: Option<mpsc::Sender<Bytes>>,
     frame_times: FrameTimes,
+    api: Rc<A>,
+    /// The stream's billed audio reported so far (Google v2 reports it cumulatively).
+    billed_ms: u64,
 }
 
-impl GoogleRecognizer {
+impl GoogleRecognizer<V1> {
     pub fn new(request: StreamRequest, lease: ChannelLease, credentials: Credentials) -> Self {
+        GoogleRecognizer::with_api(request, lease, credentials, Rc::new(V1))
+    }
+}
+
+impl<A: SpeechApi> GoogleRecognizer<A> {
+    pub fn with_api(
+        request: StreamRequest,
+        lease: ChannelLease,
+        credentials: Credentials,
+        api: Rc<A>,
+    ) -> Self {
         GoogleRecognizer {
             contract: StreamContract::new(request, "google"),
             lease: Some(lease),
             credentials,
             requests: None,
             frame_times: FrameTimes::default(),
+            api,
+            billed_ms: 0,
         }
     }
 
-    fn on_response(&mut self, response: StreamingRecognizeResponse, ctx: &mut Context<Self>) {
-        let origin = self.contract.origin_ms();
-        for result in &response.results {
-            let previous = self.contract.previous_final_end_ms();
-            let language = self.contract.request().config.language_code.as_str();
-            let transcript = transcript_from_result(result, origin, previous, language);
-            if transcript.is_final {
-                self.contract.final_ended_at(transcript.end_ms);
-                if let Some(at) = self.frame_times.handed_over(transcript.end_ms) {
-                    METRICS
-                        .transcript_latency
-                        .observe(at.elapsed().as_secs_f64());
+    fn on_response(&mut self, response: A::Response, ctx: &mut Context<Self>) {
+        let clock = StreamClock {
+            origin_ms: self.contract.origin_ms(),
+            previous_final_end_ms: self.contract.previous_final_end_ms(),
+            language: self.contract.request().config.language_code.as_str(),
+        };
+        for event in self.api.events(response, clock) {
+            match event {
+                ApiEvent::Result(transcript) => {
+                    if transcript.is_final {
+                        self.contract.final_ended_at(transcript.end_ms);
+                        if let Some(at) = self.frame_times.handed_over(transcript.end_ms) {
+                            METRICS
+                                .transcript_latency
+                                .observe(at.elapsed().as_secs_f64());
+                        }
+                    }
+                    self.contract
+                        .report(RecognizerEventKind::Result(transcript));
                 }
+                ApiEvent::EndOfSingleUtterance => {
+                    // Google listens no more: half-close and wait for the remaining results.
+                    self.requests = None;
+                    self.contract
+                        .report(RecognizerEventKind::EndOfSingleUtterance);
+                }
+                ApiEvent::BilledMs(total) => {
+                    let added = total.saturating_sub(self.billed_ms);
+                    self.billed_ms = self.billed_ms.max(total);
+                    METRICS.billed_audio_seconds.inc_by(added as f64 / 1_000.0);
+                }
+                // Not passed to the client yet (docs/google.md).
+                ApiEvent::SpeechStarted(_) | ApiEvent::SpeechEnded(_) => {}
+                ApiEvent::Failed(failure) => self.contract.end(Err(failure), ctx),
             }
-            self.contract
-                .report(RecognizerEventKind::Result(transcript));
-        }
-        if is_end_of_single_utterance(&response) {
-            // Google listens no more: half-close and wait for the remaining results.
-            self.requests = None;
-            self.contract
-                .report(RecognizerEventKind::EndOfSingleUtterance);
-        }
-        if let Some(failure) = failure_from_response(&response) {
-            self.contract.end(Err(failure), ctx);
         }
     }
 }
 
-impl Actor for GoogleRecognizer {
+impl<A: SpeechApi> Actor for GoogleRecognizer<A> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -218,12 +253,14 @@ impl Actor for GoogleRecognizer {
             return;
         };
         let credentials = self.credentials.clone();
-        let config = config_request(&self.contract.request().config);
+        let api = Rc::clone(&self.api);
+        let config = api.config_request(&self.contract.request().config);
         let call = async move {
             // The configuration first, then each frame as tonic takes it.
             let requests = futures_util::stream::iter([config])
-                .chain(ReceiverStream::new(receiver).map(|audio: Bytes| audio_request(&audio)));
+                .chain(ReceiverStream::new(receiver).map(|audio: Bytes| A::audio_request(&audio)));
             let mut request = tonic::Request::new(requests);
+            api.add_metadata(&mut request);
             credentials.authorize(&mut request).await?;
             let mut grpc = tonic::client::Grpc::new(channel);
             // As the generated client reports it.
@@ -232,8 +269,8 @@ impl Actor for GoogleRecognizer {
                     "Service was not ready: {e}"
                 )))
             })?;
-            let path = http::uri::PathAndQuery::from_static(STREAMING_RECOGNIZE);
-            grpc.streaming(request, path, SpeechCodec)
+            let path = http::uri::PathAndQuery::from_static(A::PATH);
+            grpc.streaming(request, path, SpeechCodec::<A>(PhantomData))
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| failure_from_status(&status))
@@ -256,7 +293,7 @@ impl Actor for GoogleRecognizer {
     }
 }
 
-impl Handler<UpstreamAudio> for GoogleRecognizer {
+impl<A: SpeechApi> Handler<UpstreamAudio> for GoogleRecognizer<A> {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamAudio, ctx: &mut Context<Self>) {
@@ -296,7 +333,7 @@ impl Handler<UpstreamAudio> for GoogleRecognizer {
     }
 }
 
-impl Handler<CancelStream> for GoogleRecognizer {
+impl<A: SpeechApi> Handler<CancelStream> for GoogleRecognizer<A> {
     type Result = ();
 
     fn handle(&mut self, _: CancelStream, ctx: &mut Context<Self>) {
@@ -304,12 +341,8 @@ impl Handler<CancelStream> for GoogleRecognizer {
     }
 }
 
-impl StreamHandler<Result<StreamingRecognizeResponse, tonic::Status>> for GoogleRecognizer {
-    fn handle(
-        &mut self,
-        item: Result<StreamingRecognizeResponse, tonic::Status>,
-        ctx: &mut Context<Self>,
-    ) {
+impl<A: SpeechApi> StreamHandler<Result<A::Response, tonic::Status>> for GoogleRecognizer<A> {
+    fn handle(&mut self, item: Result<A::Response, tonic::Status>, ctx: &mut Context<Self>) {
         if self.contract.is_ended() {
             return;
         }

@@ -9,7 +9,8 @@ use std::task::Poll;
 use bytes::Bytes;
 use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
     streaming_recognize_request::StreamingRequest, streaming_recognize_response::SpeechEventType,
-    SpeechRecognitionAlternative, StreamingRecognitionConfig, StreamingRecognitionResult, WordInfo,
+    SpeechRecognitionAlternative, StreamingRecognitionConfig, StreamingRecognitionResult,
+    StreamingRecognizeRequest, StreamingRecognizeResponse, WordInfo,
 };
 use tonic::codegen::{BoxFuture, Service};
 

@@ -349,13 +349,25 @@ fn the_duration_limit_is_an_expiry() {
             message: message.into(),
         })
     };
-    use tonic::Code::{OutOfRange, Unavailable};
+    use tonic::Code::{Aborted, OutOfRange, Unavailable};
     assert_eq!(
         of(
             OutOfRange,
             "Exceeded maximum allowed stream duration of 305 seconds."
         ),
         Expired
+    );
+    // v2's wording, and its idle timeout (same code) that is a failure.
+    assert_eq!(
+        of(Aborted, "Max duration of 5 minutes reached for stream."),
+        Expired
+    );
+    assert_eq!(
+        of(
+            Aborted,
+            "Stream timed out after receiving no more client requests."
+        ),
+        Failed(Aborted)
     );
     assert_eq!(
         of(
