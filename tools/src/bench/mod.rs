@@ -17,6 +17,8 @@
 //! - `shared`: what the sessions of one run share (script, pacer, collector, "go", settling).
 //! - [`report`]: the figures, as a table or JSON.
 //! - `scenarios`: the standard scenarios, with their own emulator and gateway processes.
+//! - `resume`: `voxgate bench resume`, sessions whose connections are cut and resumed (the resume
+//!   gap).
 
 mod direct;
 mod load;
@@ -24,6 +26,7 @@ pub mod measure;
 mod pacer;
 mod process;
 pub mod report;
+mod resume;
 pub mod run;
 mod scenarios;
 pub mod script;
@@ -38,6 +41,7 @@ use run::{RunSpec, Target};
 use script::ScriptFormat;
 use voxgate_emulator::synth::SynthEncoding;
 
+pub use resume::ResumeArgs;
 pub use scenarios::ScenarioArgs;
 
 /// `voxgate bench` arguments.
@@ -56,6 +60,9 @@ pub enum BenchCommand {
     /// Start an emulator and a gateway on loopback and run the standard scenarios (see
     /// docs/benchmarks.md); print their tables, optionally write them into a Markdown file.
     Scenarios(ScenarioArgs),
+    /// Against a running gateway: sessions whose connections are cut at random and resumed;
+    /// the time from the lost connection to the next final (see docs/benchmarks.md).
+    Resume(ResumeArgs),
 }
 
 /// One benchmark run.
@@ -202,6 +209,19 @@ pub fn run_load(args: &LoadArgs) -> Result<Report, String> {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.command {
         Some(BenchCommand::Scenarios(scenarios)) => scenarios::run(&scenarios),
+        Some(BenchCommand::Resume(resume)) => {
+            let report = resume::run(&resume)?;
+            if resume.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.all_resumed() {
+                Ok(())
+            } else {
+                Err("some sessions did not resume with every final exactly once".into())
+            }
+        }
         None => {
             let report = run_load(&args.load)?;
             if args.load.json {
