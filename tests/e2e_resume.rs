@@ -10,9 +10,11 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{emulator, gateway, Process};
+use common::process::{emulator, Process};
 use common::{connect_with, Client, Event, WAIT};
 use serde_json::{json, Value};
 use voxgate_actors::protocol::ErrorCode;
@@ -35,6 +37,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `voxgate serve` with keys A and B, the shared token secret and `extra` settings.
 fn keyed_gateway(emulator: &Process, extra: &[(&str, &str)]) -> Process {
+    keyed_gateway_at(emulator, "127.0.0.1:0", extra)
+}
+
+/// [`keyed_gateway`] listening on `listen`.
+fn keyed_gateway_at(emulator: &Process, listen: &str, extra: &[(&str, &str)]) -> Process {
     let keys = format!(
         "[\"sha256:{}\",\"sha256:{}\"]",
         hex(&common::key_hash_entry(KEY_A).0),
@@ -45,7 +52,16 @@ fn keyed_gateway(emulator: &Process, extra: &[(&str, &str)]) -> Process {
         ("VOXGATE_AUTH__TOKEN_SECRET", SECRET),
     ];
     env.extend_from_slice(extra);
-    gateway(emulator, &env)
+    let endpoint = format!("http://{}", emulator.addr);
+    env.extend_from_slice(&[
+        ("VOXGATE_RECOGNIZER__BACKEND", "google"),
+        ("VOXGATE_GOOGLE__AUTH", "none"),
+        ("VOXGATE_GOOGLE__ENDPOINT", endpoint.as_str()),
+    ]);
+    Process::start(
+        &["serve", "--config", "/dev/null", "--listen", listen],
+        &env,
+    )
 }
 
 async fn open(addr: &str, key: &str) -> Client {
@@ -404,4 +420,62 @@ async fn resume_off_issues_no_token_and_refuses() {
         ErrorCode::ResumeUnavailable,
     )
     .await;
+}
+
+/// `voxgate stream` resumes by itself: the gateway is SIGKILLed after the first final and started
+/// again on the same address; the client reconnects, resumes, and every word comes exactly once.
+#[test]
+fn voxgate_stream_resumes_by_itself_across_a_server_restart() {
+    let emulator = emulator(&[]);
+    let gateway = keyed_gateway(&emulator, &[]);
+    let addr = gateway.addr.clone();
+    let audio = synth::encode(TEXT, 16_000, SynthEncoding::Linear16);
+    let file = std::env::temp_dir().join(format!("voxgate-resume-{}.raw", std::process::id()));
+    std::fs::write(&file, &audio).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("ws://{addr}/v1/listen");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .args(["stream", "--json", "--url", &url, "--api-key", KEY_A])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run voxgate stream: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut messages = Vec::new();
+    // Until the first final: then the server dies under the client.
+    for line in lines.by_ref() {
+        let message: Value = serde_json::from_str(&line.unwrap_or_default()).unwrap_or(Value::Null);
+        let is_final = message["is_final"] == true;
+        messages.push(message);
+        if is_final {
+            break;
+        }
+    }
+    drop(gateway); // SIGKILL
+    let _restarted = keyed_gateway_at(&emulator, &addr, &[]);
+    for line in lines {
+        messages.push(serde_json::from_str(&line.unwrap_or_default()).unwrap_or(Value::Null));
+    }
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("voxgate stream: {e}"));
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming the session"), "{stderr}");
+    let finals: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["type"] == "transcript" && m["is_final"] == true)
+        .filter_map(|m| m["transcript"].as_str())
+        .collect();
+    assert_eq!(
+        finals.join(" "),
+        synth::expected_words(TEXT).join(" "),
+        "{messages:#?}"
+    );
+    let readies = messages.iter().filter(|m| m["type"] == "ready").count();
+    assert_eq!(readies, 2, "one session, two connections: {messages:#?}");
 }
