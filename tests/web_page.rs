@@ -2,7 +2,8 @@
 //! serve` on loopback with its default offline engine (Moonshine): Chromium's fake microphone
 //! plays a LibriVox recording, the page streams it through its audio worklet, and its transcript
 //! must show the recording's words. A second test stops the server mid-session and reads what the
-//! page says. Each test saves a screenshot under `target/tmp/` as an artefact.
+//! page says; a third kills it mid-utterance and starts it again, and the page resumes the
+//! session (`docs/protocol.md`, "Resume") with every word once. Each test saves a screenshot under `target/tmp/` as an artefact.
 
 #![cfg(feature = "local")]
 
@@ -160,5 +161,52 @@ async fn the_page_says_when_the_server_stops() {
             .as_str()
             .is_some_and(|e| e.contains("The server is shutting down")),
         "{error}"
+    );
+}
+
+/// The server is SIGKILLed mid-utterance and started again on the same address (sharing the
+/// token secret): the page resumes the session by itself, re-sends the audio after the last
+/// final, and the session ends normally with the recording's words, none twice.
+#[tokio::test]
+async fn the_page_resumes_after_the_server_is_killed() {
+    const SECRET: &str = "web-page-resume-secret-0123456789ab";
+    let (wav, reference, speech_ms) = microphone_recording("resume");
+    let env = [("VOXGATE_AUTH__TOKEN_SECRET", SECRET)];
+    let server = gateway(&env);
+    let addr = server.addr.clone();
+    let mut browser = Browser::open("resume", &format!("http://{addr}/"), &wav).await;
+    start_microphone(&mut browser).await;
+    let mid_speech = format!(
+        "Number(document.getElementById('sent').dataset.ms || 0) >= {}",
+        LEAD_SILENCE_MS + speech_ms / 2
+    );
+    wait(&mut browser, &mid_speech, 30).await;
+    drop(server); // SIGKILL
+    let _restarted = Process::start(&["serve", "--config", "/dev/null", "--listen", &addr], &env);
+    let heard_all = format!(
+        "document.body.dataset.state === 'streaming' && \
+         Number(document.getElementById('sent').dataset.ms || 0) >= {}",
+        LEAD_SILENCE_MS + speech_ms + 1_000
+    );
+    let recording_secs = (LEAD_SILENCE_MS + speech_ms + TAIL_SILENCE_MS) / 1000;
+    wait(&mut browser, &heard_all, recording_secs + 30).await;
+    browser.eval("document.getElementById('mic').click()").await;
+    wait(
+        &mut browser,
+        "['closed', 'error'].includes(document.body.dataset.state)",
+        30,
+    )
+    .await;
+    browser.screenshot(&artefact("web_page_resumed.png")).await;
+    let state = browser.eval(PAGE_STATE).await;
+    let shown: serde_json::Value =
+        serde_json::from_str(state.as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(shown["state"], "closed", "{shown}");
+    let heard = librivox::normalise(shown["transcript"].as_str().unwrap_or(""));
+    let (errors, words, rate) = word_error_rate(&[(&reference, &heard)]);
+    println!("resumed page transcript: {heard:?}; {errors} errors in {words} words");
+    assert!(
+        rate <= MAX_WORD_ERROR_RATE,
+        "{errors} errors in {words} words: {heard:?}"
     );
 }

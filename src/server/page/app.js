@@ -257,11 +257,11 @@ class Session {
 
   /// After `ready`: the audio from the last final on (all of it, on a first connection).
   sendKept() {
+    this.sentMs = Math.min(this.finalMs, this.producedMs); // what is sent again counts from here
     for (const { at, pcm } of this.kept) {
       const skip = Math.max(0, Math.round((this.finalMs - at) * BYTES_PER_MS));
       if (skip < pcm.byteLength) this.transmit(skip ? pcm.slice(skip) : pcm);
     }
-    this.sentMs = this.producedMs;
   }
 
   transmit(pcm) {
