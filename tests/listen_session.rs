@@ -128,7 +128,7 @@ async fn stop_flushes_then_closed_and_1000() {
     });
     assert_eq!(
         client.expect_json().await,
-        json!({"type":"ack","audio_ms":1500})
+        json!({"type":"ack","audio_ms":1500,"final_ms":0})
     );
     assert_eq!(
         client.expect_json().await,
@@ -233,8 +233,20 @@ async fn pipeline_reports_become_client_messages() {
         json!({"type":"transcript","is_final":false,"transcript":"hel","confidence":0.0,
                "stability":0.5,"start_ms":0,"end_ms":300,"words":[],"language_code":"en-us"})
     );
+    // A final carries a fresh resume token (docs/protocol.md, "Resume"); the rest is exact.
+    let mut last_final = client.expect_json().await;
+    let token = last_final
+        .as_object_mut()
+        .and_then(|m| m.remove("resume_token"));
+    assert!(
+        token
+            .as_ref()
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| t.starts_with("vg1.")),
+        "{token:?}"
+    );
     assert_eq!(
-        client.expect_json().await,
+        last_final,
         json!({"type":"transcript","is_final":true,"transcript":"hello","confidence":0.75,
                "stability":0.0,"start_ms":100,"end_ms":600,
                "words":[{"word":"hello","start_ms":100,"end_ms":600,"confidence":0.75}],
@@ -242,7 +254,7 @@ async fn pipeline_reports_become_client_messages() {
     );
     assert_eq!(
         client.expect_json().await,
-        json!({"type":"ack","audio_ms":500,"audio_id":"c-9"})
+        json!({"type":"ack","audio_ms":500,"audio_id":"c-9","final_ms":600})
     );
     assert_eq!(
         client.expect_json().await,

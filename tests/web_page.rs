@@ -2,7 +2,8 @@
 //! serve` on loopback with its default offline engine (Moonshine): Chromium's fake microphone
 //! plays a LibriVox recording, the page streams it through its audio worklet, and its transcript
 //! must show the recording's words. A second test stops the server mid-session and reads what the
-//! page says. Each test saves a screenshot under `target/tmp/` as an artefact.
+//! page says; a third kills it mid-utterance and starts it again, and the page resumes the
+//! session (`docs/protocol.md`, "Resume") with every word once. Each test saves a screenshot under `target/tmp/` as an artefact.
 
 #![cfg(feature = "local")]
 
@@ -90,6 +91,44 @@ async fn start_microphone(browser: &mut Browser) {
     wait(browser, "document.body.dataset.state === 'streaming'", 20).await;
 }
 
+/// Waits until the whole recording was sent, stops the microphone, waits for the session's end
+/// and checks it ended normally with the recording's words (within the engine's error rate);
+/// what the page shows.
+async fn finish_and_check(
+    browser: &mut Browser,
+    reference: &[String],
+    speech_ms: u64,
+    screenshot: &str,
+) -> serde_json::Value {
+    let heard_all = format!(
+        "document.body.dataset.state === 'streaming' && \
+         Number(document.getElementById('sent').dataset.ms || 0) >= {}",
+        LEAD_SILENCE_MS + speech_ms + 1_000
+    );
+    let recording_secs = (LEAD_SILENCE_MS + speech_ms + TAIL_SILENCE_MS) / 1000;
+    wait(browser, &heard_all, recording_secs + 30).await;
+    browser.eval("document.getElementById('mic').click()").await;
+    wait(
+        browser,
+        "['closed', 'error'].includes(document.body.dataset.state)",
+        30,
+    )
+    .await;
+    browser.screenshot(&artefact(screenshot)).await;
+    let state = browser.eval(PAGE_STATE).await;
+    let shown: serde_json::Value =
+        serde_json::from_str(state.as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(shown["state"], "closed", "{shown}");
+    let heard = librivox::normalise(shown["transcript"].as_str().unwrap_or(""));
+    let (errors, words, rate) = word_error_rate(&[(reference, &heard)]);
+    println!("{screenshot}: page transcript {heard:?}; {errors} errors in {words} words");
+    assert!(
+        rate <= MAX_WORD_ERROR_RATE,
+        "{errors} errors in {words} words: {heard:?}"
+    );
+    shown
+}
+
 /// The fake microphone's speech appears in the page's transcript, word for word within the
 /// engine's accuracy; stopping ends the session cleanly.
 #[tokio::test]
@@ -98,38 +137,18 @@ async fn the_page_transcribes_the_microphone() {
     let server = gateway(&[]);
     let mut browser = Browser::open("mic", &format!("http://{}/", server.addr), &wav).await;
     start_microphone(&mut browser).await;
-    let heard_all = format!(
-        "Number(document.getElementById('sent').dataset.ms || 0) >= {}",
-        LEAD_SILENCE_MS + speech_ms + 1_000
-    );
-    let recording_secs = (LEAD_SILENCE_MS + speech_ms + TAIL_SILENCE_MS) / 1000;
-    wait(&mut browser, &heard_all, recording_secs + 30).await;
-    browser.eval("document.getElementById('mic').click()").await;
-    wait(
+    let shown = finish_and_check(
         &mut browser,
-        "['closed', 'error'].includes(document.body.dataset.state)",
-        30,
+        &reference,
+        speech_ms,
+        "web_page_transcript.png",
     )
     .await;
-    browser
-        .screenshot(&artefact("web_page_transcript.png"))
-        .await;
-    let state = browser.eval(PAGE_STATE).await;
-    let shown: serde_json::Value =
-        serde_json::from_str(state.as_str().unwrap_or("{}")).unwrap_or_default();
-    assert_eq!(shown["state"], "closed", "{shown}");
     assert!(
         shown["status"]
             .as_str()
             .is_some_and(|s| s.starts_with("Session ended")),
         "{shown}"
-    );
-    let heard = librivox::normalise(shown["transcript"].as_str().unwrap_or(""));
-    let (errors, words, rate) = word_error_rate(&[(&reference, &heard)]);
-    println!("page transcript: {heard:?}; {errors} errors in {words} words");
-    assert!(
-        rate <= MAX_WORD_ERROR_RATE,
-        "{errors} errors in {words} words: {heard:?}"
     );
     let latency = browser
         .eval("Number(document.getElementById('latency').dataset.ms)")
@@ -161,4 +180,26 @@ async fn the_page_says_when_the_server_stops() {
             .is_some_and(|e| e.contains("The server is shutting down")),
         "{error}"
     );
+}
+
+/// The server is SIGKILLed mid-utterance and started again on the same address (sharing the
+/// token secret): the page resumes the session by itself, re-sends the audio after the last
+/// final, and the session ends normally with the recording's words, none twice.
+#[tokio::test]
+async fn the_page_resumes_after_the_server_is_killed() {
+    const SECRET: &str = "web-page-resume-secret-0123456789ab";
+    let (wav, reference, speech_ms) = microphone_recording("resume");
+    let env = [("VOXGATE_AUTH__TOKEN_SECRET", SECRET)];
+    let server = gateway(&env);
+    let addr = server.addr.clone();
+    let mut browser = Browser::open("resume", &format!("http://{addr}/"), &wav).await;
+    start_microphone(&mut browser).await;
+    let mid_speech = format!(
+        "Number(document.getElementById('sent').dataset.ms || 0) >= {}",
+        LEAD_SILENCE_MS + speech_ms / 2
+    );
+    wait(&mut browser, &mid_speech, 30).await;
+    drop(server); // SIGKILL
+    let _restarted = Process::start(&["serve", "--config", "/dev/null", "--listen", &addr], &env);
+    finish_and_check(&mut browser, &reference, speech_ms, "web_page_resumed.png").await;
 }

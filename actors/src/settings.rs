@@ -50,6 +50,9 @@ pub struct SessionSettings {
     /// Bytes of server messages waiting for a client that does not read them: `slow_consumer`
     /// beyond.
     pub max_outgoing_bytes: usize,
+    /// How long a resume token stays valid, i.e. how long after its connection dropped a
+    /// session can be resumed (`docs/protocol.md`, "Resume"); 0 = resume off.
+    pub resume_window_secs: f64,
 }
 
 impl Default for SessionSettings {
@@ -72,6 +75,7 @@ impl Default for SessionSettings {
             audio_burst_ms: 5_000,
             max_audio_lead_ms: 60_000,
             max_outgoing_bytes: 256 * 1024,
+            resume_window_secs: 120.0,
         }
     }
 }

@@ -399,6 +399,10 @@ impl Config {
             ),
             ("session.max_audio_speed", session.max_audio_speed >= 1.0),
             (
+                "session.resume_window_secs",
+                (0.0..=86_400.0).contains(&session.resume_window_secs),
+            ),
+            (
                 "session.max_audio_lead_ms",
                 session.max_audio_lead_ms >= session.audio_burst_ms,
             ),

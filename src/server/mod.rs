@@ -24,6 +24,7 @@ mod offer;
 pub mod origin;
 mod page;
 pub mod refusal;
+mod resume;
 mod routes;
 mod shutdown;
 mod systemd;

@@ -21,6 +21,7 @@ use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, Upg
 use super::auth::{self, Principal};
 use super::gatekeeper::{Gatekeeper, Passed};
 use super::refusal::{Refusal, Refused};
+use super::resume::ResumeSigner;
 use super::shutdown::ServerState;
 use super::tokens::{self, Claims};
 use crate::config::DialectsSettings;
@@ -212,6 +213,7 @@ fn open_session(
         } => *max_session_secs,
         _ => None,
     };
+    let resume = resume_signer(req, state, &passed, dialect.as_ref());
     let params = SessionParams {
         settings: state.settings.clone(),
         pipelines: pipelines.clone(),
@@ -220,12 +222,33 @@ fn open_session(
         shutdown: state.subscribe(),
         client: format!("{} from {}", passed.principal.describe(), passed.client).into(),
         max_session_secs,
+        resume,
     };
     match session::upgrade(req, payload, params) {
         Ok(response) => response,
         Err(UpgradeRefused(reason)) => Refusal::WebsocketUpgradeRequired
             .response(format!("GET {path} must be a WebSocket upgrade: {reason}")),
     }
+}
+
+/// Resume tokens for this connection: only for dialects whose clients can resume, and while
+/// `[session] resume_window_secs` is not 0.
+fn resume_signer(
+    req: &HttpRequest,
+    state: &ServerState,
+    passed: &Passed,
+    dialect: &dyn Dialect,
+) -> Option<Rc<dyn session::resume::ResumeTokens>> {
+    let window = std::time::Duration::try_from_secs_f64(state.settings.resume_window_secs).ok()?;
+    if window.is_zero() || !dialect.resumable() {
+        return None;
+    }
+    let gate = req
+        .app_data::<web::Data<Gatekeeper>>()?
+        .clone()
+        .into_inner();
+    let key_id = passed.principal.key_id().map(str::to_string);
+    Some(Rc::new(ResumeSigner::new(gate, key_id, window)))
 }
 
 /// The body of `POST /v1/tokens` (empty = all defaults).

@@ -9,6 +9,12 @@
 //!
 //! The MAC is checked (in constant time) before the payload is even decoded; a token of another
 //! secret, a changed payload, or a token past `exp` is refused.
+//!
+//! Resume tokens (issue #15, [`ResumeClaims`]: a session's state, handed to its client in `ready`
+//! and on finals) have the same form, but their MAC is taken over [`RESUME_DOMAIN`] followed by
+//! `vg1.<payload>`: the two kinds are signed with the same secret, yet neither ever verifies as
+//! the other (a resume token presented as a credential, or a session token presented to resume,
+//! fails its MAC).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -16,6 +22,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use voxgate_actors::session::resume::ResumeState;
 
 /// What every token starts with (and the version of the format).
 pub const TOKEN_PREFIX: &str = "vg1.";
@@ -23,6 +30,12 @@ pub const TOKEN_PREFIX: &str = "vg1.";
 pub const MAX_TOKEN_CHARS: usize = 1_024;
 /// Longest key id a token may carry.
 const MAX_KEY_ID_CHARS: usize = 64;
+/// Longer resume tokens are refused unread. A resume token carries the session's configuration
+/// (its phrase hints), so it may be far longer than a session token; a `start` message carrying it
+/// is bounded by `[session] max_json_bytes` anyway.
+pub const MAX_RESUME_TOKEN_CHARS: usize = 48 * 1_024;
+/// What a resume token's MAC covers before the token's text: the kinds' domain separation.
+pub const RESUME_DOMAIN: &[u8] = b"voxgate resume token\0";
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +47,17 @@ pub struct Claims {
     /// The longest session the token may open, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msl: Option<f64>,
+}
+
+/// What a resume token says: the session's state, the key it belongs to, its expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeClaims {
+    #[serde(flatten)]
+    pub state: ResumeState,
+    /// The API key the session counts against; `None` for an anonymous session.
+    pub kid: Option<String>,
+    /// Expiry, in Unix seconds.
+    pub exp: u64,
 }
 
 /// Why a presented token was refused (for the log and the 401 message; never the token itself).
@@ -73,19 +97,19 @@ impl TokenSigner {
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"))
     }
 
-    /// The token for `claims`.
-    pub fn mint(&self, claims: &Claims) -> String {
-        let json = serde_json::to_vec(claims).unwrap_or_default();
-        let signed = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(json));
+    /// `vg1.<payload>.<mac>` for the JSON `payload`, the MAC over `domain` then `vg1.<payload>`.
+    fn seal(&self, domain: &[u8], payload: &[u8]) -> String {
+        let signed = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload));
         let mut mac = self.mac();
+        mac.update(domain);
         mac.update(signed.as_bytes());
         let tag = mac.finalize().into_bytes();
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
-    /// The claims of a valid, unexpired token (`now` in Unix seconds).
-    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
-        if token.len() > MAX_TOKEN_CHARS || !token.starts_with(TOKEN_PREFIX) {
+    /// The payload of a token sealed under `domain`, its MAC checked first.
+    fn unseal(&self, domain: &[u8], token: &str, max_chars: usize) -> Result<Vec<u8>, TokenError> {
+        if token.len() > max_chars || !token.starts_with(TOKEN_PREFIX) {
             return Err(TokenError::Malformed);
         }
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
@@ -96,17 +120,55 @@ impl TokenSigner {
             .decode(tag)
             .map_err(|_| TokenError::Malformed)?;
         let mut mac = self.mac();
+        mac.update(domain);
         mac.update(signed.as_bytes());
         mac.verify_slice(&tag)
             .map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD
+        URL_SAFE_NO_PAD
             .decode(&signed[TOKEN_PREFIX.len()..])
-            .map_err(|_| TokenError::Malformed)?;
+            .map_err(|_| TokenError::Malformed)
+    }
+
+    /// The token for `claims`.
+    pub fn mint(&self, claims: &Claims) -> String {
+        self.seal(b"", &serde_json::to_vec(claims).unwrap_or_default())
+    }
+
+    /// The claims of a valid, unexpired token (`now` in Unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let payload = self.unseal(b"", token, MAX_TOKEN_CHARS)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         if claims.kid.chars().count() > MAX_KEY_ID_CHARS
             || claims
                 .msl
                 .is_some_and(|msl| !(msl > 0.0 && msl.is_finite()))
+        {
+            return Err(TokenError::Malformed);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The resume token for `claims`.
+    pub fn mint_resume(&self, claims: &ResumeClaims) -> String {
+        self.seal(
+            RESUME_DOMAIN,
+            &serde_json::to_vec(claims).unwrap_or_default(),
+        )
+    }
+
+    /// The claims of a genuine, unexpired resume token (`now` in Unix seconds). Whose key it is,
+    /// is the caller's to compare.
+    pub fn verify_resume(&self, token: &str, now: u64) -> Result<ResumeClaims, TokenError> {
+        let payload = self.unseal(RESUME_DOMAIN, token, MAX_RESUME_TOKEN_CHARS)?;
+        let claims: ResumeClaims =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        if claims
+            .kid
+            .as_ref()
+            .is_some_and(|kid| kid.chars().count() > MAX_KEY_ID_CHARS)
         {
             return Err(TokenError::Malformed);
         }
@@ -184,6 +246,88 @@ mod tests {
         ] {
             assert!(signer.verify(token, 0).is_err(), "{token:?}");
         }
+    }
+
+    fn resume_claims(exp: u64) -> ResumeClaims {
+        use voxgate_actors::session::resume::ResumeConfig;
+        ResumeClaims {
+            state: ResumeState {
+                sid: "6f1c3e0a-8d4b-4f4e-9a51-0c2f3f7b9d11".into(),
+                cfg: ResumeConfig {
+                    encoding: "LINEAR16".into(),
+                    sample_rate_hz: 16_000,
+                    language_code: "en-US".into(),
+                    interim_results: true,
+                    enable_automatic_punctuation: false,
+                    model: String::new(),
+                    phrases: vec!["voxgate".into()],
+                    single_utterance: false,
+                },
+                fin: 12_340,
+                res: 7,
+            },
+            kid: Some("k-0123456789ab".into()),
+            exp,
+        }
+    }
+
+    #[test]
+    fn a_resume_token_round_trips_until_it_expires() {
+        let signer = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
+        let token = signer.mint_resume(&resume_claims(1_000));
+        assert!(token.starts_with(TOKEN_PREFIX));
+        assert_eq!(signer.verify_resume(&token, 999), Ok(resume_claims(1_000)));
+        assert_eq!(
+            signer.verify_resume(&token, 1_000),
+            Err(TokenError::Expired)
+        );
+        let anonymous = ResumeClaims {
+            kid: None,
+            ..resume_claims(1_000)
+        };
+        let token = signer.mint_resume(&anonymous);
+        assert_eq!(signer.verify_resume(&token, 0), Ok(anonymous));
+    }
+
+    #[test]
+    fn resume_and_session_tokens_never_pass_for_each_other() {
+        let signer = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
+        let resume = signer.mint_resume(&resume_claims(u64::MAX));
+        let session = signer.mint(&claims(u64::MAX));
+        assert_eq!(signer.verify(&resume, 0), Err(TokenError::BadSignature));
+        assert_eq!(
+            signer.verify_resume(&session, 0),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_changed_or_foreign_resume_token_is_forged_and_junk_is_malformed() {
+        let signer = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
+        let token = signer.mint_resume(&resume_claims(u64::MAX));
+        let other = TokenSigner::new(b"fedcba9876543210fedcba9876543210");
+        assert_eq!(
+            other.verify_resume(&token, 0),
+            Err(TokenError::BadSignature)
+        );
+        // The client moves its own clock forward: same MAC, another payload.
+        let mut later = resume_claims(u64::MAX);
+        later.state.fin = 99_999;
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&later).unwrap_or_default());
+        let tag = token.rsplit_once('.').map(|(_, t)| t).unwrap_or_default();
+        let forged = format!("{TOKEN_PREFIX}{payload}.{tag}");
+        assert_eq!(
+            signer.verify_resume(&forged, 0),
+            Err(TokenError::BadSignature)
+        );
+        // Signed, but not a resume token's payload.
+        let junk = signer.seal(RESUME_DOMAIN, b"{\"sid\":1}");
+        assert_eq!(signer.verify_resume(&junk, 0), Err(TokenError::Malformed));
+        for token in ["", "vg1.", "abc", "vg1.abc.!!!"] {
+            assert_eq!(signer.verify_resume(token, 0), Err(TokenError::Malformed));
+        }
+        let long = format!("vg1.{}.abc", "a".repeat(MAX_RESUME_TOKEN_CHARS));
+        assert_eq!(signer.verify_resume(&long, 0), Err(TokenError::Malformed));
     }
 
     proptest! {

@@ -20,6 +20,10 @@ use crate::protocol::{ErrorCode, Rejection, StartConfig};
 pub enum Inbound {
     /// Start the pipeline with this configuration (once per session).
     Configure(StartConfig),
+    /// Instead of `Configure`: continue the session a resume token describes, its clock at
+    /// `from_ms` (default: the token's end of the last final). Only dialects whose clients can
+    /// resume produce it.
+    Resume { token: String, from_ms: Option<u64> },
     /// Audio in the configured format (already decoded from base64 or transcoded if need be).
     Audio {
         data: Bytes,
@@ -51,6 +55,16 @@ pub struct SessionEnd<'a> {
     pub summary: PipelineSummary,
 }
 
+/// How far the session has got, for dialects that tell their clients (so they can resume): the
+/// session hands it over before the message that should carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// End of the last final delivered, on the session clock.
+    pub final_ms: u64,
+    /// A fresh resume token, when one was minted.
+    pub resume_token: Option<String>,
+}
+
 /// One client protocol, as seen by the session. Every method that produces client messages pushes
 /// their JSON text onto `out`, in order; the session writes them (within its backlog limit).
 pub trait Dialect {
@@ -69,6 +83,16 @@ pub trait Dialect {
     fn idle_timeout_secs(&self) -> Option<f64> {
         None
     }
+
+    /// Whether this dialect's clients can resume a dropped session (then the session hands it
+    /// resume tokens through [`Dialect::progress`]).
+    fn resumable(&self) -> bool {
+        false
+    }
+
+    /// The session's progress (end of the last final, a fresh resume token), for the next message
+    /// that carries it.
+    fn progress(&mut self, _progress: Progress) {}
 
     /// Messages the client gets as soon as the session is admitted, before any configuration.
     fn opened(&mut self, _session_id: &str, _out: &mut Vec<String>) {}

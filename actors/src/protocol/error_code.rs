@@ -62,11 +62,21 @@ pub enum ErrorCode {
     Internal,
     /// The local speech engine has no free decoder (`[local] workers` streams are running).
     Busy,
+    /// A resume token that is not a token of this format.
+    ResumeMalformed,
+    /// A resume token whose signature is not valid (changed, or another secret's).
+    ResumeForged,
+    /// A resume token past its expiry (`[session] resume_window_secs`).
+    ResumeExpired,
+    /// A resume token issued to another API key than the connecting one.
+    ResumeOtherKey,
+    /// Resume is off on this server (`[session] resume_window_secs = 0`).
+    ResumeUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -93,6 +103,11 @@ impl ErrorCode {
         ErrorCode::UpstreamUnavailable,
         ErrorCode::Internal,
         ErrorCode::Busy,
+        ErrorCode::ResumeMalformed,
+        ErrorCode::ResumeForged,
+        ErrorCode::ResumeExpired,
+        ErrorCode::ResumeOtherKey,
+        ErrorCode::ResumeUnavailable,
     ];
 
     /// The stable string sent as `code`.
@@ -124,6 +139,11 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Busy => "busy",
+            ErrorCode::ResumeMalformed => "resume_malformed",
+            ErrorCode::ResumeForged => "resume_forged",
+            ErrorCode::ResumeExpired => "resume_expired",
+            ErrorCode::ResumeOtherKey => "resume_other_key",
+            ErrorCode::ResumeUnavailable => "resume_unavailable",
         }
     }
 
@@ -146,7 +166,12 @@ impl ErrorCode {
             | ErrorCode::TooManyMessages
             | ErrorCode::AudioTooFast
             | ErrorCode::SlowConsumer
-            | ErrorCode::TooManyClientSessions => Some(1008),
+            | ErrorCode::TooManyClientSessions
+            | ErrorCode::ResumeMalformed
+            | ErrorCode::ResumeForged
+            | ErrorCode::ResumeExpired
+            | ErrorCode::ResumeOtherKey
+            | ErrorCode::ResumeUnavailable => Some(1008),
             ErrorCode::FrameTooLarge | ErrorCode::JsonTooLarge => Some(1009),
             ErrorCode::TooManySessions | ErrorCode::Busy => Some(1013),
             ErrorCode::ShuttingDown => Some(1001),

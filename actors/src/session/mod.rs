@@ -7,7 +7,8 @@
 //!
 //! Every line of socket handling is in this folder: this file is the actor; beside it
 //! [`upgrade`](mod@upgrade) (the handshake, admission and what the server hands a session),
-//! [`fragments`] (fragmented messages put back together), and the byte-level helpers
+//! [`fragments`] (fragmented messages put back together), [`resume`] (resume tokens' state and the
+//! clock of a resumed session), and the byte-level helpers
 //! [`frame_limit`] (oversized frames, from their header), [`read_gate`] (read-ahead budget and
 //! pacing), [`outgoing`] (the backlog of a client that does not read, and the transcript as a
 //! client message) and [`input_rate`] (how fast a client may send). `actix-web-actors` is
@@ -32,6 +33,7 @@ mod frame_limit;
 mod input_rate;
 mod outgoing;
 mod read_gate;
+pub mod resume;
 mod upgrade;
 
 use std::rc::Rc;
@@ -52,13 +54,14 @@ use crate::messages::{
 };
 use crate::metrics::METRICS;
 use crate::pipeline::PipelineFactory;
-use crate::protocol::dialect::{Close, Dialect, Inbound, SessionEnd};
+use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd};
 use crate::protocol::{ErrorCode, StartConfig};
 use crate::settings::SessionSettings;
 use fragments::{Reassembled, Reassembler};
 use input_rate::InputRate;
 use outgoing::{frame_len, OutgoingMeter};
 use read_gate::ReadGate;
+use resume::{resumable_encoding, ResumeClock, ResumeConfig, ResumeTokens};
 pub use upgrade::{
     check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
 };
@@ -142,6 +145,12 @@ pub struct Session {
     warned_audio_after_stop: bool,
     /// Set when the shutdown notice arrives.
     shutdown: Option<ShutdownNotice>,
+    /// Signs and opens resume tokens; `None` when resume is off or the dialect cannot resume.
+    resume_tokens: Option<Rc<dyn ResumeTokens>>,
+    /// The configuration tokens carry; set once configured, if the session can be resumed.
+    resume_config: Option<ResumeConfig>,
+    /// The session clock of a resumed connection, and the finals delivered.
+    resume: ResumeClock,
 }
 
 fn duration_secs(secs: f64) -> Duration {
@@ -192,6 +201,9 @@ impl Session {
             acked_ms: 0,
             warned_audio_after_stop: false,
             shutdown: None,
+            resume_tokens: params.resume,
+            resume_config: None,
+            resume: ResumeClock::new(),
         }
     }
 
@@ -343,6 +355,12 @@ impl Session {
             finished: me.recipient(),
         };
         self.signature = Some(SignatureCheck::new(config.format.encoding));
+        if self.resume_tokens.is_some()
+            && self.dialect.resumable()
+            && resumable_encoding(config.format.encoding)
+        {
+            self.resume_config = Some(ResumeConfig::of(&config));
+        }
         self.input_rate.set_format(config.format, Instant::now());
         let pipeline = self
             .pipelines
@@ -351,9 +369,73 @@ impl Session {
         self.phase = Phase::Streaming;
         self.last_activity = Instant::now();
         self.arm_idle(ctx, duration_secs(self.idle_timeout_secs));
+        self.report_progress(true);
         let mut out = Vec::new();
         self.dialect.ready(&self.id, &mut out);
         self.send(ctx, out);
+    }
+
+    /// Continues the session a resume token describes: same id, clock at `from_ms`, numbering
+    /// on from the token's; then as `configure`.
+    fn resume_from(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        token: &str,
+        from_ms: Option<u64>,
+    ) {
+        let Some(tokens) = self.resume_tokens.clone() else {
+            let message = "resume is off on this server ([session] resume_window_secs = 0)";
+            self.fail(ctx, ErrorCode::ResumeUnavailable, message);
+            return;
+        };
+        let state = match tokens.open(token) {
+            Ok(state) => state,
+            Err(refusal) => {
+                let rejection = refusal.rejection();
+                self.fail(ctx, rejection.code, &rejection.message);
+                return;
+            }
+        };
+        let from_ms = from_ms.unwrap_or(state.fin);
+        if from_ms < state.fin {
+            let message = format!(
+                "from_ms {from_ms} is before the end of the token's last final ({} ms); resume \
+                 from there with the newest token received",
+                state.fin
+            );
+            self.fail(ctx, ErrorCode::InvalidMessage, &message);
+            return;
+        }
+        let config = match state.cfg.to_start_config(self.settings.max_phrases) {
+            Ok(config) => config,
+            Err(rejection) => {
+                self.fail(ctx, rejection.code, &rejection.message);
+                return;
+            }
+        };
+        tracing::info!(session_id = %state.sid, connection = %self.id, from_ms,
+            results = state.res, "session resumed");
+        self.id = state.sid.into();
+        self.resume = ResumeClock::resumed(from_ms, state.res);
+        self.acked_ms = from_ms;
+        self.configure(ctx, config);
+    }
+
+    /// Tells the dialect how far the session has got, with a fresh resume token when `mint` (or
+    /// when the client's newest one is half-way to its expiry), if the session can be resumed.
+    fn report_progress(&mut self, mint: bool) {
+        let now = Instant::now();
+        let token = match (&self.resume_tokens, &self.resume_config) {
+            (Some(tokens), Some(cfg)) if mint || self.resume.token_due(tokens.window(), now) => {
+                self.resume.minted(now);
+                Some(tokens.mint(&self.resume.state(&self.id, cfg)))
+            }
+            _ => None,
+        };
+        self.dialect.progress(Progress {
+            final_ms: self.resume.final_ms(),
+            resume_token: token,
+        });
     }
 
     /// Checks for idleness after `after`, and again as long as the client stays active.
@@ -428,17 +510,17 @@ impl Session {
             return;
         }
         match action {
-            Inbound::Configure(config) => {
-                if self.phase != Phase::AwaitingStart {
-                    self.fail(
-                        ctx,
-                        ErrorCode::AlreadyStarted,
-                        "the session is configured already; this start is ignored",
-                    );
-                    return;
-                }
-                self.configure(ctx, config);
+            Inbound::Configure(config) if self.phase == Phase::AwaitingStart => {
+                self.configure(ctx, config)
             }
+            Inbound::Resume { token, from_ms } if self.phase == Phase::AwaitingStart => {
+                self.resume_from(ctx, &token, from_ms)
+            }
+            Inbound::Configure(_) | Inbound::Resume { .. } => self.fail(
+                ctx,
+                ErrorCode::AlreadyStarted,
+                "the session is configured already; this start is ignored",
+            ),
             Inbound::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id),
             Inbound::KeepAlive => self.last_activity = Instant::now(),
             Inbound::Finalize => match self.phase {
@@ -542,7 +624,9 @@ impl Session {
         }
     }
 
-    fn send_closed(&mut self, ctx: &mut ws::WebsocketContext<Self>, summary: PipelineSummary) {
+    fn send_closed(&mut self, ctx: &mut ws::WebsocketContext<Self>, mut summary: PipelineSummary) {
+        // The numbering of a resumed session continues from its token's.
+        summary.results += self.resume.results_base();
         let mut out = Vec::new();
         let end = SessionEnd {
             session_id: &self.id,
@@ -787,6 +871,10 @@ impl Handler<Transcript> for Session {
             "interim"
         };
         METRICS.transcripts.with_label_values(&[kind]).inc();
+        let transcript = self.resume.deliver(transcript);
+        if transcript.is_final {
+            self.report_progress(true);
+        }
         let mut out = Vec::new();
         self.dialect.transcript(&transcript, &mut out);
         self.send(ctx, out);
@@ -796,12 +884,15 @@ impl Handler<Transcript> for Session {
 impl Handler<AudioAcked> for Session {
     type Result = ();
 
-    fn handle(&mut self, ack: AudioAcked, ctx: &mut Self::Context) {
-        // (Audio seconds are counted where audio is accepted: the audio buffer.)
+    fn handle(&mut self, mut ack: AudioAcked, ctx: &mut Self::Context) {
+        // (Audio seconds are counted where audio is accepted: the audio buffer.) On the session
+        // clock, which a resumed connection's pipeline starts at its offset.
+        ack.audio_ms += self.resume.offset_ms();
         self.acked_ms = self.acked_ms.max(ack.audio_ms);
         if self.phase == Phase::Closing {
             return;
         }
+        self.report_progress(false);
         let mut out = Vec::new();
         self.dialect.ack(&ack, &mut out);
         self.send(ctx, out);

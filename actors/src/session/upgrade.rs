@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::frame_limit::FrameLimit;
 use super::outgoing::MeteredBody;
+use super::resume::ResumeTokens;
 use super::Session;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::native::SUBPROTOCOL;
@@ -65,6 +66,8 @@ pub struct SessionParams {
     /// A cap on the session's length from the client's credential (a token's scope), on top of
     /// `[session] max_session_secs`.
     pub max_session_secs: Option<f64>,
+    /// Resume tokens for this connection's key (`None`: resume off, or a dialect that cannot).
+    pub resume: Option<Rc<dyn ResumeTokens>>,
 }
 
 /// The request was not a valid WebSocket upgrade (the server answers HTTP 400).

@@ -4,14 +4,17 @@
 // microphone (through worklet.js) or a dropped recording to /v1/listen as 16 kHz LINEAR16 binary
 // frames, showing interim text greyed and replacing it with finals.
 //
-// One `Session` per connection. Everything that happens when a connection ends goes through
-// `Session.ended`, the one place where automatic resume (reconnect, re-send the audio after the
-// last final's end_ms) will go once the server supports resuming a session.
+// One `Session` per transcription session, over one or more connections: when a connection is
+// lost (not ended by the server), `Session.ended` resumes the session on a new one with the newest
+// resume token (docs/protocol.md, "Resume") and re-sends the audio after the last final's end_ms,
+// which it keeps (bounded) until a final covers it.
 "use strict";
 
 const RATE = 16000; // what the page sends: LINEAR16 at 16 kHz, mono
 const FRAME_MS = 100; // audio per WebSocket frame
 const BYTES_PER_MS = (RATE * 2) / 1000;
+const MAX_RESUMES = 4; // connection attempts after a loss, 0.5 s, 1 s, 2 s, 4 s apart
+const MAX_KEPT_MS = 120000; // audio kept for a resume, at most (the server's default window)
 
 // What each server error code means, in words (docs/protocol.md, "Errors").
 const ERROR_WORDS = {
@@ -39,6 +42,11 @@ const ERROR_WORDS = {
   upstream_unavailable: "The speech recogniser is unavailable. Try again later.",
   internal: "The server failed. Try again.",
   busy: "Every speech decoder of the server is busy. Try again in a moment.",
+  resume_expired: "The connection was lost for too long to resume the session.",
+  resume_forged: "The server did not accept this session's resume token.",
+  resume_other_key: "The session belongs to another credential and cannot be resumed.",
+  resume_malformed: "The page sent a resume token the server could not read.",
+  resume_unavailable: "This server does not resume sessions.",
 };
 
 // Pipeline warnings (the session goes on).
@@ -126,55 +134,69 @@ async function sessionToken() {
   return token;
 }
 
-// ---- one connection --------------------------------------------------------------------------
+// ---- one session, over one or more connections -----------------------------------------------
 
 class Session {
   /// `source` stops the audio when the session ends.
   constructor(source) {
     this.source = source;
     this.ws = null;
-    this.ready = false;
-    this.queued = []; // frames produced before `ready`
+    this.ready = false; // the current connection said `ready`
+    this.opened = false; // some connection of this session opened
+    this.kept = []; // [{at, pcm}]: audio from the last final on (`at`: its session ms), for resumes
+    this.keptComplete = true; // nothing after the last final was dropped from `kept`
+    this.producedMs = 0; // audio handed to the session so far
     this.sentMs = 0;
     this.sendTimes = []; // [sentMs after a frame, performance.now()], for the latency of finals
+    this.resumeToken = null;
+    this.finalMs = 0; // end of the last final received
+    this.resumes = 0; // attempts since the last `ready`
+    this.stopping = false;
     this.errorShown = false;
     this.closedSummary = null;
     this.done = false;
   }
 
   async open() {
+    await this.connect({
+      type: "start",
+      encoding: "LINEAR16",
+      sample_rate_hz: RATE,
+      language_code: $("language").value,
+      model: $("model").value,
+      interim_results: true,
+    });
+  }
+
+  /// Opens a connection that sends `start` first (a configuring one, or a resuming one).
+  async connect(start) {
     const token = await sessionToken();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const url = `${scheme}//${location.host}/v1/listen`;
     // Browsers cannot set headers on a WebSocket: the token travels as a subprotocol.
-    this.ws = token ? new WebSocket(url, ["voxgate.v1", `bearer.${token}`]) : new WebSocket(url);
-    this.ws.binaryType = "arraybuffer";
-    this.ws.onopen = () => {
+    const ws = token ? new WebSocket(url, ["voxgate.v1", `bearer.${token}`]) : new WebSocket(url);
+    this.ws = ws;
+    this.ready = false;
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => {
       this.opened = true;
-      this.ws.send(
-        JSON.stringify({
-          type: "start",
-          encoding: "LINEAR16",
-          sample_rate_hz: RATE,
-          language_code: $("language").value,
-          model: $("model").value,
-          interim_results: true,
-        }),
-      );
+      ws.send(JSON.stringify(start));
     };
-    this.ws.onmessage = (event) => {
+    ws.onmessage = (event) => {
       if (typeof event.data === "string") this.received(JSON.parse(event.data));
     };
-    this.ws.onclose = (event) => this.ended(event);
+    ws.onclose = (event) => this.ended(event);
   }
 
   received(message) {
+    if (typeof message.resume_token === "string") this.resumeToken = message.resume_token;
     switch (message.type) {
       case "ready":
         this.ready = true;
+        this.resumes = 0;
         setState("streaming", this.source.describe());
-        for (const frame of this.queued) this.send(frame);
-        this.queued = [];
+        this.sendKept();
+        if (this.stopping) this.ws.send(JSON.stringify({ type: "stop" }));
         break;
       case "transcript":
         if (message.is_final) this.final(message);
@@ -197,6 +219,12 @@ class Session {
 
   final(message) {
     $("interim").textContent = "";
+    this.finalMs = Math.max(this.finalMs, message.end_ms);
+    // Audio that ends before the final is never needed again.
+    while (this.kept.length && this.kept[0].at + this.kept[0].pcm.byteLength / BYTES_PER_MS <= this.finalMs) {
+      this.kept.shift();
+    }
+    if (this.kept.length === 0 || this.kept[0].at <= this.finalMs) this.keptComplete = true;
     if (!message.transcript) return;
     const entry = { text: message.transcript, start_ms: message.start_ms, end_ms: message.end_ms };
     page.finals.push(entry);
@@ -214,14 +242,29 @@ class Session {
     }
   }
 
-  /// Sends one LINEAR16 frame (queued until the server is ready).
+  /// Takes one LINEAR16 frame: kept for a resume, sent now if the connection is ready (else
+  /// when it is, from `kept`).
   send(pcm) {
     if (this.done) return;
-    if (!this.ready) {
-      this.queued.push(pcm);
-      return;
+    this.kept.push({ at: this.producedMs, pcm });
+    this.producedMs += pcm.byteLength / BYTES_PER_MS;
+    while (this.kept.length > 1 && this.producedMs - this.kept[0].at > MAX_KEPT_MS) {
+      this.kept.shift();
+      this.keptComplete = false;
     }
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.ready && this.ws.readyState === WebSocket.OPEN) this.transmit(pcm);
+  }
+
+  /// After `ready`: the audio from the last final on (all of it, on a first connection).
+  sendKept() {
+    this.sentMs = Math.min(this.finalMs, this.producedMs); // what is sent again counts from here
+    for (const { at, pcm } of this.kept) {
+      const skip = Math.max(0, Math.round((this.finalMs - at) * BYTES_PER_MS));
+      if (skip < pcm.byteLength) this.transmit(skip ? pcm.slice(skip) : pcm);
+    }
+  }
+
+  transmit(pcm) {
     this.ws.send(pcm);
     this.sentMs += pcm.byteLength / BYTES_PER_MS;
     this.sendTimes.push([this.sentMs, performance.now()]);
@@ -232,17 +275,37 @@ class Session {
   /// No more audio: the server delivers the last finals, then `closed`.
   stop() {
     this.source.stop();
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+    this.stopping = true;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.ready) {
       setState("stopping", "Finishing the last words…");
       this.ws.send(JSON.stringify({ type: "stop" }));
-    } else if (this.ws && this.ws.readyState === WebSocket.CONNECTING) {
+    } else if (this.ws && this.ws.readyState === WebSocket.CONNECTING && !this.resumeToken) {
       this.ws.close();
     }
   }
 
-  /// The connection ended, for whatever reason. (Automatic resume goes here: see the file's
-  /// opening comment.)
+  /// Whether a lost connection can be resumed: a token came, the server did not end the session,
+  /// and every bit of audio after the last final is still kept.
+  canResume() {
+    return (
+      this.resumeToken && !this.closedSummary && !this.errorShown && this.keptComplete &&
+      this.opened && this.resumes < MAX_RESUMES
+    );
+  }
+
+  /// The connection ended, for whatever reason: resumed when it was lost, else the end.
   ended(event) {
+    if (this.canResume()) {
+      const delay = 500 * 2 ** this.resumes;
+      this.resumes += 1;
+      this.ready = false;
+      setState("connecting", "The connection was lost: resuming the session…");
+      setTimeout(() => {
+        this.connect({ type: "start", resume: { token: this.resumeToken, from_ms: this.finalMs } })
+          .catch((e) => this.ended({ code: 1006, reason: e.message }));
+      }, delay);
+      return;
+    }
     this.done = true;
     this.source.stop();
     $("interim").textContent = "";

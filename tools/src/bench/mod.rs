@@ -19,6 +19,8 @@
 //! - `scenarios`: the standard scenarios, with their own emulator and gateway processes.
 //! - `speech`: `voxgate bench speech`, the local engine on real speech (sessions carried, final
 //!   latency).
+//! - `resume`: `voxgate bench resume`, sessions whose connections are cut and resumed (the resume
+//!   gap).
 
 mod direct;
 mod load;
@@ -26,6 +28,7 @@ pub mod measure;
 mod pacer;
 mod process;
 pub mod report;
+mod resume;
 pub mod run;
 mod scenarios;
 pub mod script;
@@ -41,6 +44,7 @@ use run::{RunSpec, Target};
 use script::ScriptFormat;
 use voxgate_emulator::synth::SynthEncoding;
 
+pub use resume::ResumeArgs;
 pub use scenarios::ScenarioArgs;
 
 /// `voxgate bench` arguments.
@@ -62,6 +66,9 @@ pub enum BenchCommand {
     /// Start `voxgate serve` with the local engine and stream real speech at rising numbers of
     /// sessions: sessions carried, final latency, CPU (see docs/benchmarks.md).
     Speech(speech::SpeechArgs),
+    /// Against a running gateway: sessions whose connections are cut at random and resumed;
+    /// the time from the lost connection to the next final (see docs/benchmarks.md).
+    Resume(ResumeArgs),
 }
 
 /// One benchmark run.
@@ -209,6 +216,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.command {
         Some(BenchCommand::Scenarios(scenarios)) => scenarios::run(&scenarios),
         Some(BenchCommand::Speech(speech)) => speech::run(&speech),
+        Some(BenchCommand::Resume(resume)) => {
+            let report = resume::run(&resume)?;
+            if resume.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.all_resumed() {
+                Ok(())
+            } else {
+                Err("some sessions did not resume with every final exactly once".into())
+            }
+        }
         None => {
             let report = run_load(&args.load)?;
             if args.load.json {

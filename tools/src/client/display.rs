@@ -113,6 +113,13 @@ impl Display {
         self.draw();
     }
 
+    /// A line about the connection (a resume) on stderr, around the live line.
+    pub fn notice(&mut self, text: &str) {
+        self.clear();
+        eprintln!("{text}");
+        self.draw();
+    }
+
     /// Removes the live line (before exiting, or before an error message).
     pub fn finish(&mut self) {
         self.clear();

@@ -1,7 +1,9 @@
 //! `voxgate stream`: streams a WAV or raw file, or stdin, to a gateway at real time — or, with
 //! `--fast`, as fast as the gateway acknowledges — and shows the transcripts as they come
-//! ([`super::display`]); `--srt`/`--vtt` also write the finals as subtitles. Every failure ends
-//! with a message on stderr and an exit code saying what failed ([`super::exit`]).
+//! ([`super::display`]); `--srt`/`--vtt` also write the finals as subtitles. When the connection
+//! drops, the session is resumed on a new one ([`super::resume`]: the audio after the last final
+//! is sent again). Every failure ends with a message on stderr and an exit code saying what failed
+//! ([`super::exit`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use voxgate_actors::audio::{AudioFormat, Encoding};
 use super::display::Display;
 use super::exit::{Failure, EXIT_CODES_HELP};
 use super::input::{self, Input};
+use super::resume::ResumeBook;
 use super::subtitles::{self, Cue};
 
 /// `voxgate stream` arguments.
@@ -133,103 +136,306 @@ pub fn run(args: StreamArgs) -> Result<(), Failure> {
     outcome
 }
 
+/// How many connections after the first one session may use (resumes after drops).
+const MAX_RESUMES: u32 = 10;
+/// Connection attempts for one resume, the pause doubling from [`RESUME_BACKOFF`] (0.5 … 8 s).
+const RESUME_ATTEMPTS: u32 = 5;
+const RESUME_BACKOFF: Duration = Duration::from_millis(500);
+/// Audio kept for a resume, at most (the server's default resume window; audio this long without
+/// a final is rare, and without all of it a resume would lose words).
+const RESUME_KEEP_MS: u64 = 120_000;
+/// Nothing at all from the server (its pings come every 10 s) for this long: the connection is
+/// dead even though no error says so (a network that vanished).
+const READ_SILENCE: Duration = Duration::from_secs(30);
+/// After a failed send, how long the reader may take to report how the connection ended.
+const READER_GRACE: Duration = Duration::from_secs(2);
+
 /// What the reader tells the sender.
 enum Event {
     Acked(u64),
-    Finished,
+    /// The session is over on this connection (`closed`, an error, or the connection is gone).
+    Ended,
 }
 
-/// Runs one session; the finals received, and how it ended.
+/// How a connection ended, as the reader saw it.
+enum Ended {
+    /// The session failed for good (a server error, a refused resume).
+    Failed(Failure),
+    /// The connection was lost (or the server is draining): the session can be resumed.
+    Lost(Failure),
+}
+
+/// How sending on one connection ended.
+enum Sent {
+    /// The input is exhausted (or failed to read): time for `stop`.
+    AllAudio,
+    /// The reader said the session ended.
+    Ended,
+    /// A send failed: the connection is broken.
+    Broken,
+}
+
+/// The sender's progress across connections.
+struct Sender {
+    ticker: tokio::time::Interval,
+    /// Audio read from the input (and sent, or kept to send after a resume), in bytes.
+    sent_bytes: u64,
+    acked_ms: u64,
+    frame: u64,
+    read_error: Option<Failure>,
+}
+
+/// Runs one session, resuming it on a new connection when the connection drops; the finals
+/// received, and how it ended.
 async fn stream(
     args: &StreamArgs,
     mut input: Input,
     display: Arc<Mutex<Display>>,
 ) -> (Vec<Cue>, Result<(), Failure>) {
-    let ws = match connect(args).await {
-        Ok(ws) => ws,
-        Err(failure) => return (Vec::new(), Err(failure)),
-    };
-    let (mut sink, mut source) = ws.split();
-    let mut start = json!({
-        "type": "start",
-        "encoding": input.format.encoding.as_str(),
-        "sample_rate_hz": input.format.sample_rate_hz,
-        "language_code": args.language,
-        "interim_results": !args.finals_only,
-    });
-    if !args.model.is_empty() {
-        start["model"] = json!(args.model);
-    }
-    if let Err(e) = sink.send(Message::Text(start.to_string().into())).await {
-        return (Vec::new(), Err(Failure::Session(format!("send: {e}"))));
-    }
-
-    // The reader shows what the server says and tells the sender about acks and the end.
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let reader_display = display.clone();
-    let reader = tokio::spawn(async move {
-        let mut cues = Vec::new();
-        let outcome = read(&mut source, &reader_display, &events_tx, &mut cues).await;
-        (cues, outcome)
-    });
-
     let format = input.format;
-    let mut ticker = tokio::time::interval(Duration::from_millis(args.frame_ms));
-    let (mut acked_ms, mut sent_bytes, mut read_error) = (0, 0u64, None);
-    'send: for i in 0.. {
-        let chunk = match input.chunks.recv().await {
-            None => break,
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => {
-                read_error = Some(Failure::Input(e));
-                break;
-            }
+    let book = Arc::new(Mutex::new(ResumeBook::new(format, RESUME_KEEP_MS)));
+    let cues = Arc::new(Mutex::new(Vec::new()));
+    let mut sender = Sender {
+        ticker: tokio::time::interval(Duration::from_millis(args.frame_ms)),
+        sent_bytes: 0,
+        acked_ms: 0,
+        frame: 0,
+        read_error: None,
+    };
+    let mut resume: Option<Value> = None;
+    let mut resumes = 0;
+    let outcome = loop {
+        let ws = match &resume {
+            None => connect(args).await,
+            Some(_) => reconnect(args, &display).await.map_err(|failure| {
+                Failure::Session(format!(
+                    "the session could not be resumed: {}",
+                    failure.message()
+                ))
+            }),
         };
-        if args.fast {
-            while format.bytes_to_ms(sent_bytes) >= acked_ms + args.window_ms {
-                match events.recv().await {
-                    Some(Event::Acked(ms)) => acked_ms = acked_ms.max(ms),
-                    Some(Event::Finished) | None => break 'send,
+        let ws = match ws {
+            Ok(ws) => ws,
+            Err(failure) => break Err(failure),
+        };
+        let (mut sink, mut source) = ws.split();
+        let resuming = resume.is_some();
+        let start = resume.take().unwrap_or_else(|| start_message(args, format));
+        if let Err(e) = sink.send(Message::Text(start.to_string().into())).await {
+            break Err(Failure::Session(format!("send: {e}")));
+        }
+
+        // The reader shows what the server says and tells the sender about acks and the end.
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let (reader_display, reader_cues, reader_book) =
+            (display.clone(), cues.clone(), book.clone());
+        let mut reader = tokio::spawn(async move {
+            let outcome = read(
+                &mut source,
+                &reader_display,
+                &events_tx,
+                &reader_cues,
+                &reader_book,
+            )
+            .await;
+            let _ = events_tx.send(Event::Ended);
+            outcome
+        });
+
+        let mut sent = Sent::AllAudio;
+        if resuming {
+            // The audio after the last final received, again, at once: the server paces it.
+            let backlog = lock(&book).backlog();
+            let frame = format.ms_to_bytes(args.frame_ms).max(1) as usize;
+            for chunk in backlog.chunks(frame) {
+                if sink
+                    .send(Message::Binary(chunk.to_vec().into()))
+                    .await
+                    .is_err()
+                {
+                    sent = Sent::Broken;
+                    break;
                 }
             }
-        } else {
-            ticker.tick().await;
         }
-        let message = if args.base64 {
-            let content = base64::engine::general_purpose::STANDARD.encode(&chunk);
-            let m = json!({"type":"audio","content":content,"audio_id":i.to_string()});
-            Message::Text(m.to_string().into())
-        } else {
-            Message::Binary(chunk.clone().into())
+        if !matches!(sent, Sent::Broken) {
+            sent = send_audio(
+                args,
+                &mut sink,
+                &mut input,
+                &mut events,
+                &book,
+                &display,
+                &mut sender,
+            )
+            .await;
+        }
+        let outcome = match sent {
+            Sent::AllAudio => {
+                let _ = sink
+                    .send(Message::Text(json!({"type":"stop"}).to_string().into()))
+                    .await;
+                (&mut reader).await
+            }
+            Sent::Ended => (&mut reader).await,
+            Sent::Broken => match tokio::time::timeout(READER_GRACE, &mut reader).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    reader.abort();
+                    Ok(Err(Ended::Lost(Failure::Session(
+                        "the connection broke while sending".into(),
+                    ))))
+                }
+            },
         };
-        if sink.send(message).await.is_err() {
-            break; // the reader reports why
+        match outcome {
+            Ok(Ok(())) => break Ok(()),
+            Ok(Err(Ended::Failed(failure))) => break Err(failure),
+            Err(e) => break Err(Failure::Session(format!("reader failed: {e}"))),
+            Ok(Err(Ended::Lost(failure))) => {
+                let start = lock(&book).resume_start();
+                match start {
+                    Some(start) if resumes < MAX_RESUMES => {
+                        resumes += 1;
+                        let from_ms = lock(&book).final_ms();
+                        lock(&display).notice(&format!(
+                            "{}; resuming the session from {:.1} s",
+                            failure.message(),
+                            from_ms as f64 / 1000.0
+                        ));
+                        resume = Some(start);
+                    }
+                    _ => break Err(failure),
+                }
+            }
         }
-        sent_bytes += chunk.len() as u64;
-        display
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .progress(format.bytes_to_ms(sent_bytes), input.total_ms);
-    }
-    let _ = sink
-        .send(Message::Text(json!({"type":"stop"}).to_string().into()))
-        .await;
-    let (cues, outcome) = match reader.await {
-        Ok(done) => done,
-        Err(e) => (
-            Vec::new(),
-            Err(Failure::Session(format!("reader failed: {e}"))),
-        ),
     };
+    let cues = std::mem::take(&mut *lock(&cues));
     // A broken pipe matters less than what the server said about the session.
-    let outcome = outcome.and(read_error.map_or(Ok(()), Err));
-    if sent_bytes == 0 && outcome.is_ok() {
+    let outcome = outcome.and(sender.read_error.map_or(Ok(()), Err));
+    if sender.sent_bytes == 0 && outcome.is_ok() {
         return (
             cues,
             Err(Failure::Input(format!("{}: no audio", input.name))),
         );
     }
     (cues, outcome)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The configuring `start` of a new session.
+fn start_message(args: &StreamArgs, format: AudioFormat) -> Value {
+    let mut start = json!({
+        "type": "start",
+        "encoding": format.encoding.as_str(),
+        "sample_rate_hz": format.sample_rate_hz,
+        "language_code": args.language,
+        "interim_results": !args.finals_only,
+    });
+    if !args.model.is_empty() {
+        start["model"] = json!(args.model);
+    }
+    start
+}
+
+/// Connects again for a resume, a few times with a growing pause (the network may be back only
+/// in a moment; the server may be restarting).
+async fn reconnect(args: &StreamArgs, display: &Mutex<Display>) -> Result<Socket, Failure> {
+    let mut pause = RESUME_BACKOFF;
+    let mut last = None;
+    for _ in 0..RESUME_ATTEMPTS {
+        tokio::time::sleep(pause).await;
+        match connect(args).await {
+            Ok(ws) => return Ok(ws),
+            Err(failure) => {
+                lock(display).notice(&format!("resume: {}", failure.message()));
+                last = Some(failure);
+            }
+        }
+        pause *= 2;
+    }
+    Err(last.unwrap_or_else(|| Failure::Unreachable("cannot reconnect".into())))
+}
+
+/// An event from the reader while sending: `Some` when sending must end.
+fn on_event(event: Option<Event>, acked_ms: &mut u64) -> Option<Sent> {
+    match event {
+        Some(Event::Acked(ms)) => {
+            *acked_ms = (*acked_ms).max(ms);
+            None
+        }
+        Some(Event::Ended) | None => Some(Sent::Ended),
+    }
+}
+
+/// Sends the input on one connection, at real time or by acks, each chunk kept for a resume
+/// first; until the input ends, the reader says the session ended, or a send fails.
+async fn send_audio(
+    args: &StreamArgs,
+    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+    input: &mut Input,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    book: &Mutex<ResumeBook>,
+    display: &Mutex<Display>,
+    sender: &mut Sender,
+) -> Sent {
+    let format = input.format;
+    loop {
+        let chunk = tokio::select! {
+            chunk = input.chunks.recv() => chunk,
+            event = events.recv() => match on_event(event, &mut sender.acked_ms) {
+                Some(end) => return end,
+                None => continue,
+            },
+        };
+        let chunk = match chunk {
+            None => return Sent::AllAudio,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => {
+                sender.read_error = Some(Failure::Input(e));
+                return Sent::AllAudio;
+            }
+        };
+        let before = format.bytes_to_ms(sender.sent_bytes);
+        // Kept (and counted) before it is sent: if this connection drops now, it is in the
+        // audio sent again after the resume.
+        lock(book).sent(&chunk);
+        sender.sent_bytes += chunk.len() as u64;
+        if args.fast {
+            while before >= sender.acked_ms + args.window_ms {
+                if let Some(end) = on_event(events.recv().await, &mut sender.acked_ms) {
+                    return end;
+                }
+            }
+        } else {
+            loop {
+                tokio::select! {
+                    _ = sender.ticker.tick() => break,
+                    event = events.recv() => {
+                        if let Some(end) = on_event(event, &mut sender.acked_ms) {
+                            return end;
+                        }
+                    }
+                }
+            }
+        }
+        let message = if args.base64 {
+            let content = base64::engine::general_purpose::STANDARD.encode(&chunk);
+            let audio_id = sender.frame.to_string();
+            let m = json!({"type":"audio","content":content,"audio_id":audio_id});
+            Message::Text(m.to_string().into())
+        } else {
+            Message::Binary(chunk.into())
+        };
+        sender.frame += 1;
+        if sink.send(message).await.is_err() {
+            return Sent::Broken; // the reader reports why
+        }
+        lock(display).progress(format.bytes_to_ms(sender.sent_bytes), input.total_ms);
+    }
 }
 
 type Socket =
@@ -278,27 +484,37 @@ async fn connect(args: &StreamArgs) -> Result<Socket, Failure> {
     }
 }
 
-/// Reads the server's messages until the session ends; the finals go into `cues`.
+/// Reads the server's messages until the session ends on this connection; the finals go into
+/// `cues`, tokens and finals into `book`.
 async fn read(
     source: &mut futures_util::stream::SplitStream<Socket>,
     display: &Mutex<Display>,
     events: &tokio::sync::mpsc::UnboundedSender<Event>,
-    cues: &mut Vec<Cue>,
-) -> Result<(), Failure> {
-    while let Some(message) = source.next().await {
+    cues: &Mutex<Vec<Cue>>,
+    book: &Mutex<ResumeBook>,
+) -> Result<(), Ended> {
+    let lost = |what: String| Err(Ended::Lost(Failure::Session(what)));
+    loop {
+        let message = match tokio::time::timeout(READ_SILENCE, source.next()).await {
+            Err(_) => {
+                let silence = READ_SILENCE.as_secs();
+                return lost(format!("nothing from the server for {silence} s"));
+            }
+            Ok(None) => return lost("the connection closed without a close frame".into()),
+            Ok(Some(message)) => message,
+        };
         match message {
             Ok(Message::Text(text)) => {
-                let v: Value = serde_json::from_str(&text)
-                    .map_err(|e| Failure::Session(format!("server sent invalid JSON: {e}")))?;
-                display
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .message(&text, &v);
+                let v: Value = serde_json::from_str(&text).map_err(|e| {
+                    Ended::Failed(Failure::Session(format!("server sent invalid JSON: {e}")))
+                })?;
+                lock(display).message(&text, &v);
+                lock(book).received(&v);
                 match v["type"].as_str().unwrap_or("") {
                     "transcript" if v["is_final"] == true => {
                         let text = v["transcript"].as_str().unwrap_or("");
                         if !text.is_empty() {
-                            cues.push(Cue {
+                            lock(cues).push(Cue {
                                 start_ms: v["start_ms"].as_u64().unwrap_or(0),
                                 end_ms: v["end_ms"].as_u64().unwrap_or(0),
                                 text: text.to_string(),
@@ -311,33 +527,34 @@ async fn read(
                         }
                     }
                     "closed" => {
-                        let _ = events.send(Event::Finished);
+                        let _ = events.send(Event::Ended);
                     }
                     "error" => {
-                        return Err(Failure::Session(format!(
-                            "server error {}: {}",
-                            v["code"].as_str().unwrap_or("?"),
+                        let code = v["code"].as_str().unwrap_or("?");
+                        let failure = Failure::Session(format!(
+                            "server error {code}: {}",
                             v["message"].as_str().unwrap_or("")
-                        )))
+                        ));
+                        // A draining server: the session goes on elsewhere.
+                        return Err(if code == "shutting_down" {
+                            Ended::Lost(failure)
+                        } else {
+                            Ended::Failed(failure)
+                        });
                     }
                     _ => {}
                 }
             }
             Ok(Message::Close(frame)) => {
                 return match frame {
-                    Some(f) if u16::from(f.code) != 1000 => Err(Failure::Session(format!(
-                        "closed by the server: {} {}",
-                        u16::from(f.code),
-                        f.reason
+                    Some(f) if u16::from(f.code) != 1000 => Err(Ended::Failed(Failure::Session(
+                        format!("closed by the server: {} {}", u16::from(f.code), f.reason),
                     ))),
                     _ => Ok(()),
                 };
             }
             Ok(_) => {}
-            Err(e) => return Err(Failure::Session(format!("connection failed: {e}"))),
+            Err(e) => return lost(format!("connection failed: {e}")),
         }
     }
-    Err(Failure::Session(
-        "the connection closed without a close frame".into(),
-    ))
 }

@@ -2,12 +2,14 @@
 //! binary frames carry audio, `keepalive`/`finalize`/`stop` map one to one, and every pipeline
 //! report becomes its [`ServerMessage`] (`ready`, `transcript`, `ack`, `warning`, `error`,
 //! `closed`). The session's behaviour on `/v1/listen` is exactly that of `docs/protocol.md`.
+//! Native clients can resume: `start` with `resume` becomes [`Inbound::Resume`], and the session's
+//! [`Progress`] goes out on `ready`, finals and acks (`resume_token`, `final_ms`).
 
 use bytes::Bytes;
 
 use super::{parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson};
 use crate::messages::{AudioAcked, Transcript};
-use crate::protocol::dialect::{Close, Dialect, Inbound, SessionEnd};
+use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
 /// One native session's side of the protocol.
@@ -16,6 +18,10 @@ pub struct NativeDialect {
     query: String,
     /// `[session] max_phrases`, for validating `start`.
     max_phrases: usize,
+    /// End of the last final sent (every ack says it).
+    final_ms: u64,
+    /// A resume token not yet sent: it goes out with the next `ready`, final or ack.
+    resume_token: Option<String>,
 }
 
 impl NativeDialect {
@@ -23,12 +29,14 @@ impl NativeDialect {
         NativeDialect {
             query: query.into(),
             max_phrases,
+            final_ms: 0,
+            resume_token: None,
         }
     }
 }
 
-/// The `transcript` message of a pipeline result.
-pub fn transcript_message(t: &Transcript) -> ServerMessage {
+/// The `transcript` message of a pipeline result (`resume_token` on finals only).
+pub fn transcript_message(t: &Transcript, resume_token: Option<String>) -> ServerMessage {
     ServerMessage::Transcript {
         is_final: t.is_final,
         transcript: t.transcript.clone(),
@@ -47,6 +55,7 @@ pub fn transcript_message(t: &Transcript) -> ServerMessage {
             })
             .collect(),
         language_code: t.language_code.clone(),
+        resume_token: resume_token.filter(|_| t.is_final),
     }
 }
 
@@ -70,6 +79,7 @@ impl Dialect for NativeDialect {
             ClientMessage::Start(request) => {
                 Inbound::Configure(request.validate(self.max_phrases)?)
             }
+            ClientMessage::Resume { token, from_ms } => Inbound::Resume { token, from_ms },
             ClientMessage::Audio { data, audio_id } => Inbound::Audio { data, audio_id },
             ClientMessage::KeepAlive => Inbound::KeepAlive,
             ClientMessage::Finalize => Inbound::Finalize,
@@ -85,17 +95,34 @@ impl Dialect for NativeDialect {
         })
     }
 
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn progress(&mut self, progress: Progress) {
+        self.final_ms = progress.final_ms;
+        if progress.resume_token.is_some() {
+            self.resume_token = progress.resume_token;
+        }
+    }
+
     fn ready(&mut self, session_id: &str, out: &mut Vec<String>) {
         out.push(
             ServerMessage::Ready {
                 session_id: session_id.to_string(),
+                resume_token: self.resume_token.take(),
             }
             .to_json(),
         );
     }
 
     fn transcript(&mut self, transcript: &Transcript, out: &mut Vec<String>) {
-        out.push(transcript_message(transcript).to_json());
+        let token = if transcript.is_final {
+            self.resume_token.take()
+        } else {
+            None
+        };
+        out.push(transcript_message(transcript, token).to_json());
     }
 
     fn ack(&mut self, ack: &AudioAcked, out: &mut Vec<String>) {
@@ -103,6 +130,8 @@ impl Dialect for NativeDialect {
             ServerMessage::Ack {
                 audio_ms: ack.audio_ms,
                 audio_id: ack.audio_id.clone(),
+                final_ms: self.final_ms,
+                resume_token: self.resume_token.take(),
             }
             .to_json(),
         );
@@ -168,12 +197,88 @@ mod tests {
             language_code: "en-us".into(),
         };
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&transcript_message(&t).to_json())
+            serde_json::from_str::<serde_json::Value>(&transcript_message(&t, None).to_json())
                 .unwrap_or(serde_json::Value::Null),
             json!({"type":"transcript","is_final":true,"transcript":"hello world",
                    "confidence":0.5,"stability":0.0,"start_ms":100,"end_ms":900,
                    "words":[{"word":"hello","start_ms":100,"end_ms":400,"confidence":0.25}],
                    "language_code":"en-us"})
+        );
+    }
+
+    fn sent(out: &mut Vec<String>) -> serde_json::Value {
+        out.pop()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    #[test]
+    fn progress_goes_out_once_on_ready_finals_and_acks() {
+        let mut native = NativeDialect::new("", 10);
+        assert!(native.resumable());
+        let mut out = Vec::new();
+        let token = |t: &str| Progress {
+            final_ms: 0,
+            resume_token: Some(t.to_string()),
+        };
+        native.progress(token("t0"));
+        native.ready("s1", &mut out);
+        assert_eq!(sent(&mut out)["resume_token"], "t0");
+        let ack = AudioAcked {
+            audio_ms: 500,
+            audio_id: None,
+        };
+        native.ack(&ack, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            json!({"type":"ack","audio_ms":500,"final_ms":0})
+        );
+        let mut result = Transcript {
+            is_final: false,
+            transcript: "hi".into(),
+            confidence: 0.5,
+            stability: 0.5,
+            start_ms: 0,
+            end_ms: 700,
+            words: Vec::new(),
+            language_code: "en-us".into(),
+        };
+        // An interim never carries the token; the next final or ack does.
+        native.progress(Progress {
+            final_ms: 700,
+            resume_token: Some("t1".into()),
+        });
+        native.transcript(&result, &mut out);
+        assert_eq!(sent(&mut out).get("resume_token"), None);
+        result.is_final = true;
+        native.transcript(&result, &mut out);
+        assert_eq!(sent(&mut out)["resume_token"], "t1");
+        native.progress(Progress {
+            final_ms: 700,
+            resume_token: None,
+        });
+        native.ack(&ack, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            json!({"type":"ack","audio_ms":500,"final_ms":700})
+        );
+        native.progress(token("t2"));
+        native.ack(&ack, &mut out);
+        assert_eq!(sent(&mut out)["resume_token"], "t2");
+    }
+
+    #[test]
+    fn a_start_with_resume_becomes_resume() {
+        let mut native = NativeDialect::new("", 10);
+        let mut actions = Vec::new();
+        let start = r#"{"type":"start","resume":{"token":"vg1.a.b","from_ms":500}}"#;
+        assert!(native.text(start, &mut actions).is_ok());
+        assert_eq!(
+            actions,
+            [Inbound::Resume {
+                token: "vg1.a.b".into(),
+                from_ms: Some(500)
+            }]
         );
     }
 

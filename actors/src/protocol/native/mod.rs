@@ -163,11 +163,32 @@ pub(crate) fn is_model_name(model: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// `{"type":"start","resume":{"token":"vg1.…","from_ms":12340}}`: nothing else may come with
+/// `resume` (the configuration is the token's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeStart {
+    #[serde(rename = "type")]
+    _type: String,
+    resume: ResumeFields,
+}
+
+/// The `resume` object of a resuming `start`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeFields {
+    token: String,
+    #[serde(default)]
+    from_ms: Option<u64>,
+}
+
 /// A text message from the client, parsed but not yet checked against the session's state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     /// `{"type":"start",…}`: configure the session.
     Start(StartRequest),
+    /// `{"type":"start","resume":{"token":…,"from_ms":…}}`: continue a dropped session.
+    Resume { token: String, from_ms: Option<u64> },
     /// `{"type":"audio","content":"<base64>","audio_id":…}`: audio, decoded.
     Audio {
         data: Bytes,
@@ -199,6 +220,12 @@ pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
 pub fn parse_client_text(text: &str) -> Result<ClientMessage, Rejection> {
     let (kind, object) = typed_object(text)?;
     match kind.as_str() {
+        "start" if object.contains_key("resume") => {
+            fields::<ResumeStart>(object, "start").map(|start| ClientMessage::Resume {
+                token: start.resume.token,
+                from_ms: start.resume.from_ms,
+            })
+        }
         "start" => fields::<StartRequest>(object, "start").map(ClientMessage::Start),
         "audio" => {
             let audio = fields::<AudioFields>(object, "audio")?;
@@ -438,8 +465,13 @@ pub struct WordJson {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    /// The configuration was accepted; audio may flow.
-    Ready { session_id: String },
+    /// The configuration was accepted; audio may flow. `resume_token`: what the client presents to
+    /// resume the session after its connection drops (absent when resume is off).
+    Ready {
+        session_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
     /// An interim or final result (times on the session clock: ms since the first audio byte).
     Transcript {
         is_final: bool,
@@ -450,12 +482,20 @@ pub enum ServerMessage {
         end_ms: u64,
         words: Vec<WordJson>,
         language_code: String,
+        /// On finals, when resume is on: the token to resume from the end of this final.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
     },
-    /// Audio accepted so far (flow control); `audio_id` echoes the last JSON audio message's id.
+    /// Audio accepted so far (flow control); `audio_id` echoes the last JSON audio message's id;
+    /// `final_ms`: the end of the last final sent (audio before it is never needed again);
+    /// `resume_token`: a refreshed token, now and then, for a session whose last one grows old.
     Ack {
         audio_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         audio_id: Option<String>,
+        final_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
     },
     /// Something the client should know that does not end the session.
     Warning { code: String, message: String },

@@ -202,6 +202,34 @@ fn audio_errors_have_their_codes() {
 }
 
 #[test]
+fn a_start_with_resume_is_a_resume_and_carries_nothing_else() {
+    assert_eq!(
+        parse(r#"{"type":"start","resume":{"token":"vg1.a.b","from_ms":12340}}"#),
+        Ok(ClientMessage::Resume {
+            token: "vg1.a.b".into(),
+            from_ms: Some(12_340)
+        })
+    );
+    assert_eq!(
+        parse(r#"{"type":"start","resume":{"token":"vg1.a.b"}}"#),
+        Ok(ClientMessage::Resume {
+            token: "vg1.a.b".into(),
+            from_ms: None
+        })
+    );
+    for bad in [
+        r#"{"type":"start","resume":{"token":"t"},"encoding":"LINEAR16"}"#,
+        r#"{"type":"start","resume":{"token":"t","extra":1}}"#,
+        r#"{"type":"start","resume":{"from_ms":5}}"#,
+        r#"{"type":"start","resume":{"token":"t","from_ms":-5}}"#,
+        r#"{"type":"start","resume":"vg1.a.b"}"#,
+        r#"{"type":"start","resume":null}"#,
+    ] {
+        assert_eq!(code_of(bad), Some(ErrorCode::InvalidMessage), "{bad}");
+    }
+}
+
+#[test]
 fn control_messages_parse_and_ignore_extra_fields() {
     assert_eq!(
         parse(r#"{"type":"keepalive"}"#),
@@ -326,24 +354,37 @@ fn json_of(message: &ServerMessage) -> serde_json::Value {
 fn ready_ack_warning_closed_serialise_with_exact_fields() {
     assert_eq!(
         json_of(&ServerMessage::Ready {
-            session_id: "s1".into()
+            session_id: "s1".into(),
+            resume_token: None,
         }),
         json!({"type":"ready","session_id":"s1"})
     );
     assert_eq!(
+        json_of(&ServerMessage::Ready {
+            session_id: "s1".into(),
+            resume_token: Some("vg1.a.b".into()),
+        }),
+        json!({"type":"ready","session_id":"s1","resume_token":"vg1.a.b"})
+    );
+    assert_eq!(
         json_of(&ServerMessage::Ack {
             audio_ms: 1500,
-            audio_id: Some("c7".into())
+            audio_id: Some("c7".into()),
+            final_ms: 1200,
+            resume_token: Some("vg1.a.b".into()),
         }),
-        json!({"type":"ack","audio_ms":1500,"audio_id":"c7"})
+        json!({"type":"ack","audio_ms":1500,"audio_id":"c7","final_ms":1200,
+               "resume_token":"vg1.a.b"})
     );
     assert_eq!(
         ServerMessage::Ack {
             audio_ms: 500,
-            audio_id: None
+            audio_id: None,
+            final_ms: 0,
+            resume_token: None,
         }
         .to_json(),
-        r#"{"type":"ack","audio_ms":500}"#
+        r#"{"type":"ack","audio_ms":500,"final_ms":0}"#
     );
     assert_eq!(
         json_of(&ServerMessage::Warning {
