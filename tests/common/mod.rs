@@ -10,6 +10,7 @@ pub mod dialect;
 pub mod librivox;
 pub mod process;
 pub mod raw;
+pub mod telephony;
 
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
