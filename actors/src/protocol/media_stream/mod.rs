@@ -16,9 +16,12 @@
 //!   own pipeline and upstream streams, its results tagged with the track in the webhook events.
 //! - `mark`, `dtmf` and `connected` count as activity; `stop` flushes the pipeline and closes.
 //!
-//! Frames in [`frames`], Twilio's handshake signature in [`signature`], tests in `tests.rs`.
+//! Frames in [`frames`], Twilio's handshake signature in [`signature`]; unit tests in `tests.rs`,
+//! property tests of everything read from the provider in `fuzz.rs`.
 
 pub mod frames;
+#[cfg(test)]
+mod fuzz;
 pub mod signature;
 #[cfg(test)]
 mod tests;
