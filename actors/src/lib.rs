@@ -23,6 +23,8 @@
 //! - [`settings`]: the configuration sections the actors obey (limits, pacing, restart policy, Google,
 //!   the local engine).
 //! - [`pipeline`]: how a session starts its pipeline (a trait, so tests can substitute probes).
+//! - [`multichannel`]: a session of several channels (a call's tracks): a pipeline per channel
+//!   behind one mux that splits the audio and tags the results.
 //! - [`session`]: the session actor (socket, heartbeat, protocol), the upgrade that starts it, and
 //!   its helpers (fragment reassembly, frame limits, read pacing, outgoing backlog).
 //! - [`audio_buffer`]: the audio buffer actor (and its frame store: re-chunking, retention, replay).
@@ -36,6 +38,8 @@
 //! - [`circuit_breaker`]: the process-wide breaker that holds every session back while the
 //!   upstream is down.
 //! - [`metrics`]: Prometheus metrics shared by every actor.
+//! - [`webhooks`]: transcripts posted to HTTP receivers (signed, ordered, retried, bounded), for
+//!   the dialects whose socket is not the application's (Twilio, Telnyx) and for clients that ask.
 //! - `testing` (cargo feature `test-util`, and in this crate's tests): a probe actor that records
 //!   what it receives, and a `StartConfig` fixture; with `recognizer::probe` and the local engine's
 //!   `test_support`, the test doubles — none of them is compiled into what ships.
@@ -45,6 +49,7 @@ pub mod audio_buffer;
 pub mod circuit_breaker;
 pub mod messages;
 pub mod metrics;
+pub mod multichannel;
 pub mod pipeline;
 pub mod protocol;
 pub mod recognizer;
@@ -55,3 +60,4 @@ pub mod supervisor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod token_bucket;
+pub mod webhooks;

@@ -41,6 +41,14 @@ pub struct EndOfAudio;
 #[rtype(result = "()")]
 pub struct StopPipeline;
 
+/// Audio of one channel of a multichannel session (a telephony track), in arrival order.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ChannelAudioIn {
+    pub channel: usize,
+    pub data: Bytes,
+}
+
 // ───────────────────────────── AudioBuffer → recognizer ─────────────────────────────
 
 /// One re-chunked piece of audio, at most the upstream per-request size.
@@ -204,6 +212,14 @@ pub struct RecognizerEvent {
 }
 
 // ───────────────────────────── pipeline → Session ─────────────────────────────
+
+/// A result of one channel of a multichannel session (`crate::multichannel`).
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub struct ChannelTranscript {
+    pub channel: usize,
+    pub transcript: Transcript,
+}
 
 /// Cumulative audio accepted into the buffer (the client's flow control).
 #[derive(Message, Debug, Clone, PartialEq)]

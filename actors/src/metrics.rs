@@ -44,6 +44,15 @@ pub struct Metrics {
     pub transcripts: IntCounterVec,
     /// Time from the last audio of a final result leaving the gateway to the result arriving.
     pub transcript_latency: Histogram,
+    /// Webhook events accepted by a receiver (2xx).
+    pub webhook_delivered: IntCounter,
+    /// Webhook delivery attempts that failed and were retried.
+    pub webhook_retries: IntCounter,
+    /// Webhook events not delivered, by reason (`queue_full`, `session_queue_full`, `gave_up`,
+    /// `untrusted`).
+    pub webhook_dropped: IntCounterVec,
+    /// Webhook events waiting for delivery now.
+    pub webhook_queued: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -112,6 +121,25 @@ fn build() -> Result<Metrics, prometheus::Error> {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
         )?,
+        webhook_delivered: IntCounter::new(
+            "voxgate_webhook_delivered_total",
+            "Webhook events accepted by a receiver",
+        )?,
+        webhook_retries: IntCounter::new(
+            "voxgate_webhook_retries_total",
+            "Webhook delivery attempts that failed and were retried",
+        )?,
+        webhook_dropped: IntCounterVec::new(
+            Opts::new(
+                "voxgate_webhook_dropped_total",
+                "Webhook events not delivered, by reason",
+            ),
+            &["reason"],
+        )?,
+        webhook_queued: IntGauge::new(
+            "voxgate_webhook_queued",
+            "Webhook events waiting for delivery",
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.sessions_active.clone()))?;
@@ -133,6 +161,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.transcripts.clone()))?;
     m.registry
         .register(Box::new(m.transcript_latency.clone()))?;
+    m.registry.register(Box::new(m.webhook_delivered.clone()))?;
+    m.registry.register(Box::new(m.webhook_retries.clone()))?;
+    m.registry.register(Box::new(m.webhook_dropped.clone()))?;
+    m.registry.register(Box::new(m.webhook_queued.clone()))?;
     Ok(m)
 }
 

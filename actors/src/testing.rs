@@ -133,6 +133,7 @@ probe_handles!(
     PipelineWarning,
     PipelineError,
     PipelineFinished,
+    ChannelTranscript,
 );
 
 impl Probe {

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use voxgate_actors::protocol::deepgram::DeepgramSettings;
+use voxgate_actors::protocol::media_stream::{TelnyxSettings, TwilioSettings};
 use voxgate_actors::protocol::openai::OpenAiSettings;
 
 /// `[dialects]`: one sub-table per dialect.
@@ -14,15 +15,49 @@ pub struct DialectsSettings {
     pub deepgram: DeepgramSettings,
     /// `[dialects.openai]`: OpenAI's Realtime transcription at `/openai/v1/realtime`.
     pub openai: OpenAiSettings,
+    /// `[dialects.twilio]`: Twilio Media Streams at `/twilio`.
+    pub twilio: TwilioSettings,
+    /// `[dialects.telnyx]`: Telnyx media streaming at `/telnyx`.
+    pub telnyx: TelnyxSettings,
 }
 
 impl DialectsSettings {
     /// The range checks of `Config::validate`: (key, ok).
     pub fn checks(&self) -> Vec<(&'static str, bool)> {
         let no_audio = self.deepgram.no_audio_timeout_secs;
-        vec![(
-            "dialects.deepgram.no_audio_timeout_secs",
-            no_audio > 0.0 && no_audio <= 3_600.0,
-        )]
+        let language = |tag: &str| {
+            !tag.is_empty()
+                && tag.len() <= 35
+                && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        vec![
+            (
+                "dialects.deepgram.no_audio_timeout_secs",
+                no_audio > 0.0 && no_audio <= 3_600.0,
+            ),
+            (
+                "dialects.twilio.auth_token",
+                self.twilio
+                    .auth_token
+                    .as_ref()
+                    .is_none_or(|t| !t.is_empty()),
+            ),
+            (
+                "dialects.twilio.public_url",
+                self.twilio.public_url.as_ref().is_none_or(|u| {
+                    ["wss://", "ws://", "https://", "http://"]
+                        .iter()
+                        .any(|s| u.starts_with(s))
+                }),
+            ),
+            (
+                "dialects.twilio.language_code",
+                language(&self.twilio.language_code),
+            ),
+            (
+                "dialects.telnyx.language_code",
+                language(&self.telnyx.language_code),
+            ),
+        ]
     }
 }

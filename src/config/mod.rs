@@ -16,6 +16,7 @@ use serde::Deserialize;
 use voxgate_actors::settings::{
     AudioSettings, GoogleSettings, LocalSettings, SessionSettings, SupervisionSettings,
 };
+use voxgate_actors::webhooks::WebhookSettings;
 
 /// The whole configuration. Sections mirror `config.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -31,6 +32,7 @@ pub struct Config {
     pub google: GoogleSettings,
     pub local: LocalSettings,
     pub dialects: DialectsSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// `[server]`: the HTTP/WebSocket listener and the process.
@@ -445,6 +447,7 @@ impl Config {
             ),
         ];
         checks.extend(self.dialects.checks());
+        checks.extend(self.webhooks.checks());
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(ConfigError(format!(
                 "{key}: value out of range (see config.toml)"

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use voxgate_actors::pipeline::PipelineFactory;
+use voxgate_actors::webhooks::Webhooks;
 
 use crate::config::Config;
 use gatekeeper::Gatekeeper;
@@ -279,6 +280,9 @@ where
     let app_state = web::Data::from(state.clone());
     let offer = web::Data::new(offer::Offer::from_config(&config));
     let dialects = web::Data::new(config.dialects.clone());
+    let webhooks = web::Data::new(routes::ServerWebhooks(Webhooks::from_settings(
+        &config.webhooks,
+    )?));
     let send_timeout = Duration::try_from_secs_f64(config.server.send_timeout_secs)
         .map_err(|e| format!("server.send_timeout_secs: {e}"))?;
     let request_timeout = Duration::try_from_secs_f64(config.server.request_timeout_secs)
@@ -304,6 +308,7 @@ where
             .app_data(gatekeeper.clone())
             .app_data(offer.clone())
             .app_data(dialects.clone())
+            .app_data(webhooks.clone())
             .app_data(routes::WorkerPipelines(pipelines()))
             .configure(routes::configure)
     })

@@ -1,9 +1,11 @@
 //! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), the dialects'
-//! upgrades (`GET /deepgram/v1/listen`, `GET /openai/v1/realtime`, see `docs/dialects.md`),
+//! upgrades (`GET /deepgram/v1/listen`, `GET /openai/v1/realtime`, the media streams `GET /twilio`
+//! and `GET /telnyx`, see `docs/dialects.md`),
 //! `POST /v1/tokens` (session tokens for an API key), `GET /healthz` (liveness), `GET /readyz`
 //! (readiness), `GET /metrics`.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::http::ConnectionType;
@@ -13,10 +15,12 @@ use serde::Deserialize;
 use serde_json::json;
 use voxgate_actors::pipeline::PipelineFactory;
 use voxgate_actors::protocol::deepgram::{self, DeepgramDialect, QueryRefusal};
+use voxgate_actors::protocol::media_stream::{self, Envelope, MediaStreamDialect, TwilioSettings};
 use voxgate_actors::protocol::native::NativeDialect;
 use voxgate_actors::protocol::openai::{self, OpenAiDialect};
 use voxgate_actors::protocol::Dialect;
 use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, UpgradeRefused};
+use voxgate_actors::webhooks::{WebhookDialect, Webhooks};
 
 use super::auth::{self, Principal};
 use super::gatekeeper::{Gatekeeper, Passed};
@@ -29,6 +33,9 @@ use crate::config::DialectsSettings;
 /// This worker thread's pipeline factory (app data is per worker, so it need not be `Send`).
 pub struct WorkerPipelines(pub Rc<dyn PipelineFactory>);
 
+/// The process's webhooks (`[webhooks]`), shared by every worker; `None` without a secret.
+pub struct ServerWebhooks(pub Option<Arc<Webhooks>>);
+
 /// Largest `POST /v1/tokens` body read.
 const MAX_TOKEN_REQUEST_BYTES: usize = 4_096;
 
@@ -36,6 +43,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/listen", web::get().to(listen))
         .route("/deepgram/v1/listen", web::get().to(deepgram_listen))
         .route("/openai/v1/realtime", web::get().to(openai_realtime))
+        .route("/twilio", web::get().to(twilio_stream))
+        .route("/telnyx", web::get().to(telnyx_stream))
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
@@ -182,6 +191,137 @@ fn openai_refusal(refusal: Refusal, code: &str, message: &str) -> HttpResponse {
     ))
 }
 
+/// The client of a request to a dialect's path: 404 when the dialect is off, the gate's refusal
+/// (connection rate) otherwise.
+fn served_client(
+    req: &HttpRequest,
+    gate: &Gatekeeper,
+    enabled: bool,
+) -> Result<super::client_limits::ClientAddr, Box<HttpResponse>> {
+    if !enabled {
+        return Err(Box::new(HttpResponse::NotFound().finish()));
+    }
+    gate.check_client(req)
+        .map_err(|refused| Box::new(refused.response()))
+}
+
+/// Twilio Media Streams: the handshake's `X-Twilio-Signature` checked against
+/// `[dialects.twilio] auth_token` (401 otherwise; without a token, 401 unless `allow_unsigned`),
+/// then a session whose transcripts go to the webhooks.
+async fn twilio_stream(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    let settings = &dialects.twilio;
+    let client = match served_client(&req, &gate, settings.enabled) {
+        Ok(client) => client,
+        Err(response) => return *response,
+    };
+    if let Err(message) = twilio_signed(&req, settings) {
+        tracing::info!(%client, "twilio: refused: {message}");
+        return Refusal::Unauthorized.response(message);
+    }
+    let dialect = MediaStreamDialect::new(
+        Envelope::Twilio,
+        &settings.language_code,
+        req.query_string(),
+    );
+    let passed = Passed {
+        principal: Principal::Anonymous,
+        client,
+    };
+    open_session(&req, payload, &state, &gate, passed, Box::new(dialect))
+}
+
+/// Whether the request carries Twilio's signature of the URL it was sent to (see
+/// `media_stream::signature`): the configured `public_url`, else this request's host with either
+/// scheme Twilio may have signed (a TLS-terminating proxy hides which).
+fn twilio_signed(req: &HttpRequest, settings: &TwilioSettings) -> Result<(), String> {
+    let Some(token) = settings.auth_token.as_deref() else {
+        return if settings.allow_unsigned {
+            Ok(())
+        } else {
+            Err("[dialects.twilio] auth_token is not set, so no stream can be verified;                  refused (allow_unsigned = true accepts unsigned streams)"
+                .into())
+        };
+    };
+    let signature = req
+        .headers()
+        .get(media_stream::signature::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no X-Twilio-Signature header")?;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or(req.path(), |p| p.as_str());
+    let urls: Vec<String> = match &settings.public_url {
+        Some(base) => vec![format!("{}{path_and_query}", base.trim_end_matches('/'))],
+        None => {
+            let host = req.connection_info().host().to_string();
+            ["wss", "ws", "https", "http"]
+                .iter()
+                .map(|scheme| format!("{scheme}://{host}{path_and_query}"))
+                .collect()
+        }
+    };
+    if media_stream::signature::valid(token, &urls, signature) {
+        Ok(())
+    } else {
+        Err("X-Twilio-Signature is not the auth token's signature of this URL".into())
+    }
+}
+
+/// Telnyx media streaming: a voxgate key or session token as `?token=` in the stream URL (or
+/// `Authorization: Bearer`), then a session whose transcripts go to the webhooks.
+async fn telnyx_stream(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    let settings = &dialects.telnyx;
+    let client = match served_client(&req, &gate, settings.enabled) {
+        Ok(client) => client,
+        Err(response) => return *response,
+    };
+    let from_query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|query| query.get("token").cloned());
+    let credential = match from_query {
+        Some(token) => Ok(Some(token)),
+        None => auth::credential(req.headers()).map_err(|e| e.to_string()),
+    };
+    let principal = match credential.and_then(|c| {
+        gate.auth
+            .authenticate(c.as_deref())
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(principal) => principal,
+        Err(e) => {
+            tracing::info!(%client, "telnyx: refused: {e}");
+            return Refusal::Unauthorized.response(e);
+        }
+    };
+    let dialect = MediaStreamDialect::new(
+        Envelope::Telnyx,
+        &settings.language_code,
+        req.query_string(),
+    );
+    open_session(
+        &req,
+        payload,
+        &state,
+        &gate,
+        Passed { principal, client },
+        Box::new(dialect),
+    )
+}
+
 /// The upgrade into a session speaking `dialect`, for a request that passed the gate.
 fn open_session(
     req: &HttpRequest,
@@ -213,6 +353,11 @@ fn open_session(
         } => *max_session_secs,
         _ => None,
     };
+    // Every dialect may ask for its results to be posted too (`voxgate_actors::webhooks`).
+    let webhooks = req
+        .app_data::<web::Data<ServerWebhooks>>()
+        .and_then(|w| w.0.clone());
+    let dialect = WebhookDialect::wrap(dialect, webhooks);
     let resume = resume_signer(req, state, &passed, dialect.as_ref());
     let params = SessionParams {
         settings: state.settings.clone(),

@@ -12,6 +12,7 @@ pub mod process;
 pub mod raw;
 #[cfg(feature = "local")]
 pub mod segments;
+pub mod telephony;
 
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;

@@ -29,6 +29,9 @@ pub enum Inbound {
         data: Bytes,
         audio_id: Option<String>,
     },
+    /// Audio of one channel of a multichannel session (a telephony track), in the configured
+    /// format.
+    ChannelAudio { channel: usize, data: Bytes },
     /// The client is there (resets the idle timer).
     KeepAlive,
     /// Final results for all audio so far, then carry on.
@@ -44,6 +47,25 @@ pub enum Inbound {
 pub struct Close {
     pub code: u16,
     pub reason: String,
+}
+
+impl Close {
+    /// The close that follows an error of `code` with its string as the reason (the native
+    /// close codes), or `None` when the session goes on.
+    pub fn after(code: ErrorCode) -> Option<Close> {
+        code.close_code().map(|close| Close {
+            code: close,
+            reason: code.as_str().to_string(),
+        })
+    }
+
+    /// The normal close after the last results: 1000 with `reason`.
+    pub fn normal(reason: &str) -> Close {
+        Close {
+            code: 1000,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// How the session ended normally, for the dialect's last words.
@@ -63,6 +85,19 @@ pub struct Progress {
     pub final_ms: u64,
     /// A fresh resume token, when one was minted.
     pub resume_token: Option<String>,
+}
+
+/// A session's wish to have its results posted (`crate::webhooks`): what its client asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookRequest {
+    /// A receiver for this call only (a Twilio custom parameter), checked against
+    /// `[webhooks] allow`; the configured `[webhooks] urls` get the events anyway.
+    pub url: Option<String>,
+    /// What identifies the call to the application (`call_sid`, `stream_sid`, custom
+    /// parameters, …): `call` in `session.started`.
+    pub call: serde_json::Map<String, serde_json::Value>,
+    /// The track of each channel (`inbound`, `outbound`), named in every transcript event.
+    pub tracks: Vec<String>,
 }
 
 /// One client protocol, as seen by the session. Every method that produces client messages pushes
@@ -109,6 +144,23 @@ pub trait Dialect {
     /// An interim or final result on the session clock.
     fn transcript(&mut self, transcript: &Transcript, out: &mut Vec<String>);
 
+    /// How many channels the configured session has (each its own pipeline, see
+    /// `crate::multichannel`); asked once, when the session is configured.
+    fn channels(&self) -> usize {
+        1
+    }
+
+    /// A result of `channel` of a multichannel session (the default ignores the channel).
+    fn channel_transcript(
+        &mut self,
+        channel: usize,
+        transcript: &Transcript,
+        out: &mut Vec<String>,
+    ) {
+        let _ = channel;
+        self.transcript(transcript, out);
+    }
+
     /// Audio forwarded upstream so far.
     fn ack(&mut self, ack: &AudioAcked, out: &mut Vec<String>);
 
@@ -120,6 +172,12 @@ pub trait Dialect {
 
     /// After the client's stop every result was delivered: the last messages and the Close frame.
     fn closed(&mut self, end: SessionEnd<'_>, out: &mut Vec<String>) -> Close;
+
+    /// Whether (and where) the session's results are to be posted to webhooks, as known once the
+    /// client configured the session; `None` (the default): not posted.
+    fn webhook_request(&self) -> Option<WebhookRequest> {
+        None
+    }
 }
 
 /// The longest reason a Close frame can carry (125 bytes of payload less the 2-byte code).

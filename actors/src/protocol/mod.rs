@@ -8,6 +8,8 @@
 //!   query-string configuration, and its subprotocol.
 //! - [`deepgram`]: Deepgram's live API (`/deepgram/v1/listen`), for clients written against it.
 //! - [`openai`]: OpenAI's Realtime transcription sessions (`/openai/v1/realtime`).
+//! - [`media_stream`]: telephony media streams, Twilio (`/twilio`) and Telnyx (`/telnyx`); their
+//!   transcripts leave by webhook (`crate::webhooks`).
 //!
 //! `docs/dialects.md` says, per dialect, what maps to what and what is not supported.
 //!
@@ -29,12 +31,13 @@
 pub mod deepgram;
 pub mod dialect;
 mod error_code;
+pub mod media_stream;
 pub mod native;
 pub mod openai;
 
 use crate::audio::AudioFormat;
 
-pub use dialect::{Dialect, Inbound};
+pub use dialect::{Dialect, Inbound, WebhookRequest};
 pub use error_code::ErrorCode;
 
 /// What a client asked for in `start` (or in the query string): the recognition configuration of

@@ -47,12 +47,15 @@ use futures_util::StreamExt as _;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
+use crate::audio::AudioFormat;
 use crate::audio::SignatureCheck;
 use crate::messages::{
-    AudioAcked, AudioIn, EndOfAudio, Finalize, PipelineError, PipelineFinished, PipelineHandle,
-    PipelineSummary, PipelineWarning, SessionLinks, StopPipeline, Transcript,
+    AudioAcked, AudioIn, ChannelAudioIn, ChannelTranscript, EndOfAudio, Finalize, PipelineError,
+    PipelineFinished, PipelineHandle, PipelineSummary, PipelineWarning, SessionLinks, StopPipeline,
+    Transcript,
 };
 use crate::metrics::METRICS;
+use crate::multichannel;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd};
 use crate::protocol::{ErrorCode, StartConfig};
@@ -131,6 +134,8 @@ pub struct Session {
     phase: Phase,
     /// Set once configured; dropped (after `StopPipeline`) when the session closes.
     pipeline: Option<PipelineHandle>,
+    /// A multichannel session's per-channel audio (`crate::multichannel`).
+    channel_audio: Option<Recipient<ChannelAudioIn>>,
     /// Cancelled when the session is configured.
     start_timer: Option<SpawnHandle>,
     /// Any frame at all (heartbeat).
@@ -194,6 +199,7 @@ impl Session {
             marker_nonce: *uuid::Uuid::new_v4().as_bytes(),
             phase: Phase::AwaitingStart,
             pipeline: None,
+            channel_audio: None,
             start_timer: None,
             last_seen: now,
             last_activity: now,
@@ -352,19 +358,49 @@ impl Session {
             acks: me.clone().recipient(),
             warnings: me.clone().recipient(),
             errors: me.clone().recipient(),
-            finished: me.recipient(),
+            finished: me.clone().recipient(),
         };
         self.signature = Some(SignatureCheck::new(config.format.encoding));
         if self.resume_tokens.is_some()
             && self.dialect.resumable()
             && resumable_encoding(config.format.encoding)
+            && self.dialect.channels() <= 1
         {
             self.resume_config = Some(ResumeConfig::of(&config));
         }
-        self.input_rate.set_format(config.format, Instant::now());
-        let pipeline = self
-            .pipelines
-            .start(self.id.clone(), Arc::new(config), links);
+        let channels = self.dialect.channels();
+        // Every channel's audio counts against real time: N channels arrive N times as fast.
+        let input_format = AudioFormat {
+            sample_rate_hz: config.format.sample_rate_hz * channels.max(1) as u32,
+            ..config.format
+        };
+        self.input_rate.set_format(input_format, Instant::now());
+        let config = Arc::new(config);
+        let pipeline = if channels > 1 {
+            match multichannel::start(
+                &*self.pipelines,
+                channels,
+                self.id.clone(),
+                config.clone(),
+                links,
+                me.recipient(),
+            ) {
+                Some((pipeline, channel_audio)) => {
+                    self.channel_audio = Some(channel_audio);
+                    pipeline
+                }
+                None => {
+                    let message = format!(
+                        "{} audio cannot have {channels} channels (LINEAR16 and MULAW can)",
+                        config.format.encoding.as_str()
+                    );
+                    self.fail(ctx, ErrorCode::InvalidConfig, &message);
+                    return;
+                }
+            }
+        } else {
+            self.pipelines.start(self.id.clone(), config, links)
+        };
         self.pipeline = Some(pipeline);
         self.phase = Phase::Streaming;
         self.last_activity = Instant::now();
@@ -521,7 +557,10 @@ impl Session {
                 ErrorCode::AlreadyStarted,
                 "the session is configured already; this start is ignored",
             ),
-            Inbound::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id),
+                        Inbound::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id, None),
+            Inbound::ChannelAudio { channel, data } => {
+                self.on_audio(ctx, data, None, Some(channel))
+            }
             Inbound::KeepAlive => self.last_activity = Instant::now(),
             Inbound::Finalize => match self.phase {
                 Phase::AwaitingStart => self.fail(
@@ -543,11 +582,13 @@ impl Session {
         }
     }
 
+    /// Audio for the pipeline (interleaved when multichannel), or for one `channel` of it.
     fn on_audio(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         data: Bytes,
         audio_id: Option<String>,
+        channel: Option<usize>,
     ) {
         match self.phase {
             Phase::AwaitingStart => self.fail(
@@ -569,8 +610,14 @@ impl Session {
                     self.fail(ctx, ErrorCode::InvalidAudio, &mismatch.to_string());
                     return;
                 }
-                if let Some(pipeline) = &self.pipeline {
-                    pipeline.audio.do_send(AudioIn { data, audio_id });
+                match (channel, &self.channel_audio, &self.pipeline) {
+                    (Some(channel), Some(channels), _) => {
+                        channels.do_send(ChannelAudioIn { channel, data })
+                    }
+                    (Some(_), None, Some(pipeline)) | (None, _, Some(pipeline)) => {
+                        pipeline.audio.do_send(AudioIn { data, audio_id })
+                    }
+                    (_, _, None) => {}
                 }
             }
             Phase::Ending(_) => self.warn_after_stop(ctx),
@@ -877,6 +924,26 @@ impl Handler<Transcript> for Session {
         }
         let mut out = Vec::new();
         self.dialect.transcript(&transcript, &mut out);
+        self.send(ctx, out);
+    }
+}
+
+impl Handler<ChannelTranscript> for Session {
+    type Result = ();
+
+    fn handle(&mut self, tagged: ChannelTranscript, ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let kind = if tagged.transcript.is_final {
+            "final"
+        } else {
+            "interim"
+        };
+        METRICS.transcripts.with_label_values(&[kind]).inc();
+        let mut out = Vec::new();
+        self.dialect
+            .channel_transcript(tagged.channel, &tagged.transcript, &mut out);
         self.send(ctx, out);
     }
 }

@@ -8,8 +8,10 @@
 use bytes::Bytes;
 
 use super::{parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson};
+use crate::audio::Encoding;
 use crate::messages::{AudioAcked, Transcript};
-use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd};
+use crate::multichannel::MAX_CHANNELS;
+use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd, WebhookRequest};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
 /// One native session's side of the protocol.
@@ -22,6 +24,10 @@ pub struct NativeDialect {
     final_ms: u64,
     /// A resume token not yet sent: it goes out with the next `ready`, final or ack.
     resume_token: Option<String>,
+    /// `start` asked for `webhook: true`.
+    webhook: bool,
+    /// `start`'s `channels`.
+    channels: usize,
 }
 
 impl NativeDialect {
@@ -31,12 +37,19 @@ impl NativeDialect {
             max_phrases,
             final_ms: 0,
             resume_token: None,
+            webhook: false,
+            channels: 1,
         }
     }
 }
 
-/// The `transcript` message of a pipeline result (`resume_token` on finals only).
-pub fn transcript_message(t: &Transcript, resume_token: Option<String>) -> ServerMessage {
+/// The `transcript` message of a pipeline result (of `channel` in a multichannel session;
+/// `resume_token` on finals only).
+pub fn transcript_message(
+    t: &Transcript,
+    channel: Option<usize>,
+    resume_token: Option<String>,
+) -> ServerMessage {
     ServerMessage::Transcript {
         is_final: t.is_final,
         transcript: t.transcript.clone(),
@@ -56,7 +69,29 @@ pub fn transcript_message(t: &Transcript, resume_token: Option<String>) -> Serve
             .collect(),
         language_code: t.language_code.clone(),
         resume_token: resume_token.filter(|_| t.is_final),
+        channel,
     }
+}
+
+/// `channels` of `start`: 1 to [`MAX_CHANNELS`], and more than one only for audio that can be
+/// split by sample (LINEAR16, MULAW).
+fn check_channels(channels: usize, encoding: Encoding) -> Result<(), Rejection> {
+    if !(1..=MAX_CHANNELS).contains(&channels) {
+        return Err(Rejection::new(
+            ErrorCode::InvalidConfig,
+            format!("channels must be 1 to {MAX_CHANNELS}, not {channels}"),
+        ));
+    }
+    if channels > 1 && !matches!(encoding, Encoding::Linear16 | Encoding::Mulaw) {
+        return Err(Rejection::new(
+            ErrorCode::InvalidConfig,
+            format!(
+                "{} audio cannot carry {channels} interleaved channels; LINEAR16 and MULAW can",
+                encoding.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Dialect for NativeDialect {
@@ -77,7 +112,13 @@ impl Dialect for NativeDialect {
     fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
         actions.push(match parse_client_text(text)? {
             ClientMessage::Start(request) => {
-                Inbound::Configure(request.validate(self.max_phrases)?)
+                let webhook = request.webhook.unwrap_or(false);
+                let channels = request.channels.unwrap_or(1);
+                let config = request.validate(self.max_phrases)?;
+                check_channels(channels, config.format.encoding)?;
+                self.webhook = webhook;
+                self.channels = channels;
+                Inbound::Configure(config)
             }
             ClientMessage::Resume { token, from_ms } => Inbound::Resume { token, from_ms },
             ClientMessage::Audio { data, audio_id } => Inbound::Audio { data, audio_id },
@@ -122,7 +163,20 @@ impl Dialect for NativeDialect {
         } else {
             None
         };
-        out.push(transcript_message(transcript, token).to_json());
+        out.push(transcript_message(transcript, None, token).to_json());
+    }
+
+    fn channels(&self) -> usize {
+        self.channels
+    }
+
+    fn channel_transcript(
+        &mut self,
+        channel: usize,
+        transcript: &Transcript,
+        out: &mut Vec<String>,
+    ) {
+        out.push(transcript_message(transcript, Some(channel), None).to_json());
     }
 
     fn ack(&mut self, ack: &AudioAcked, out: &mut Vec<String>) {
@@ -149,10 +203,7 @@ impl Dialect for NativeDialect {
 
     fn error(&mut self, code: ErrorCode, message: &str, out: &mut Vec<String>) -> Option<Close> {
         out.push(ServerMessage::error(code, message).to_json());
-        code.close_code().map(|close| Close {
-            code: close,
-            reason: code.as_str().to_string(),
-        })
+        Close::after(code)
     }
 
     fn closed(&mut self, end: SessionEnd<'_>, out: &mut Vec<String>) -> Close {
@@ -166,10 +217,14 @@ impl Dialect for NativeDialect {
             }
             .to_json(),
         );
-        Close {
-            code: 1000,
-            reason: "closed".to_string(),
-        }
+        Close::normal("closed")
+    }
+
+    fn webhook_request(&self) -> Option<WebhookRequest> {
+        self.webhook.then(|| WebhookRequest {
+            tracks: vec!["mono".into()],
+            ..WebhookRequest::default()
+        })
     }
 }
 
@@ -197,7 +252,7 @@ mod tests {
             language_code: "en-us".into(),
         };
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&transcript_message(&t, None).to_json())
+            serde_json::from_str::<serde_json::Value>(&transcript_message(&t, None, None).to_json())
                 .unwrap_or(serde_json::Value::Null),
             json!({"type":"transcript","is_final":true,"transcript":"hello world",
                    "confidence":0.5,"stability":0.0,"start_ms":100,"end_ms":900,
@@ -296,5 +351,45 @@ mod tests {
         );
         let error = native.text(r#"{"type":"nope"}"#, &mut actions);
         assert_eq!(error.map_err(|r| r.code), Err(ErrorCode::UnknownType));
+    }
+
+    #[test]
+    fn channels_are_checked_and_tag_the_transcripts() {
+        let start = |extra: &str| {
+            format!(r#"{{"type":"start","encoding":"MULAW","sample_rate_hz":8000{extra}}}"#)
+        };
+        let mut native = NativeDialect::new("", 10);
+        let mut actions = Vec::new();
+        assert!(native
+            .text(&start(r#","channels":2"#), &mut actions)
+            .is_ok());
+        assert_eq!(native.channels(), 2);
+        let mut out = Vec::new();
+        let t = Transcript {
+            is_final: true,
+            transcript: "x".into(),
+            confidence: 1.0,
+            stability: 0.0,
+            start_ms: 0,
+            end_ms: 1,
+            words: Vec::new(),
+            language_code: "en-US".into(),
+        };
+        native.channel_transcript(1, &t, &mut out);
+        native.transcript(&t, &mut out);
+        let channels: Vec<serde_json::Value> = out
+            .iter()
+            .map(|m| {
+                serde_json::from_str::<serde_json::Value>(m).unwrap_or_default()["channel"].clone()
+            })
+            .collect();
+        assert_eq!(channels, [json!(1), serde_json::Value::Null]);
+        for bad in [r#","channels":0"#, r#","channels":9"#] {
+            let refused = NativeDialect::new("", 10).text(&start(bad), &mut actions);
+            assert_eq!(refused.map_err(|r| r.code), Err(ErrorCode::InvalidConfig));
+        }
+        let flac = r#"{"type":"start","encoding":"FLAC","sample_rate_hz":16000,"channels":2}"#;
+        let refused = NativeDialect::new("", 10).text(flac, &mut actions);
+        assert_eq!(refused.map_err(|r| r.code), Err(ErrorCode::InvalidConfig));
     }
 }

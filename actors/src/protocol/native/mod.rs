@@ -60,6 +60,13 @@ pub struct StartRequest {
     pub phrases: Option<Vec<String>>,
     #[serde(default)]
     pub single_utterance: Option<bool>,
+    /// Post the session's results to the server's `[webhooks] urls` too (`start` only).
+    #[serde(default)]
+    pub webhook: Option<bool>,
+    /// Interleaved channels of LINEAR16 or MULAW audio, each transcribed on its own (`start`
+    /// only; default 1).
+    #[serde(default)]
+    pub channels: Option<usize>,
 }
 
 impl StartRequest {
@@ -485,6 +492,9 @@ pub enum ServerMessage {
         /// On finals, when resume is on: the token to resume from the end of this final.
         #[serde(skip_serializing_if = "Option::is_none")]
         resume_token: Option<String>,
+        /// The channel of a multichannel session (`channels` in `start`); absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<usize>,
     },
     /// Audio accepted so far (flow control); `audio_id` echoes the last JSON audio message's id;
     /// `final_ms`: the end of the last final sent (audio before it is never needed again);

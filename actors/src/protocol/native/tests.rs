@@ -312,6 +312,8 @@ fn query_with_encoding_is_a_configuration() {
             model: Some("latest_short".into()),
             phrases: Some(vec!["a b".into(), "c".into(), "d e".into()]),
             single_utterance: Some(true),
+            webhook: None,
+            channels: None,
         }))
     );
 }

@@ -1,7 +1,8 @@
-//! The few HTTP exchanges credentials need: a form `POST` to a token endpoint (service account,
-//! gcloud user credentials) and a `GET` from the metadata server. One short HTTP/1.1 connection
-//! per exchange (a token lives an hour, so there is nothing worth keeping open), TLS for
-//! `https://` with the gateway's [`TrustRoots`], a bounded reply, and a deadline on the whole.
+//! The gateway's small HTTP/1.1 client: a form `POST` to a token endpoint (service account,
+//! gcloud user credentials), a `GET` from the metadata server, and the webhooks' JSON `POST`s
+//! (`crate::webhooks`). One short connection per exchange (a token lives an hour; a webhook
+//! receiver is posted to a few times a second at most, so there is little worth keeping open),
+//! TLS for `https://` with the given [`TrustRoots`], a bounded reply, and a deadline on the whole.
 //! Nothing here logs a request or a reply: both may carry secrets.
 
 use std::sync::Arc;
@@ -27,11 +28,13 @@ pub struct HttpReply {
     pub body: Bytes,
 }
 
-/// Makes credential requests. Cheap to share.
+/// Makes HTTP requests (credentials, webhooks). Cheap to share.
 pub struct CredentialsHttp {
     tls: Arc<rustls::ClientConfig>,
     /// For the whole exchange: connect, TLS, request and reply.
     timeout: Duration,
+    /// The configuration key of the extra trust roots, named when a certificate is refused.
+    ca_key: &'static str,
 }
 
 impl CredentialsHttp {
@@ -39,7 +42,26 @@ impl CredentialsHttp {
         Ok(CredentialsHttp {
             tls: trust.client_config(b"http/1.1")?,
             timeout,
+            ca_key: trust.key(),
         })
+    }
+
+    /// `POST url` with `body` of `content_type` and `headers`.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<HttpReply, FetchError> {
+        let mut request = http::Request::post(url).header(CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| FetchError::Unreachable(format!("`{url}`: {e}")))?;
+        self.send(request).await
     }
 
     /// `POST url` with an `application/x-www-form-urlencoded` body of `form`.
@@ -78,7 +100,8 @@ impl CredentialsHttp {
                 "{url}: no reply within {timeout:?}"
             ))),
             Ok(Err(Failed::Untrusted(e))) => Err(FetchError::Untrusted(format!(
-                "{url}: {e}; is its CA in [google] ca_file?"
+                "{url}: {e}; is its CA in {}?",
+                self.ca_key
             ))),
             Ok(Err(Failed::Other(e))) => Err(FetchError::Unreachable(format!("{url}: {e}"))),
             Ok(Ok(reply)) => Ok(reply),

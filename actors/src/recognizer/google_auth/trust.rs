@@ -1,8 +1,9 @@
 //! Which certificates the gateway trusts upstream: the public web roots, plus the PEM file of
 //! `[google] ca_file` when set (a TLS-inspecting proxy's CA, or a test CA). Read once at start-up
 //! and used by both connections to Google: the speech endpoint (tonic, [`TrustRoots::extra_pem`])
-//! and the token endpoint ([`TrustRoots::client_config`]). There is no way to turn verification
-//! off: a certificate that chains to none of these roots fails the connection.
+//! and the token endpoint ([`TrustRoots::client_config`]). The webhooks (`crate::webhooks`) build
+//! theirs the same way from `[webhooks] ca_file`. There is no way to turn verification off: a
+//! certificate that chains to none of these roots fails the connection.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct TrustRoots {
     extra_pem: Option<Arc<[u8]>>,
     /// The same certificates, parsed (checked at start-up).
     extra: Arc<[CertificateDer<'static>]>,
+    /// The configuration key the extra certificates came from, for error messages.
+    key: &'static str,
 }
 
 impl std::fmt::Debug for TrustRoots {
@@ -33,26 +36,41 @@ impl TrustRoots {
     /// The public roots and `[google] ca_file`'s certificates; a file that cannot be read or
     /// holds no certificate is an error naming the key and the file.
     pub fn from_settings(settings: &GoogleSettings) -> Result<TrustRoots, CredentialsError> {
-        let Some(path) = settings.ca_file.as_deref() else {
+        TrustRoots::from_ca_file("google.ca_file", settings.ca_file.as_deref())
+    }
+
+    /// The public roots and the certificates of the PEM file `path` (configuration key `key`).
+    pub fn from_ca_file(
+        key: &'static str,
+        path: Option<&str>,
+    ) -> Result<TrustRoots, CredentialsError> {
+        let Some(path) = path else {
             return Ok(TrustRoots {
                 extra_pem: None,
                 extra: Arc::from(Vec::new()),
+                key,
             });
         };
         let pem = std::fs::read(path)
-            .map_err(|e| CredentialsError(format!("google.ca_file: cannot read `{path}`: {e}")))?;
+            .map_err(|e| CredentialsError(format!("{key}: cannot read `{path}`: {e}")))?;
         let extra = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CredentialsError(format!("google.ca_file: `{path}`: {e}")))?;
+            .map_err(|e| CredentialsError(format!("{key}: `{path}`: {e}")))?;
         if extra.is_empty() {
             return Err(CredentialsError(format!(
-                "google.ca_file: `{path}` holds no PEM certificate"
+                "{key}: `{path}` holds no PEM certificate"
             )));
         }
         Ok(TrustRoots {
             extra_pem: Some(Arc::from(pem)),
             extra: Arc::from(extra),
+            key,
         })
+    }
+
+    /// The configuration key of the extra certificates (`google.ca_file`, `webhooks.ca_file`).
+    pub fn key(&self) -> &'static str {
+        self.key
     }
 
     /// The PEM of `[google] ca_file`, if set.
@@ -70,7 +88,7 @@ impl TrustRoots {
         for certificate in self.extra.iter() {
             roots
                 .add(certificate.clone())
-                .map_err(|e| CredentialsError(format!("google.ca_file: {e}")))?;
+                .map_err(|e| CredentialsError(format!("{}: {e}", self.key)))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)

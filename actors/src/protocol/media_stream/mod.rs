@@ -1,0 +1,370 @@
+//! Telephony media streams as a [`Dialect`]: Twilio Media Streams (`/twilio`) and Telnyx media
+//! streaming (`/telnyx`), one dialect with two envelopes ([`frames::Envelope`]) since they share
+//! everything but spelling. The provider opens the socket and sends `connected`, `start` (the
+//! call, its tracks and codec), `media` (base64 audio per track), `mark`, `dtmf` and `stop`; it
+//! reads nothing back, so the transcripts leave by webhook (`crate::webhooks`): this dialect
+//! always asks for them, naming the call and its tracks, and writes nothing to the socket but
+//! the Close frame.
+//!
+//! - `start` configures the session: Twilio's μ-law 8 kHz mono; Telnyx's PCMU (μ-law), PCMA
+//!   (A-law, transcoded to LINEAR16 here) or L16 (big-endian, swapped to little-endian here) at
+//!   8 or 16 kHz. Anything else is refused (`unsupported_encoding`, `unsupported_sample_rate`).
+//! - the call may name its own webhook receiver (Twilio custom parameter `webhook_url`, Telnyx
+//!   query parameter `webhook_url`), checked against `[webhooks] allow`, and its language
+//!   (`language_code`).
+//! - each track (`inbound`, `outbound`) is a channel of the session (`crate::multichannel`): its
+//!   own pipeline and upstream streams, its results tagged with the track in the webhook events.
+//! - `mark`, `dtmf` and `connected` count as activity; `stop` flushes the pipeline and closes.
+//!
+//! Frames in [`frames`], Twilio's handshake signature in [`signature`]; unit tests in `tests.rs`,
+//! property tests of everything read from the provider in `fuzz.rs`.
+
+pub mod frames;
+#[cfg(test)]
+mod fuzz;
+pub mod signature;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::audio::{AudioFormat, Encoding};
+use crate::messages::{AudioAcked, Transcript};
+use crate::protocol::dialect::{quote, Close, Dialect, Inbound, SessionEnd, WebhookRequest};
+use crate::protocol::native::is_language_tag;
+use crate::protocol::openai::alaw;
+use crate::protocol::{ErrorCode, Rejection, StartConfig};
+pub use frames::Envelope;
+use frames::{Frame, StreamStart};
+
+/// `[dialects.twilio]`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioSettings {
+    /// Whether `/twilio` is served.
+    pub enabled: bool,
+    /// The account's auth token: the handshake's `X-Twilio-Signature` must be valid for it.
+    pub auth_token: Option<String>,
+    /// Without `auth_token`, accept unsigned streams anyway (anyone who can reach `/twilio` can
+    /// then stream). Off: without a token every stream is refused (401).
+    pub allow_unsigned: bool,
+    /// The URL Twilio connects to, as in the TwiML (`wss://voxgate.example.com`), when a proxy
+    /// makes it differ from what voxgate sees; the request's path and query are appended.
+    pub public_url: Option<String>,
+    /// The language of calls whose stream names none (`language_code` custom parameter).
+    pub language_code: String,
+}
+
+impl Default for TwilioSettings {
+    fn default() -> TwilioSettings {
+        TwilioSettings {
+            enabled: true,
+            auth_token: None,
+            allow_unsigned: false,
+            public_url: None,
+            language_code: "en-US".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TwilioSettings {
+    /// Never shows the auth token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioSettings")
+            .field("enabled", &self.enabled)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_unsigned", &self.allow_unsigned)
+            .field("public_url", &self.public_url)
+            .field("language_code", &self.language_code)
+            .finish()
+    }
+}
+
+/// `[dialects.telnyx]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelnyxSettings {
+    /// Whether `/telnyx` is served.
+    pub enabled: bool,
+    /// The language of calls whose stream URL names none (`language_code` query parameter).
+    pub language_code: String,
+}
+
+impl Default for TelnyxSettings {
+    fn default() -> TelnyxSettings {
+        TelnyxSettings {
+            enabled: true,
+            language_code: "en-US".into(),
+        }
+    }
+}
+
+/// How `media` payloads become the pipeline's audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    /// μ-law as it is (`MULAW`).
+    Mulaw,
+    /// A-law, transcoded to LINEAR16.
+    Alaw,
+    /// Big-endian 16-bit PCM, byte-swapped to LINEAR16.
+    L16BigEndian,
+}
+
+/// A track name as both providers spell it (`inbound`, `inbound_track`) → `inbound`.
+fn track_name(track: &str) -> String {
+    track.strip_suffix("_track").unwrap_or(track).to_string()
+}
+
+/// One media stream's side of the protocol.
+pub struct MediaStreamDialect {
+    envelope: Envelope,
+    /// The language when the call names none.
+    language_code: String,
+    /// Query parameters of the stream URL (Telnyx passes `webhook_url`, `language_code` there).
+    query: Map<String, Value>,
+    /// Set by `start`.
+    start: Option<StreamStart>,
+    codec: Codec,
+    /// Each channel's track, in channel order.
+    tracks: Vec<String>,
+}
+
+impl MediaStreamDialect {
+    /// A stream of `envelope` whose upgrade request had the query string `query`.
+    pub fn new(envelope: Envelope, language_code: &str, query: &str) -> MediaStreamDialect {
+        let query = form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k != "token")
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+        MediaStreamDialect {
+            envelope,
+            language_code: language_code.to_string(),
+            query,
+            start: None,
+            codec: Codec::Mulaw,
+            tracks: Vec::new(),
+        }
+    }
+
+    /// A parameter of the call: Twilio's custom parameters, else the stream URL's query.
+    fn parameter(&self, name: &str) -> Option<&str> {
+        self.start
+            .as_ref()
+            .and_then(|s| s.custom.get(name))
+            .or_else(|| self.query.get(name))
+            .and_then(Value::as_str)
+    }
+
+    /// The session's configuration from `start`, or why the stream is refused.
+    fn configure(&mut self, start: StreamStart) -> Result<StartConfig, Rejection> {
+        let unsupported = |what: &str| {
+            Rejection::new(
+                ErrorCode::UnsupportedEncoding,
+                format!(
+                    "{} media encoding `{}` is not supported; {what}",
+                    self.envelope.name(),
+                    quote(&start.encoding)
+                ),
+            )
+        };
+        let (codec, encoding) = match (self.envelope, start.encoding.as_str()) {
+            (Envelope::Twilio, "audio/x-mulaw") => (Codec::Mulaw, Encoding::Mulaw),
+            (Envelope::Twilio, _) => return Err(unsupported("use audio/x-mulaw")),
+            (Envelope::Telnyx, "PCMU") => (Codec::Mulaw, Encoding::Mulaw),
+            (Envelope::Telnyx, "PCMA") => (Codec::Alaw, Encoding::Linear16),
+            (Envelope::Telnyx, "L16") => (Codec::L16BigEndian, Encoding::Linear16),
+            (Envelope::Telnyx, _) => return Err(unsupported("use PCMU, PCMA or L16")),
+        };
+        let rate_ok = match codec {
+            Codec::Mulaw | Codec::Alaw => start.sample_rate == 8_000,
+            Codec::L16BigEndian => matches!(start.sample_rate, 8_000 | 16_000),
+        };
+        if !rate_ok {
+            return Err(Rejection::new(
+                ErrorCode::UnsupportedSampleRate,
+                format!(
+                    "a sample rate of {} Hz is not supported for {}",
+                    start.sample_rate, start.encoding
+                ),
+            ));
+        }
+        if start.channels != 1 {
+            return Err(Rejection::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "{} channels per track; each track must be mono",
+                    start.channels
+                ),
+            ));
+        }
+        // Telnyx names no tracks in `start`: both get a channel (a silent one costs nothing).
+        let mut tracks: Vec<String> = match self.envelope {
+            Envelope::Twilio => start.tracks.iter().map(|t| track_name(t)).collect(),
+            Envelope::Telnyx => vec!["inbound".into(), "outbound".into()],
+        };
+        tracks.dedup();
+        if tracks.is_empty() {
+            tracks.push("inbound".into());
+        }
+        self.codec = codec;
+        self.tracks = tracks;
+        self.start = Some(start);
+        let language_code = self
+            .parameter("language_code")
+            .unwrap_or(&self.language_code)
+            .to_string();
+        if !is_language_tag(&language_code) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "language_code `{}` is not a language tag",
+                    quote(&language_code)
+                ),
+            ));
+        }
+        Ok(StartConfig {
+            format: AudioFormat {
+                encoding,
+                sample_rate_hz: self.start.as_ref().map_or(8_000, |s| s.sample_rate),
+            },
+            language_code,
+            interim_results: true,
+            enable_automatic_punctuation: true,
+            model: String::new(),
+            phrases: Vec::new(),
+            single_utterance: false,
+        })
+    }
+
+    /// A payload in the stream's codec as the pipeline's audio.
+    fn decode(&self, payload: Bytes) -> Bytes {
+        match self.codec {
+            Codec::Mulaw => payload,
+            Codec::Alaw => Bytes::from(alaw::to_linear16(&payload)),
+            Codec::L16BigEndian => Bytes::from(
+                payload
+                    .chunks_exact(2)
+                    .flat_map(|pair| [pair[1], pair[0]])
+                    .collect::<Vec<u8>>(),
+            ),
+        }
+    }
+}
+
+impl Dialect for MediaStreamDialect {
+    fn name(&self) -> &'static str {
+        self.envelope.name()
+    }
+
+    fn subprotocols(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn initial_config(&mut self) -> Result<Option<StartConfig>, Rejection> {
+        Ok(None)
+    }
+
+    fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
+        match frames::parse(self.envelope, text)? {
+            Frame::Start(start) => {
+                if self.start.is_some() {
+                    return Err(Rejection::new(
+                        ErrorCode::AlreadyStarted,
+                        "a second `start` on one stream",
+                    ));
+                }
+                actions.push(Inbound::Configure(self.configure(start)?));
+            }
+            Frame::Media { track, payload } => {
+                let track = track_name(&track);
+                if self.start.is_none() {
+                    // The session answers audio before `start` with its refusal.
+                    actions.push(Inbound::Audio {
+                        data: payload,
+                        audio_id: None,
+                    });
+                } else if let Some(channel) = self.tracks.iter().position(|t| *t == track) {
+                    let data = self.decode(payload);
+                    actions.push(if self.tracks.len() == 1 {
+                        Inbound::Audio {
+                            data,
+                            audio_id: None,
+                        }
+                    } else {
+                        Inbound::ChannelAudio { channel, data }
+                    });
+                }
+                // Media of a track the stream did not announce is not transcribed.
+            }
+            Frame::Connected | Frame::Mark { .. } | Frame::Dtmf { .. } => {
+                actions.push(Inbound::KeepAlive)
+            }
+            Frame::ProviderError { detail } => {
+                tracing::warn!(
+                    dialect = self.envelope.name(),
+                    "the provider reports: {detail}"
+                );
+            }
+            Frame::Stop => actions.push(Inbound::Stop),
+            Frame::Other { event } => {
+                tracing::debug!(dialect = self.envelope.name(), event = %quote(&event),
+                    "media stream event ignored");
+            }
+        }
+        Ok(())
+    }
+
+    fn binary(&mut self, _data: Bytes) -> Result<Inbound, Rejection> {
+        Err(Rejection::new(
+            ErrorCode::InvalidMessage,
+            "a media stream sends JSON text frames only",
+        ))
+    }
+
+    fn channels(&self) -> usize {
+        self.tracks.len().max(1)
+    }
+
+    fn ready(&mut self, _session_id: &str, _out: &mut Vec<String>) {}
+
+    fn transcript(&mut self, _transcript: &Transcript, _out: &mut Vec<String>) {}
+
+    fn ack(&mut self, _ack: &AudioAcked, _out: &mut Vec<String>) {}
+
+    fn warning(&mut self, _code: &str, _message: &str, _out: &mut Vec<String>) {}
+
+    fn error(&mut self, code: ErrorCode, _message: &str, _out: &mut Vec<String>) -> Option<Close> {
+        Close::after(code)
+    }
+
+    fn closed(&mut self, _end: SessionEnd<'_>, _out: &mut Vec<String>) -> Close {
+        Close::normal("closed")
+    }
+
+    fn webhook_request(&self) -> Option<WebhookRequest> {
+        let start = self.start.as_ref()?;
+        let call = json!({
+            "provider": self.envelope.name(),
+            "call_id": start.call_id,
+            "stream_id": start.stream_id,
+            "account_id": start.account_id,
+            "custom_parameters": start.custom,
+        });
+        Some(WebhookRequest {
+            url: self
+                .parameter("webhook_url")
+                .filter(|url| !url.is_empty())
+                .map(String::from),
+            call: match call {
+                Value::Object(call) => call,
+                _ => Map::new(),
+            },
+            tracks: self.tracks.clone(),
+        })
+    }
+}
