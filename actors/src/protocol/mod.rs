@@ -8,6 +8,8 @@
 //!   query-string configuration, and its subprotocol.
 //! - [`deepgram`]: Deepgram's live API (`/deepgram/v1/listen`), for clients written against it.
 //! - [`openai`]: OpenAI's Realtime transcription sessions (`/openai/v1/realtime`).
+//! - [`jambonz`]: jambonz's custom speech-to-text vendor API (`/jambonz`).
+//! - [`vosk`]: vosk-server's WebSocket protocol (`/vosk`), for existing vosk clients.
 //!
 //! `docs/dialects.md` says, per dialect, what maps to what and what is not supported.
 //!
@@ -29,8 +31,10 @@
 pub mod deepgram;
 pub mod dialect;
 mod error_code;
+pub mod jambonz;
 pub mod native;
 pub mod openai;
+pub mod vosk;
 
 use crate::audio::AudioFormat;
 

@@ -3,8 +3,6 @@
 //! report becomes its [`ServerMessage`] (`ready`, `transcript`, `ack`, `warning`, `error`,
 //! `closed`). The session's behaviour on `/v1/listen` is exactly that of `docs/protocol.md`.
 
-use bytes::Bytes;
-
 use super::{parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson};
 use crate::messages::{AudioAcked, Transcript};
 use crate::protocol::dialect::{Close, Dialect, Inbound, SessionEnd};
@@ -76,13 +74,6 @@ impl Dialect for NativeDialect {
             ClientMessage::Stop => Inbound::Stop,
         });
         Ok(())
-    }
-
-    fn binary(&mut self, data: Bytes) -> Result<Inbound, Rejection> {
-        Ok(Inbound::Audio {
-            data,
-            audio_id: None,
-        })
     }
 
     fn ready(&mut self, session_id: &str, out: &mut Vec<String>) {
