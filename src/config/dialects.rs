@@ -5,7 +5,9 @@
 use serde::Deserialize;
 use voxgate_actors::protocol::deepgram::DeepgramSettings;
 use voxgate_actors::protocol::media_stream::{TelnyxSettings, TwilioSettings};
+use voxgate_actors::protocol::jambonz::JambonzSettings;
 use voxgate_actors::protocol::openai::OpenAiSettings;
+use voxgate_actors::protocol::vosk::VoskSettings;
 
 /// `[dialects]`: one sub-table per dialect.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -19,6 +21,10 @@ pub struct DialectsSettings {
     pub twilio: TwilioSettings,
     /// `[dialects.telnyx]`: Telnyx media streaming at `/telnyx`.
     pub telnyx: TelnyxSettings,
+    /// `[dialects.jambonz]`: jambonz's custom speech-to-text vendor API at `/jambonz`.
+    pub jambonz: JambonzSettings,
+    /// `[dialects.vosk]`: vosk-server's WebSocket protocol at `/vosk`.
+    pub vosk: VoskSettings,
 }
 
 impl DialectsSettings {
@@ -30,7 +36,7 @@ impl DialectsSettings {
                 && tag.len() <= 35
                 && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
-        vec![
+        let mut checks = vec![
             (
                 "dialects.deepgram.no_audio_timeout_secs",
                 no_audio > 0.0 && no_audio <= 3_600.0,
@@ -58,6 +64,8 @@ impl DialectsSettings {
                 "dialects.telnyx.language_code",
                 language(&self.telnyx.language_code),
             ),
-        ]
+        ];
+        checks.extend(self.vosk.checks());
+        checks
     }
 }

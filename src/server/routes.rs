@@ -1,6 +1,6 @@
 //! The request handlers: `GET /v1/listen` (WebSocket upgrade into a session), the dialects'
 //! upgrades (`GET /deepgram/v1/listen`, `GET /openai/v1/realtime`, the media streams `GET /twilio`
-//! and `GET /telnyx`, see `docs/dialects.md`),
+//! and `GET /telnyx`, `GET /jambonz`, `GET /vosk`, see `docs/dialects.md`),
 //! `POST /v1/tokens` (session tokens for an API key), `GET /healthz` (liveness), `GET /readyz`
 //! (readiness), `GET /metrics`.
 
@@ -16,8 +16,10 @@ use serde_json::json;
 use voxgate_actors::pipeline::PipelineFactory;
 use voxgate_actors::protocol::deepgram::{self, DeepgramDialect, QueryRefusal};
 use voxgate_actors::protocol::media_stream::{self, Envelope, MediaStreamDialect, TwilioSettings};
+use voxgate_actors::protocol::jambonz::{self, JambonzDialect};
 use voxgate_actors::protocol::native::NativeDialect;
 use voxgate_actors::protocol::openai::{self, OpenAiDialect};
+use voxgate_actors::protocol::vosk::{self, VoskDialect};
 use voxgate_actors::protocol::Dialect;
 use voxgate_actors::session::{self, Admission, SessionParams, SessionPermit, UpgradeRefused};
 use voxgate_actors::webhooks::{WebhookDialect, Webhooks};
@@ -45,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/openai/v1/realtime", web::get().to(openai_realtime))
         .route("/twilio", web::get().to(twilio_stream))
         .route("/telnyx", web::get().to(telnyx_stream))
+        .route("/jambonz", web::get().to(jambonz_transcribe))
+        .route("/vosk", web::get().to(vosk_recognize))
         .route("/v1/tokens", web::post().to(mint_token))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
@@ -80,25 +84,16 @@ async fn deepgram_listen(
     dialects: web::Data<DialectsSettings>,
 ) -> HttpResponse {
     let settings = &dialects.deepgram;
-    if !settings.enabled {
-        return HttpResponse::NotFound().finish();
-    }
-    let client = match gate.check_client(&req) {
-        Ok(client) => client,
-        Err(refused) => return refused.response(),
-    };
-    let principal = match deepgram::credential(req.headers())
-        .map_err(str::to_string)
-        .and_then(|c| {
-            gate.auth
-                .authenticate(c.as_deref())
-                .map_err(|e| e.to_string())
-        }) {
-        Ok(principal) => principal,
-        Err(e) => {
-            tracing::info!(%client, "deepgram: refused: {e}");
-            return deepgram_refusal(Refusal::Unauthorized, "INVALID_AUTH", &e);
-        }
+    let passed = match admit_dialect(
+        settings.enabled,
+        "deepgram",
+        &req,
+        &gate,
+        deepgram::credential(req.headers()),
+        |e| deepgram_refusal(Refusal::Unauthorized, "INVALID_AUTH", e),
+    ) {
+        Ok(passed) => passed,
+        Err(response) => return *response,
     };
     let config = match deepgram::parse_query(req.query_string(), state.settings.max_phrases) {
         Ok(config) => config,
@@ -107,14 +102,7 @@ async fn deepgram_listen(
         }
     };
     let dialect = Box::new(DeepgramDialect::new(config, settings));
-    open_session(
-        &req,
-        payload,
-        &state,
-        &gate,
-        Passed { principal, client },
-        dialect,
-    )
+    open_session(&req, payload, &state, &gate, passed, dialect)
 }
 
 /// A refused Deepgram handshake as Deepgram answers it: the reason in `dg-error` and in a JSON
@@ -140,25 +128,16 @@ async fn openai_realtime(
     gate: web::Data<Gatekeeper>,
     dialects: web::Data<DialectsSettings>,
 ) -> HttpResponse {
-    if !dialects.openai.enabled {
-        return HttpResponse::NotFound().finish();
-    }
-    let client = match gate.check_client(&req) {
-        Ok(client) => client,
-        Err(refused) => return refused.response(),
-    };
-    let principal = match openai::credential(req.headers())
-        .map_err(str::to_string)
-        .and_then(|c| {
-            gate.auth
-                .authenticate(c.as_deref())
-                .map_err(|e| e.to_string())
-        }) {
-        Ok(principal) => principal,
-        Err(e) => {
-            tracing::info!(%client, "openai: refused: {e}");
-            return openai_refusal(Refusal::Unauthorized, "invalid_api_key", &e);
-        }
+    let passed = match admit_dialect(
+        dialects.openai.enabled,
+        "openai",
+        &req,
+        &gate,
+        openai::credential(req.headers()),
+        |e| openai_refusal(Refusal::Unauthorized, "invalid_api_key", e),
+    ) {
+        Ok(passed) => passed,
+        Err(response) => return *response,
     };
     if let Err(message) = openai::check_query(req.query_string()) {
         return openai_refusal(
@@ -168,14 +147,7 @@ async fn openai_realtime(
         );
     }
     let dialect = Box::new(OpenAiDialect::new());
-    open_session(
-        &req,
-        payload,
-        &state,
-        &gate,
-        Passed { principal, client },
-        dialect,
-    )
+    open_session(&req, payload, &state, &gate, passed, dialect)
 }
 
 /// A refused OpenAI handshake: `{error: {type, code, message, param}}`.
@@ -320,6 +292,105 @@ async fn telnyx_stream(
         Passed { principal, client },
         Box::new(dialect),
     )
+}
+
+/// What every dialect's upgrade checks before its own: 404 while the dialect is off, the client
+/// checks (connection rate, origin), then its `credential` — refused by `refuse` (the dialect's
+/// way of saying so) and logged under `name`.
+fn admit_dialect(
+    enabled: bool,
+    name: &str,
+    req: &HttpRequest,
+    gate: &Gatekeeper,
+    credential: Result<Option<String>, &'static str>,
+    refuse: impl FnOnce(&str) -> HttpResponse,
+) -> Result<Passed, Box<HttpResponse>> {
+    if !enabled {
+        return Err(Box::new(HttpResponse::NotFound().finish()));
+    }
+    let client = gate
+        .check_client(req)
+        .map_err(|refused| Box::new(refused.response()))?;
+    let principal = credential.map_err(str::to_string).and_then(|c| {
+        gate.auth
+            .authenticate(c.as_deref())
+            .map_err(|e| e.to_string())
+    });
+    match principal {
+        Ok(principal) => Ok(Passed { principal, client }),
+        Err(e) => {
+            tracing::info!(%client, "{name}: refused: {e}");
+            Err(Box::new(refuse(&e)))
+        }
+    }
+}
+
+/// jambonz's custom speech-to-text vendor API: `Authorization: Bearer <key>` (refused with HTTP
+/// 401 and jambonz's error shape), then a session configured by jambonz's `start`.
+async fn jambonz_transcribe(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    let passed = match admit_dialect(
+        dialects.jambonz.enabled,
+        "jambonz",
+        &req,
+        &gate,
+        jambonz::credential(req.headers()),
+        |e| {
+            voxgate_actors::metrics::METRICS
+                .http_refusals
+                .with_label_values(&[Refusal::Unauthorized.as_str()])
+                .inc();
+            HttpResponse::build(Refusal::Unauthorized.status())
+                .content_type("application/json")
+                .body(jambonz::refusal_body(e))
+        },
+    ) {
+        Ok(passed) => passed,
+        Err(response) => return *response,
+    };
+    let dialect = Box::new(JambonzDialect::new(state.settings.max_phrases));
+    open_session(&req, payload, &state, &gate, passed, dialect)
+}
+
+/// vosk-server's protocol: the key as `Authorization: Bearer` or `?key=` (vosk clients can only
+/// change their URL), refused with voxgate's HTTP 401; `?language=` (400 when it is not a tag).
+async fn vosk_recognize(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServerState>,
+    gate: web::Data<Gatekeeper>,
+    dialects: web::Data<DialectsSettings>,
+) -> HttpResponse {
+    let settings = &dialects.vosk;
+    if !settings.enabled {
+        return HttpResponse::NotFound().finish();
+    }
+    let query = match vosk::parse_query(req.query_string()) {
+        Ok(query) => query,
+        Err(message) => return Refusal::InvalidRequest.response(message),
+    };
+    let passed = match admit_dialect(
+        settings.enabled,
+        "vosk",
+        &req,
+        &gate,
+        vosk::credential(req.headers(), &query),
+        |e| Refusal::Unauthorized.response(e),
+    ) {
+        Ok(passed) => passed,
+        Err(response) => return *response,
+    };
+    let dialect = Box::new(VoskDialect::new(
+        settings,
+        &query,
+        state.settings.max_phrases,
+    ));
+    open_session(&req, payload, &state, &gate, passed, dialect)
 }
 
 /// The upgrade into a session speaking `dialect`, for a request that passed the gate.

@@ -7,8 +7,8 @@
 //! messages. Nothing below the session knows which dialect a client speaks: the pipeline gets the
 //! same [`StartConfig`] and audio whatever the wire looked like.
 //!
-//! The native protocol (`native::NativeDialect`) is one implementation; `deepgram` and `openai`
-//! are the others.
+//! The native protocol (`native::NativeDialect`) is one implementation; `deepgram`, `openai`,
+//! `jambonz` and `vosk` are the others.
 
 use bytes::Bytes;
 
@@ -50,9 +50,8 @@ pub struct Close {
 }
 
 impl Close {
-    /// The close that follows an error of `code` with its string as the reason (the native
-    /// close codes), or `None` when the session goes on.
-    pub fn after(code: ErrorCode) -> Option<Close> {
+    /// The native close of `code` (its code string as the reason), if the code ends a session.
+    pub fn of_code(code: ErrorCode) -> Option<Close> {
         code.close_code().map(|close| Close {
             code: close,
             reason: code.as_str().to_string(),
@@ -135,8 +134,21 @@ pub trait Dialect {
     /// One text message from the client (its size already checked); the actions in order.
     fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection>;
 
-    /// One binary message from the client.
-    fn binary(&mut self, data: Bytes) -> Result<Inbound, Rejection>;
+    /// One binary message from the client: audio, unless the dialect says otherwise.
+    fn binary(&mut self, data: Bytes) -> Result<Inbound, Rejection> {
+        Ok(Inbound::Audio {
+            data,
+            audio_id: None,
+        })
+    }
+
+    /// One binary message from the client, as the actions in order: by default the one action
+    /// of [`binary`](Dialect::binary). A dialect that answers every audio frame (vosk) adds its
+    /// reply after the audio.
+    fn binary_actions(&mut self, data: Bytes, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
+        actions.push(self.binary(data)?);
+        Ok(())
+    }
 
     /// The pipeline started: the client may send audio.
     fn ready(&mut self, session_id: &str, out: &mut Vec<String>);
@@ -193,6 +205,25 @@ pub fn close_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_string()
+}
+
+/// The credential of `Authorization: Bearer <key>` (scheme in any case), for dialects whose
+/// clients send only that. `Ok(None)`: no `Authorization` header; `Err`: another scheme.
+pub fn bearer_credential(
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<Option<String>, &'static str> {
+    let Some(value) = headers.get(actix_web::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not text")?;
+    match value.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Ok(Some(key.trim().to_string()))
+        }
+        _ => Err("Authorization must be `Bearer <key>`"),
+    }
 }
 
 /// The start of a client-supplied string, for quoting it in a message without echoing a megabyte.

@@ -10,6 +10,8 @@
 //! - [`openai`]: OpenAI's Realtime transcription sessions (`/openai/v1/realtime`).
 //! - [`media_stream`]: telephony media streams, Twilio (`/twilio`) and Telnyx (`/telnyx`); their
 //!   transcripts leave by webhook (`crate::webhooks`).
+//! - [`jambonz`]: jambonz's custom speech-to-text vendor API (`/jambonz`).
+//! - [`vosk`]: vosk-server's WebSocket protocol (`/vosk`), for existing vosk clients.
 //!
 //! `docs/dialects.md` says, per dialect, what maps to what and what is not supported.
 //!
@@ -31,9 +33,11 @@
 pub mod deepgram;
 pub mod dialect;
 mod error_code;
+pub mod jambonz;
 pub mod media_stream;
 pub mod native;
 pub mod openai;
+pub mod vosk;
 
 use crate::audio::AudioFormat;
 

@@ -58,7 +58,7 @@ use crate::metrics::METRICS;
 use crate::multichannel;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd};
-use crate::protocol::{ErrorCode, StartConfig};
+use crate::protocol::{ErrorCode, Rejection, StartConfig};
 use crate::settings::SessionSettings;
 use fragments::{Reassembled, Reassembler};
 use input_rate::InputRate;
@@ -524,20 +524,29 @@ impl Session {
         }
         let mut actions = Vec::new();
         let parsed = self.dialect.text(text, &mut actions);
+        self.on_actions(ctx, actions, parsed);
+    }
+
+    /// A binary frame, through the dialect (audio in every dialect that takes binary frames).
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>, data: Bytes) {
+        let mut actions = Vec::new();
+        let parsed = self.dialect.binary_actions(data, &mut actions);
+        self.on_actions(ctx, actions, parsed);
+    }
+
+    /// The actions the dialect read from one frame, then its rejection if it had one.
+    fn on_actions(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        actions: Vec<Inbound>,
+        parsed: Result<(), Rejection>,
+    ) {
         // Actions before a rejection (none in practice) still count: they were the client's.
         for action in actions {
             self.on_action(ctx, action);
         }
         if let Err(rejection) = parsed {
             self.fail(ctx, rejection.code, &rejection.message);
-        }
-    }
-
-    /// A binary frame, through the dialect (audio in every dialect that takes binary frames).
-    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>, data: Bytes) {
-        match self.dialect.binary(data) {
-            Ok(action) => self.on_action(ctx, action),
-            Err(rejection) => self.fail(ctx, rejection.code, &rejection.message),
         }
     }
 

@@ -99,6 +99,10 @@ impl Dialect for WebhookDialect {
         self.inner.binary(data)
     }
 
+    fn binary_actions(&mut self, data: Bytes, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
+        self.inner.binary_actions(data, actions)
+    }
+
     fn resumable(&self) -> bool {
         self.inner.resumable()
     }

@@ -1,17 +1,18 @@
-//! One benchmark session through the gateway: connect, `start`, wait for `ready`, hand the socket's
-//! sending half to the [`Pacer`](super::pacer::Pacer), then read everything the server says —
-//! checking each final against the plan as it arrives — until `closed` and the closing handshake.
+//! One benchmark session through the gateway: connect, `start` (or the dialect's first message),
+//! wait for `ready` (or what the dialect has for it), hand the socket's sending half to the
+//! [`Pacer`](super::pacer::Pacer), then read everything the server says — checking each final
+//! against the plan as it arrives — until `closed` (or the dialect's end) and the closing
+//! handshake. What each dialect's messages mean is in [`super::dialect`].
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 
+use super::dialect::Event;
 use super::measure::{FinalChecker, SessionOutcome};
 use super::pacer::{Entry, EntryHandle, Sink};
 use super::script::Plan;
@@ -25,29 +26,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(40);
 /// After the server's Close, how long it may take to end the TCP connection.
 const EOF_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The fields of server messages the bench looks at (the rest is skipped unparsed).
-#[derive(Deserialize)]
-struct ServerMessage<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default)]
-    is_final: bool,
-    #[serde(default, borrow)]
-    transcript: Cow<'a, str>,
-    #[serde(default)]
-    words: Vec<WordTimes>,
-    #[serde(default, borrow)]
-    code: Cow<'a, str>,
-    #[serde(default)]
-    restarts: u64,
-}
-
-#[derive(Deserialize)]
-struct WordTimes {
-    start_ms: u64,
-    end_ms: u64,
-}
 
 /// Runs one session of `plan` against the gateway at `url`. `key` varies the handshake key.
 pub async fn gateway_session(
@@ -63,6 +41,7 @@ pub async fn gateway_session(
         plan: plan.clone(),
         handle: None,
         closed_seen: false,
+        client_closed: false,
     };
     let result = session.run(url, key, &mut checker, &mut outcome).await;
     if !outcome.ready {
@@ -92,8 +71,10 @@ struct GatewaySession<'a> {
     plan: Arc<Plan>,
     /// Set once the session is registered with the pacer.
     handle: Option<EntryHandle>,
-    /// `closed` arrived: the server's Close that follows is the normal end.
+    /// `closed` (or the dialect's end) arrived: the Close that follows is the normal end.
     closed_seen: bool,
+    /// The bench sent its Close (dialects whose server never ends the session).
+    client_closed: bool,
 }
 
 impl GatewaySession<'_> {
@@ -109,7 +90,12 @@ impl GatewaySession<'_> {
             .map_err(|_| "connect: timed out".to_string())??;
         let (mut read, write) = socket.into_split();
         let writer = Arc::new(WsWriter::new(write));
-        writer.send(&self.shared.start_frame)?;
+        if let Some(start) = &self.shared.start_frame {
+            writer.send(start)?;
+        }
+        if self.shared.dialect.ready_at_open() {
+            self.on_ready(&writer, outcome)?;
+        }
         loop {
             while let Some(frame) = ws::parse_server_frame(&mut buf)? {
                 if self.on_frame(frame, &writer, checker, outcome).await? {
@@ -142,36 +128,23 @@ impl GatewaySession<'_> {
         match frame {
             ServerFrame::Text(text) => {
                 let at_us = self.shared.pacer.now_us();
-                let message: ServerMessage = serde_json::from_slice(&text)
-                    .map_err(|e| format!("the server sent invalid JSON: {e}"))?;
-                match message.kind.as_ref() {
-                    "transcript" if message.is_final => checker.on_final(
-                        &message.transcript,
-                        message.words.iter().map(|w| (w.start_ms, w.end_ms)),
-                        at_us,
-                    ),
-                    "transcript" | "ack" => {}
-                    "ready" => {
-                        if self.handle.is_some() {
-                            return Err("a second ready".to_string());
+                match self.shared.dialect.event(&text)? {
+                    Event::Final { transcript, words } => {
+                        match words {
+                            Some(words) => checker.on_final(&transcript, words.into_iter(), at_us),
+                            None => checker.on_final_untimed(&transcript, at_us),
                         }
-                        outcome.ready = true;
-                        self.shared.settle();
-                        let (entry, handle) = Entry::new(
-                            Sink::Ws(writer.clone()),
-                            self.plan.clone(),
-                            self.shared.steady,
-                        );
-                        self.shared.pacer.register(entry);
-                        self.handle = Some(handle);
+                        self.close_when_done(writer, checker)?;
                     }
-                    "warning" => outcome.warnings.push(message.code.into_owned()),
-                    "error" => return Err(format!("error {}", message.code)),
-                    "closed" => {
+                    Event::Ready => self.on_ready(writer, outcome)?,
+                    Event::Ending { restarts } => {
                         self.closed_seen = true;
-                        outcome.restarts = message.restarts;
+                        outcome.restarts = restarts;
+                        self.close_when_done(writer, checker)?;
                     }
-                    other => return Err(format!("unexpected message type {other:?}")),
+                    Event::Warning(code) => outcome.warnings.push(code),
+                    Event::Error(code) => return Err(format!("error {code}")),
+                    Event::Other => {}
                 }
                 Ok(false)
             }
@@ -182,17 +155,62 @@ impl GatewaySession<'_> {
             ServerFrame::Pong => Ok(false),
             ServerFrame::Binary(_) => Err("the server sent a binary message".to_string()),
             ServerFrame::Close(code, reason) => {
-                // The RFC's closing handshake: echo the code, then the server ends the TCP
-                // connection (so the bench's ports do not pile up in TIME_WAIT).
-                let _ = writer.send(&ws::close_frame(code));
+                // The RFC's closing handshake: echo the code (unless the bench closed first),
+                // then the server ends the TCP connection (so the bench's ports do not pile up in
+                // TIME_WAIT).
+                if !self.client_closed {
+                    let _ = writer.send(&ws::close_frame(code));
+                }
                 let _ = writer.flush().await;
-                if self.closed_seen && code == 1000 {
+                let normal_end = self.closed_seen || self.shared.dialect.closes_without_ending();
+                if normal_end && code == 1000 {
                     Ok(true)
                 } else {
                     Err(format!("closed {code} {reason}"))
                 }
             }
         }
+    }
+}
+
+impl GatewaySession<'_> {
+    /// The session is configured: it joins the pacer (waiting for go in a steady run).
+    fn on_ready(
+        &mut self,
+        writer: &Arc<WsWriter>,
+        outcome: &mut SessionOutcome,
+    ) -> Result<(), String> {
+        if self.handle.is_some() {
+            return Err("a second ready".to_string());
+        }
+        outcome.ready = true;
+        self.shared.settle();
+        let (entry, handle) = Entry::new(
+            Sink::Ws(writer.clone()),
+            self.plan.clone(),
+            self.shared.steady,
+        );
+        self.shared.pacer.register(entry);
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    /// For a dialect whose server never ends the session (OpenAI): once the end marker was
+    /// echoed and every final has come, the bench closes.
+    fn close_when_done(
+        &mut self,
+        writer: &WsWriter,
+        checker: &FinalChecker<'_>,
+    ) -> Result<(), String> {
+        if self.shared.dialect.client_closes()
+            && self.closed_seen
+            && !self.client_closed
+            && checker.all_received()
+        {
+            self.client_closed = true;
+            writer.send(&ws::close_frame(1000))?;
+        }
+        Ok(())
     }
 }
 

@@ -117,6 +117,28 @@ impl<'a> FinalChecker<'a> {
         }
     }
 
+    /// A final without word times (the dialect has none) arrived at `at_us`: its transcript is
+    /// checked, its word times are not.
+    pub fn on_final_untimed(&mut self, transcript: &str, at_us: u64) {
+        self.received += 1;
+        let Some(expected) = self.plan.finals.get(self.next) else {
+            self.transcript_errors += 1;
+            return;
+        };
+        let index = self.next;
+        self.next += 1;
+        if transcript != self.script.utterances[expected.utterance].transcript {
+            self.transcript_errors += 1;
+            return;
+        }
+        self.arrivals[index] = Some(at_us);
+    }
+
+    /// Every final of the plan has arrived (right or wrong).
+    pub fn all_received(&self) -> bool {
+        self.next >= self.plan.finals.len()
+    }
+
     /// A final arrived at `at_us` with this transcript and these word times (ms on the session
     /// clock).
     pub fn on_final(

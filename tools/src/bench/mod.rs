@@ -9,6 +9,7 @@
 //! Layout:
 //! - [`script`]: the audio every session sends and the finals it must get back (exactly).
 //! - `ws`: the bench's own minimal WebSocket client (frames encoded once, sent with one write).
+//! - `dialect`: the client side of each protocol the bench speaks (`--dialect`).
 //! - `pacer`: real-time pacing — one ticker per group of sessions, not one timer per session.
 //! - `load`: one session through the gateway; `direct`: one session straight to the emulator.
 //! - [`measure`]: the check of each final, latency samples, percentiles, totals.
@@ -22,6 +23,7 @@
 //! - `resume`: `voxgate bench resume`, sessions whose connections are cut and resumed (the resume
 //!   gap).
 
+pub mod dialect;
 mod direct;
 mod load;
 pub mod measure;
@@ -38,8 +40,9 @@ mod ws;
 
 use std::path::PathBuf;
 
+use dialect::BenchDialect;
 use measure::Percentiles;
-use report::Report;
+use report::{DialectComparison, Report};
 use run::{RunSpec, Target};
 use script::ScriptFormat;
 use voxgate_emulator::synth::SynthEncoding;
@@ -103,6 +106,11 @@ pub struct LoadArgs {
     /// Send audio as base64 JSON `audio` messages instead of binary frames.
     #[arg(long)]
     pub base64: bool,
+    /// Speak a vendor dialect (deepgram, openai, jambonz, vosk) on its path of --url's gateway,
+    /// after a native run of the same load on the same gateway, and compare the server's CPU per
+    /// session-minute (native binary; native base64 for openai, whose audio is base64).
+    #[arg(long, default_value = "native", value_parser = BenchDialect::parse)]
+    pub dialect: BenchDialect,
     /// Ask for final results only (no interim results).
     #[arg(long)]
     pub finals_only: bool,
@@ -152,9 +160,14 @@ impl LoadArgs {
                 endpoint: self.endpoint.clone(),
             }
         } else {
+            let format = self.format();
+            self.dialect.check_format(&format)?;
+            let mut url = ws::WsUrl::parse(&self.url)?;
+            url.path = self.dialect.path(&url.path, &format, !self.finals_only);
             Target::Gateway {
-                url: ws::WsUrl::parse(&self.url)?,
+                url,
                 base64: self.base64,
+                dialect: self.dialect,
             }
         };
         if self.duration.is_nan() || self.duration < 0.0 {
@@ -171,16 +184,31 @@ impl LoadArgs {
             churn_secs: self.churn,
             idle_secs: self.idle_secs,
             interim: !self.finals_only,
-            format: ScriptFormat {
-                sample_rate_hz: self.rate,
-                encoding: self.encoding,
-                frame_ms: self.frame_ms,
-            },
+            format: self.format(),
             groups: self.groups,
             loop_secs: self.loop_secs,
             server_pid: self.server_pid,
             emulator_pid: self.emulator_pid,
         })
+    }
+}
+
+impl LoadArgs {
+    fn format(&self) -> ScriptFormat {
+        ScriptFormat {
+            sample_rate_hz: self.rate,
+            encoding: self.encoding,
+            frame_ms: self.frame_ms,
+        }
+    }
+
+    /// The native run a dialect run is compared with: the same load, on the native path.
+    fn native_twin(&self) -> LoadArgs {
+        LoadArgs {
+            dialect: BenchDialect::Native,
+            base64: self.dialect == BenchDialect::OpenAi,
+            ..self.clone()
+        }
     }
 }
 
@@ -228,6 +256,17 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             } else {
                 Err("some sessions did not resume with every final exactly once".into())
             }
+        }
+        None if args.load.dialect != BenchDialect::Native && !args.load.direct => {
+            let native = run_load(&args.load.native_twin())?;
+            let dialect = run_load(&args.load)?;
+            let comparison = DialectComparison::new(args.load.dialect, native, dialect);
+            if args.load.json {
+                println!("{}", comparison.to_json());
+            } else {
+                print!("{}", comparison.to_table());
+            }
+            Ok(())
         }
         None => {
             let report = run_load(&args.load)?;

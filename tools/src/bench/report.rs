@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::dialect::BenchDialect;
 use super::measure::Percentiles;
 use super::process::GatewayMetrics;
 use super::run::{ProcReadings, RunResult, Target};
@@ -49,7 +50,7 @@ pub struct Report {
     /// `gateway` or `direct`.
     pub mode: &'static str,
     pub target: String,
-    /// `binary`, `base64` or `grpc`.
+    /// `binary`, `base64`, `grpc`, or the dialect's name (`deepgram`, `openai`, …).
     pub framing: &'static str,
     pub sessions: u64,
     pub duration_secs: f64,
@@ -148,10 +149,18 @@ impl Report {
         let spec = &result.spec;
         let totals = &mut result.totals;
         let (mode, target, framing) = match &spec.target {
-            Target::Gateway { url, base64 } => (
+            Target::Gateway {
+                url,
+                base64,
+                dialect,
+            } => (
                 "gateway",
                 format!("ws://{}{}", url.authority, url.path),
-                if *base64 { "base64" } else { "binary" },
+                match dialect {
+                    BenchDialect::Native if *base64 => "base64",
+                    BenchDialect::Native => "binary",
+                    other => other.name(),
+                },
             ),
             Target::Direct { endpoint } => ("direct", endpoint.clone(), "grpc"),
         };
@@ -384,6 +393,64 @@ impl Report {
                 .map_or("—".to_string(), |l| format!("{l:.2}")),
             self.load_after
                 .map_or("—".to_string(), |l| format!("{l:.2}")),
+        );
+        out
+    }
+}
+
+/// `voxgate bench --dialect X`: a native run and a run of the dialect, of the same load on the
+/// same gateway, one after the other, and how their server CPU per session-minute compares
+/// (issue 12's budget: a dialect session at most 10 % above a native one).
+#[derive(Debug, Clone, Serialize)]
+pub struct DialectComparison {
+    pub dialect: &'static str,
+    pub native: Report,
+    #[serde(rename = "dialect_run")]
+    pub dialect_report: Report,
+    /// Server CPU s per session-minute, native and dialect (`--server-pid` given).
+    pub native_cpu_per_session_minute: Option<f64>,
+    pub dialect_cpu_per_session_minute: Option<f64>,
+    /// dialect ÷ native − 1, in percent.
+    pub dialect_cpu_extra_percent: Option<f64>,
+}
+
+impl DialectComparison {
+    pub fn new(dialect: BenchDialect, native: Report, dialect_report: Report) -> DialectComparison {
+        let per_minute = |r: &Report| r.server.as_ref().map(|s| s.cpu_secs_per_session_minute);
+        let (n, d) = (per_minute(&native), per_minute(&dialect_report));
+        DialectComparison {
+            dialect: dialect.name(),
+            dialect_cpu_extra_percent: match (n, d) {
+                (Some(n), Some(d)) if n > 0.0 => Some((d / n - 1.0) * 100.0),
+                _ => None,
+            },
+            native_cpu_per_session_minute: n,
+            dialect_cpu_per_session_minute: d,
+            native,
+            dialect_report,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Both runs' tables, then the comparison.
+    pub fn to_table(&self) -> String {
+        let mut out = self.native.to_table();
+        out.push('\n');
+        out.push_str(&self.dialect_report.to_table());
+        let figure = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.4}"));
+        let _ = writeln!(
+            out,
+            "\nserver CPU s per session-minute: native ({}) {}, {} {}; {} costs {} per session-minute",
+            self.native.framing,
+            figure(self.native_cpu_per_session_minute),
+            self.dialect,
+            figure(self.dialect_cpu_per_session_minute),
+            self.dialect,
+            self.dialect_cpu_extra_percent
+                .map_or("— (give --server-pid)".to_string(), |p| format!("{p:+.1} %")),
         );
         out
     }

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::watch;
 
+use super::dialect::BenchDialect;
 use super::direct::{self, ChannelPool};
 use super::load;
 use super::measure::Totals;
@@ -28,7 +28,7 @@ use super::pacer::{FrameSet, Pacer};
 use super::process::{self, GatewayMetrics, ProcSample};
 use super::script::{Script, ScriptFormat};
 use super::shared::{Shared, SharedParts};
-use super::ws::{self, WsUrl};
+use super::ws::WsUrl;
 
 /// How long after the last session the "after" readings are taken (the server drops its actors
 /// and connections, and its allocator returns what it purges, meanwhile).
@@ -39,8 +39,12 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// What the bench runs against.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// A gateway's `/v1/listen`.
-    Gateway { url: WsUrl, base64: bool },
+    /// A gateway's `/v1/listen`, or a dialect's path on it.
+    Gateway {
+        url: WsUrl,
+        base64: bool,
+        dialect: BenchDialect,
+    },
     /// An emulator (or any Speech v1 server) at `http://HOST:PORT`.
     Direct { endpoint: String },
 }
@@ -118,28 +122,15 @@ pub struct RunResult {
 fn frame_set(script: &Arc<Script>, target: &Target) -> FrameSet {
     match target {
         Target::Direct { .. } => FrameSet::Raw(script.clone()),
-        Target::Gateway { base64, .. } => {
-            let frames = (0..script.frames)
-                .map(|i| {
-                    let audio = script.frame_audio(i);
-                    if *base64 {
-                        let content = base64::Engine::encode(
-                            &base64::engine::general_purpose::STANDARD,
-                            &audio,
-                        );
-                        let text = json!({"type": "audio", "content": content}).to_string();
-                        ws::client_frame_bytes(ws::TEXT, text.as_bytes())
-                    } else {
-                        ws::client_frame_bytes(ws::BINARY, &audio)
-                    }
-                })
-                .collect();
-            FrameSet::Ws {
-                frames,
-                keepalive: ws::client_frame_bytes(ws::TEXT, br#"{"type":"keepalive"}"#),
-                stop: ws::client_frame_bytes(ws::TEXT, br#"{"type":"stop"}"#),
-            }
-        }
+        Target::Gateway {
+            base64, dialect, ..
+        } => FrameSet::Ws {
+            frames: (0..script.frames)
+                .map(|i| dialect.audio_frame(&script.frame_audio(i), *base64))
+                .collect(),
+            keepalive: dialect.keepalive(),
+            stop: dialect.stop(),
+        },
     }
 }
 
@@ -196,15 +187,11 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
     if spec.churn_secs.is_some() {
         pacer.go();
     }
-    let start_frame = {
-        let start = json!({
-            "type": "start",
-            "encoding": spec.format.encoding_name(),
-            "sample_rate_hz": spec.format.sample_rate_hz,
-            "interim_results": spec.interim,
-        });
-        ws::client_frame_bytes(ws::TEXT, start.to_string().as_bytes())
+    let dialect = match &spec.target {
+        Target::Gateway { dialect, .. } => *dialect,
+        Target::Direct { .. } => BenchDialect::Native,
     };
+    let start_frame = dialect.start(&spec.format, spec.interim);
     let shared = Arc::new(Shared::new(SharedParts {
         plan_secs: spec.churn_secs.unwrap_or(spec.duration_secs),
         script,
@@ -213,6 +200,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         steady: spec.churn_secs.is_none(),
         go: go_rx,
         start_frame,
+        dialect,
     }));
     let metrics_addr: Option<SocketAddr> = match &spec.target {
         Target::Gateway { url, .. } => Some(url.addr),

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::dialect::BenchDialect;
 use super::report::Report;
 use super::run::{self, RunSpec, Target};
 use super::script::ScriptFormat;
@@ -303,7 +304,11 @@ fn run_load(args: &ScenarioArgs, name: &str, load: Load) -> Result<Vec<(String, 
             };
             eprintln!("bench: {run_name}");
             let url = WsUrl::parse(&format!("ws://{}/v1/listen", gw.addr))?;
-            let target = Target::Gateway { url, base64 };
+            let target = Target::Gateway {
+                url,
+                base64,
+                dialect: BenchDialect::Native,
+            };
             let result = run::run(
                 spec(args, load, target, gw.pid(), Some(emu.pid())),
                 args.threads,

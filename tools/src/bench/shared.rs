@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
+use super::dialect::BenchDialect;
 use super::measure::Collector;
 use super::pacer::Pacer;
 use super::script::{Plan, Script};
@@ -31,8 +32,10 @@ pub struct Shared {
     pub steady: bool,
     /// Set at "go" (direct sessions open their calls then).
     pub go: watch::Receiver<bool>,
-    /// The gateway's `start` message, as a client frame.
-    pub start_frame: Bytes,
+    /// The first message of a gateway session, as a client frame (none: the URL configures it).
+    pub start_frame: Option<Bytes>,
+    /// The protocol gateway sessions speak.
+    pub dialect: BenchDialect,
     /// Sessions that are ready, or failed before being ready.
     settled: AtomicU64,
     /// Notified when `settled` grows.
@@ -50,7 +53,8 @@ pub struct SharedParts {
     pub interim: bool,
     pub steady: bool,
     pub go: watch::Receiver<bool>,
-    pub start_frame: Bytes,
+    pub start_frame: Option<Bytes>,
+    pub dialect: BenchDialect,
     /// Seconds of audio per plan.
     pub plan_secs: f64,
 }
@@ -69,6 +73,7 @@ impl Shared {
             steady: parts.steady,
             go: parts.go,
             start_frame: parts.start_frame,
+            dialect: parts.dialect,
             settled: AtomicU64::new(0),
             settled_changed: Notify::new(),
         }

@@ -339,7 +339,7 @@ impl Dialect for MediaStreamDialect {
     fn warning(&mut self, _code: &str, _message: &str, _out: &mut Vec<String>) {}
 
     fn error(&mut self, code: ErrorCode, _message: &str, _out: &mut Vec<String>) -> Option<Close> {
-        Close::after(code)
+        Close::of_code(code)
     }
 
     fn closed(&mut self, _end: SessionEnd<'_>, _out: &mut Vec<String>) -> Close {

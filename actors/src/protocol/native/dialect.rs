@@ -5,8 +5,6 @@
 //! Native clients can resume: `start` with `resume` becomes [`Inbound::Resume`], and the session's
 //! [`Progress`] goes out on `ready`, finals and acks (`resume_token`, `final_ms`).
 
-use bytes::Bytes;
-
 use super::{parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson};
 use crate::audio::Encoding;
 use crate::messages::{AudioAcked, Transcript};
@@ -129,13 +127,6 @@ impl Dialect for NativeDialect {
         Ok(())
     }
 
-    fn binary(&mut self, data: Bytes) -> Result<Inbound, Rejection> {
-        Ok(Inbound::Audio {
-            data,
-            audio_id: None,
-        })
-    }
-
     fn resumable(&self) -> bool {
         true
     }
@@ -203,7 +194,7 @@ impl Dialect for NativeDialect {
 
     fn error(&mut self, code: ErrorCode, message: &str, out: &mut Vec<String>) -> Option<Close> {
         out.push(ServerMessage::error(code, message).to_json());
-        Close::after(code)
+        Close::of_code(code)
     }
 
     fn closed(&mut self, end: SessionEnd<'_>, out: &mut Vec<String>) -> Close {

@@ -299,7 +299,7 @@ pub(crate) fn typed_object(
 /// Whether arrays and objects in the JSON `text` nest deeper than `limit` (brackets inside strings
 /// do not count). A linear scan before parsing, so a deeply nested message costs no recursion;
 /// strings are skipped with `memchr`, so a long base64 `content` costs next to nothing.
-fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
+pub(crate) fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
     let mut at = 0;
     while let Some(&byte) = text.get(at) {

@@ -504,17 +504,11 @@ impl Dialect for OpenAiDialect {
             event_id: None,
         };
         out.push(error_event(&mut self.next_event, kind, &error));
-        code.close_code().map(|close| Close {
-            code: close,
-            reason: code.as_str().to_string(),
-        })
+        Close::of_code(code)
     }
 
     fn closed(&mut self, _end: SessionEnd<'_>, _out: &mut Vec<String>) -> Close {
-        Close {
-            code: 1000,
-            reason: String::new(),
-        }
+        Close::normal("")
     }
 }
 
