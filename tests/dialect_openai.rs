@@ -298,7 +298,12 @@ async fn raw_events_both_ways() {
         next_json(&mut ws).await["type"],
         "input_audio_buffer.cleared"
     );
-    ws.send(tokio_tungstenite::tungstenite::Message::Close(None))
+    // A normal close, as the SDKs' websocket libraries send it; the server echoes its code.
+    let normal = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(normal)))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (_, close) = read_until_close(&mut ws, Duration::from_secs(5)).await;
