@@ -324,6 +324,10 @@ impl Session {
         if let Some(timer) = self.start_timer.take() {
             ctx.cancel_future(timer);
         }
+        if let Err(rejection) = self.pipelines.honoured().check(&config) {
+            self.fail(ctx, rejection.code, &rejection.message);
+            return;
+        }
         tracing::info!(
             session_id = %self.id,
             encoding = config.format.encoding.as_str(),
