@@ -11,7 +11,7 @@ use actix::prelude::*;
 use crate::audio_buffer::AudioBuffer;
 use crate::circuit_breaker::CircuitBreaker;
 use crate::messages::{AudioBufferLinks, BufferControl, PipelineHandle, SessionLinks};
-use crate::protocol::StartConfig;
+use crate::protocol::{Honoured, StartConfig};
 use crate::recognizer::RecognizerFactory;
 use crate::restart_policy::RestartPolicy;
 use crate::settings::{AudioSettings, SupervisionSettings};
@@ -20,6 +20,9 @@ use crate::supervisor::StreamSupervisor;
 /// Starts the actors that carry one session's audio upstream and its results back. Called on the
 /// session's arbiter when the session is configured; everything it starts lives there too.
 pub trait PipelineFactory {
+    /// What the pipeline's upstream honours of the features a session may ask for.
+    fn honoured(&self) -> Honoured;
+
     fn start(
         &self,
         session_id: Arc<str>,
@@ -46,6 +49,10 @@ pub struct Pipeline {
 }
 
 impl PipelineFactory for Pipeline {
+    fn honoured(&self) -> Honoured {
+        self.recognizers.honoured()
+    }
+
     fn start(
         &self,
         session_id: Arc<str>,

@@ -28,6 +28,7 @@ pub fn start_config() -> StartConfig {
         model: String::new(),
         phrases: Vec::new(),
         single_utterance: false,
+        features: Default::default(),
     }
 }
 

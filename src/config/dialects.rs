@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 use voxgate_actors::protocol::deepgram::DeepgramSettings;
-use voxgate_actors::protocol::media_stream::{TelnyxSettings, TwilioSettings};
 use voxgate_actors::protocol::jambonz::JambonzSettings;
+use voxgate_actors::protocol::media_stream::{TelnyxSettings, TwilioSettings};
 use voxgate_actors::protocol::openai::OpenAiSettings;
 use voxgate_actors::protocol::vosk::VoskSettings;
 

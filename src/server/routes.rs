@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 use voxgate_actors::pipeline::PipelineFactory;
 use voxgate_actors::protocol::deepgram::{self, DeepgramDialect, QueryRefusal};
-use voxgate_actors::protocol::media_stream::{self, Envelope, MediaStreamDialect, TwilioSettings};
 use voxgate_actors::protocol::jambonz::{self, JambonzDialect};
+use voxgate_actors::protocol::media_stream::{self, Envelope, MediaStreamDialect, TwilioSettings};
 use voxgate_actors::protocol::native::NativeDialect;
 use voxgate_actors::protocol::openai::{self, OpenAiDialect};
 use voxgate_actors::protocol::vosk::{self, VoskDialect};
@@ -216,8 +216,11 @@ fn twilio_signed(req: &HttpRequest, settings: &TwilioSettings) -> Result<(), Str
         return if settings.allow_unsigned {
             Ok(())
         } else {
-            Err("[dialects.twilio] auth_token is not set, so no stream can be verified;                  refused (allow_unsigned = true accepts unsigned streams)"
-                .into())
+            Err(
+                "[dialects.twilio] auth_token is not set, so no stream can be verified; \
+                 refused (allow_unsigned = true accepts unsigned streams)"
+                    .into(),
+            )
         };
     };
     let signature = req

@@ -73,6 +73,11 @@ struct ProbePipelines {
 }
 
 impl PipelineFactory for ProbePipelines {
+    /// Probes take anything: what they received is for the test to inspect.
+    fn honoured(&self) -> voxgate_actors::protocol::Honoured {
+        voxgate_actors::protocol::Honoured::GOOGLE_V2
+    }
+
     fn start(
         &self,
         session_id: Arc<str>,

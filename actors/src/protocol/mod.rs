@@ -24,6 +24,8 @@
 //!   none of which know the client's dialect. Its code strings, WebSocket close codes and
 //!   retryability are those of the native protocol, documented in `docs/protocol.md`; a dialect
 //!   maps each code onto its own error messages and close codes.
+//! - [`Features`] ([`features`]): what a session may ask for that not every upstream honours, and
+//!   the check that refuses it by name where the configured upstream cannot.
 //! - [`Rejection`]: an error code with a message for a human — what any check of client input
 //!   answers.
 //!
@@ -33,6 +35,7 @@
 pub mod deepgram;
 pub mod dialect;
 mod error_code;
+mod features;
 pub mod jambonz;
 pub mod media_stream;
 pub mod native;
@@ -43,6 +46,7 @@ use crate::audio::AudioFormat;
 
 pub use dialect::{Dialect, Inbound, WebhookRequest};
 pub use error_code::ErrorCode;
+pub use features::{Endpointing, Features, Honoured, MAX_LANGUAGE_CODES};
 
 /// What a client asked for in `start` (or in the query string): the recognition configuration of
 /// every upstream stream of the session.
@@ -60,6 +64,8 @@ pub struct StartConfig {
     pub phrases: Vec<String>,
     /// Stop after the first utterance (Google's `single_utterance`): the session then closes.
     pub single_utterance: bool,
+    /// What not every upstream honours; checked against the configured one at `start`.
+    pub features: Features,
 }
 
 /// A message the client got wrong: what the session sends back as `error` (and whether it then

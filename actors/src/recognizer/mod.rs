@@ -25,10 +25,15 @@ pub mod local;
 pub mod probe;
 
 use crate::messages::{StreamHandle, StreamRequest};
+use crate::protocol::Honoured;
 
 /// Starts one recognizer actor for one upstream stream.
 pub trait RecognizerFactory {
     fn start(&self, request: StreamRequest) -> StreamHandle;
+
+    /// What this engine honours of the features a session may ask for (checked at `start`, so
+    /// that nothing asked for is silently dropped).
+    fn honoured(&self) -> Honoured;
 
     /// The upstream rejected the credentials (`UNAUTHENTICATED`): streams started from now on
     /// must use freshly fetched ones. Engines without credentials ignore it.

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use crate::messages::{StreamHandle, StreamRequest};
+use crate::protocol::Honoured;
 use crate::recognizer::RecognizerFactory;
 use crate::testing::{Probe, ProbeLog};
 
@@ -21,6 +22,11 @@ pub struct ProbeRecognizers {
 }
 
 impl RecognizerFactory for ProbeRecognizers {
+    /// Probes take anything: what they received is for the test to inspect.
+    fn honoured(&self) -> Honoured {
+        Honoured::GOOGLE_V2
+    }
+
     fn start(&self, request: StreamRequest) -> StreamHandle {
         let (probe, log) = Probe::start_new();
         self.started.borrow_mut().push((request, log));

@@ -342,6 +342,10 @@ impl Session {
         if let Some(timer) = self.start_timer.take() {
             ctx.cancel_future(timer);
         }
+        if let Err(rejection) = self.pipelines.honoured().check(&config) {
+            self.fail(ctx, rejection.code, &rejection.message);
+            return;
+        }
         tracing::info!(
             session_id = %self.id,
             encoding = config.format.encoding.as_str(),
@@ -566,7 +570,7 @@ impl Session {
                 ErrorCode::AlreadyStarted,
                 "the session is configured already; this start is ignored",
             ),
-                        Inbound::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id, None),
+            Inbound::Audio { data, audio_id } => self.on_audio(ctx, data, audio_id, None),
             Inbound::ChannelAudio { channel, data } => {
                 self.on_audio(ctx, data, None, Some(channel))
             }

@@ -31,6 +31,14 @@ pub struct ResumeConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phrases: Vec<String>,
     pub single_utterance: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternative_language_codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profanity_filter: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpointing: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub denoise: bool,
 }
 
 impl ResumeConfig {
@@ -44,20 +52,39 @@ impl ResumeConfig {
             model: config.model.clone(),
             phrases: config.phrases.clone(),
             single_utterance: config.single_utterance,
+            alternative_language_codes: config.features.alternative_language_codes.clone(),
+            profanity_filter: config.features.profanity_filter,
+            endpointing: config.features.endpointing.map(|e| e.as_str().to_string()),
+            denoise: config.features.denoise,
         }
     }
 
     /// The configuration again, validated as a `start` would be.
     pub fn to_start_config(&self, max_phrases: usize) -> Result<StartConfig, Rejection> {
+        // Several languages travel as `language_codes` (a `start` may not give both fields).
+        let (language_code, language_codes) = if self.alternative_language_codes.is_empty() {
+            (Some(self.language_code.clone()), None)
+        } else {
+            let all = std::iter::once(&self.language_code)
+                .chain(&self.alternative_language_codes)
+                .cloned()
+                .collect();
+            (None, Some(all))
+        };
         StartRequest {
             encoding: self.encoding.clone(),
             sample_rate_hz: self.sample_rate_hz,
-            language_code: Some(self.language_code.clone()),
+            language_code,
+            language_codes,
+            profanity_filter: Some(self.profanity_filter),
+            endpointing: self.endpointing.clone(),
+            denoise: Some(self.denoise),
             interim_results: Some(self.interim_results),
             enable_automatic_punctuation: Some(self.enable_automatic_punctuation),
             model: Some(self.model.clone()),
             phrases: Some(self.phrases.clone()),
             single_utterance: Some(self.single_utterance),
+            ..StartRequest::default()
         }
         .validate(max_phrases)
     }

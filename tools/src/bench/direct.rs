@@ -111,6 +111,7 @@ fn start_config(shared: &Shared) -> StartConfig {
         model: String::new(),
         phrases: Vec::new(),
         single_utterance: false,
+        features: Default::default(),
     }
 }
 

@@ -215,6 +215,7 @@ pub fn parse_query(query: &str, max_phrases: usize) -> Result<DeepgramConfig, Qu
             model: String::new(),
             phrases,
             single_utterance: false,
+            features: Default::default(),
         },
         model,
         interim_results,

@@ -126,6 +126,7 @@ fn start(fields: StartFields, max_phrases: usize) -> Result<StartConfig, Rejecti
         model: String::new(),
         phrases,
         single_utterance: false,
+        features: Default::default(),
     })
 }
 

@@ -238,6 +238,7 @@ impl MediaStreamDialect {
             model: String::new(),
             phrases: Vec::new(),
             single_utterance: false,
+            features: Default::default(),
         })
     }
 

@@ -243,8 +243,10 @@ mod tests {
             language_code: "en-us".into(),
         };
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&transcript_message(&t, None, None).to_json())
-                .unwrap_or(serde_json::Value::Null),
+            serde_json::from_str::<serde_json::Value>(
+                &transcript_message(&t, None, None).to_json()
+            )
+            .unwrap_or(serde_json::Value::Null),
             json!({"type":"transcript","is_final":true,"transcript":"hello world",
                    "confidence":0.5,"stability":0.0,"start_ms":100,"end_ms":900,
                    "words":[{"word":"hello","start_ms":100,"end_ms":400,"confidence":0.25}],

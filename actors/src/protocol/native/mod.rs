@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::audio::{AudioFormat, Encoding};
 use crate::protocol::dialect::quote;
-use crate::protocol::{ErrorCode, Rejection, StartConfig};
+use crate::protocol::{
+    Endpointing, ErrorCode, Features, Rejection, StartConfig, MAX_LANGUAGE_CODES,
+};
 
 mod dialect;
 
@@ -67,6 +69,16 @@ pub struct StartRequest {
     /// only; default 1).
     #[serde(default)]
     pub channels: Option<usize>,
+    /// Several languages, the first the default (instead of `language_code`).
+    #[serde(default)]
+    pub language_codes: Option<Vec<String>>,
+    #[serde(default)]
+    pub profanity_filter: Option<bool>,
+    /// `standard`, `short` or `supershort`.
+    #[serde(default)]
+    pub endpointing: Option<String>,
+    #[serde(default)]
+    pub denoise: Option<bool>,
 }
 
 impl StartRequest {
@@ -94,17 +106,8 @@ impl StartRequest {
                 ),
             ));
         }
-        let language_code = self.language_code.unwrap_or_else(|| "en-US".to_string());
-        if !is_language_tag(&language_code) {
-            return Err(Rejection::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "language_code `{}` is not a language tag (1–{MAX_LANGUAGE_CODE_CHARS} \
-                     letters, digits and `-`, e.g. en-US)",
-                    quote(&language_code)
-                ),
-            ));
-        }
+        let (language_code, alternative_language_codes) =
+            languages(self.language_code, self.language_codes)?;
         let model = self.model.unwrap_or_default();
         if !is_model_name(&model) {
             return Err(Rejection::new(
@@ -149,8 +152,68 @@ impl StartRequest {
             model,
             phrases,
             single_utterance: self.single_utterance.unwrap_or(false),
+            features: Features {
+                alternative_language_codes,
+                profanity_filter: self.profanity_filter.unwrap_or(false),
+                endpointing: self.endpointing.as_deref().map(endpointing).transpose()?,
+                denoise: self.denoise.unwrap_or(false),
+            },
         })
     }
+}
+
+/// The session's language and the others it may speak (`language_code`, or `language_codes` —
+/// not both — at most [`MAX_LANGUAGE_CODES`]; default `en-US`).
+fn languages(
+    code: Option<String>,
+    codes: Option<Vec<String>>,
+) -> Result<(String, Vec<String>), Rejection> {
+    let invalid = |message: String| Rejection::new(ErrorCode::InvalidConfig, message);
+    let mut all = match (code, codes) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give language_code or language_codes, not both".to_string(),
+            ))
+        }
+        (None, Some(codes)) if codes.is_empty() => {
+            return Err(invalid(
+                "language_codes must list at least one language".to_string(),
+            ))
+        }
+        (None, Some(codes)) if codes.len() > MAX_LANGUAGE_CODES => {
+            return Err(invalid(format!(
+                "{} language_codes given; at most {MAX_LANGUAGE_CODES} are allowed",
+                codes.len()
+            )))
+        }
+        (None, Some(codes)) => codes,
+        (Some(code), None) => vec![code],
+        (None, None) => vec!["en-US".to_string()],
+    };
+    if let Some(bad) = all.iter().find(|tag| !is_language_tag(tag)) {
+        return Err(invalid(format!(
+            "language_code `{}` is not a language tag (1–{MAX_LANGUAGE_CODE_CHARS} letters, \
+             digits and `-`, e.g. en-US)",
+            quote(bad)
+        )));
+    }
+    let first = all.remove(0);
+    Ok((first, all))
+}
+
+/// `endpointing`'s value, or `invalid_config` listing the accepted ones.
+fn endpointing(name: &str) -> Result<Endpointing, Rejection> {
+    Endpointing::parse(name).ok_or_else(|| {
+        let accepted: Vec<&str> = Endpointing::ALL.iter().map(|e| e.as_str()).collect();
+        Rejection::new(
+            ErrorCode::InvalidConfig,
+            format!(
+                "endpointing `{}` is not one of {}",
+                quote(name),
+                accepted.join(", ")
+            ),
+        )
+    })
 }
 
 /// Whether `tag` looks like a language tag: 1–[`MAX_LANGUAGE_CODE_CHARS`] letters, digits and `-`
@@ -346,7 +409,7 @@ pub(crate) fn fields<T: serde::de::DeserializeOwned>(
 }
 
 /// The configuration keys a query string may carry (the fields of `start`).
-const QUERY_CONFIG_KEYS: [&str; 8] = [
+const QUERY_CONFIG_KEYS: [&str; 12] = [
     "encoding",
     "sample_rate_hz",
     "language_code",
@@ -355,7 +418,21 @@ const QUERY_CONFIG_KEYS: [&str; 8] = [
     "model",
     "phrases",
     "single_utterance",
+    "language_codes",
+    "profanity_filter",
+    "endpointing",
+    "denoise",
 ];
+
+/// The non-empty, trimmed items of a comma-separated query value.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
 
 /// Reads a configuration from the query string of `/v1/listen` (for clients that cannot send a
 /// first message). `Ok(None)`: the query does not configure the session (no configuration key;
@@ -399,13 +476,16 @@ pub fn parse_query_config(query: &str) -> Result<Option<StartRequest>, Rejection
             "single_utterance" => {
                 set_once(&mut request.single_utterance, key, query_bool(key, &value)?)?
             }
-            _ => request.phrases.get_or_insert_with(Vec::new).extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(String::from),
-            ),
+            "language_codes" => set_once(&mut request.language_codes, key, comma_list(&value))?,
+            "profanity_filter" => {
+                set_once(&mut request.profanity_filter, key, query_bool(key, &value)?)?
+            }
+            "endpointing" => set_once(&mut request.endpointing, key, value)?,
+            "denoise" => set_once(&mut request.denoise, key, query_bool(key, &value)?)?,
+            _ => request
+                .phrases
+                .get_or_insert_with(Vec::new)
+                .extend(comma_list(&value)),
         }
     }
     let Some(encoding) = encoding else {

@@ -44,6 +44,7 @@ fn full_start_message_parses_and_validates() {
             model: "latest_long".into(),
             phrases: vec!["voxgate".into(), "actix".into()],
             single_utterance: true,
+            features: Default::default(),
         })
     );
 }
@@ -312,10 +313,71 @@ fn query_with_encoding_is_a_configuration() {
             model: Some("latest_short".into()),
             phrases: Some(vec!["a b".into(), "c".into(), "d e".into()]),
             single_utterance: Some(true),
-            webhook: None,
-            channels: None,
+            ..StartRequest::default()
         }))
     );
+}
+
+#[test]
+fn features_parse_from_start_and_query_and_are_checked() {
+    let validated = |text: &str| start(text).validate(10);
+    let config = validated(
+        r#"{"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
+            "language_codes":["en-US","fr-FR"],"profanity_filter":true,
+            "endpointing":"Short","denoise":true}"#,
+    )
+    .expect("valid");
+    assert_eq!(config.language_code, "en-US");
+    assert_eq!(
+        config.features,
+        Features {
+            alternative_language_codes: vec!["fr-FR".into()],
+            profanity_filter: true,
+            endpointing: Some(Endpointing::Short),
+            denoise: true,
+        }
+    );
+    let query = parse_query_config(
+        "encoding=LINEAR16&sample_rate_hz=16000&language_codes=de-DE,%20en-GB\
+         &profanity_filter=1&endpointing=supershort&denoise=false",
+    )
+    .expect("parses")
+    .expect("configures")
+    .validate(10)
+    .expect("valid");
+    assert_eq!(query.language_code, "de-DE");
+    assert_eq!(query.features.alternative_language_codes, vec!["en-GB"]);
+    assert_eq!(query.features.endpointing, Some(Endpointing::Supershort));
+    assert!(query.features.profanity_filter && !query.features.denoise);
+    assert_eq!(
+        validated(r#"{"type":"start","encoding":"LINEAR16","sample_rate_hz":16000}"#)
+            .map(|c| c.features),
+        Ok(Features::default())
+    );
+    for (bad, names) in [
+        (
+            r#""language_code":"en-US","language_codes":["fr-FR"]"#,
+            "not both",
+        ),
+        (r#""language_codes":[]"#, "at least one"),
+        (r#""language_codes":["a","b","c","d"]"#, "at most 3"),
+        (r#""language_codes":["en-US","f r"]"#, "language_code `f r`"),
+        (r#""endpointing":"fast""#, "endpointing `fast`"),
+    ] {
+        let text =
+            format!(r#"{{"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,{bad}}}"#);
+        match validated(&text) {
+            Err(rejection) => {
+                assert_eq!(rejection.code, ErrorCode::InvalidConfig, "{bad}");
+                assert!(
+                    rejection.message.contains(names),
+                    "{bad}: {}",
+                    rejection.message
+                );
+            }
+            Ok(config) => panic!("{bad} accepted: {config:?}"),
+        }
+    }
 }
 
 #[test]

@@ -222,6 +222,7 @@ impl OpenAiDialect {
             model: String::new(),
             phrases: Vec::new(),
             single_utterance: false,
+            features: Default::default(),
         }
     }
 

@@ -159,6 +159,7 @@ impl VoskDialect {
             model: String::new(),
             phrases: self.phrases.clone(),
             single_utterance: false,
+            features: Default::default(),
         }
     }
 

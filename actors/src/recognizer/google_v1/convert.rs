@@ -51,6 +51,8 @@ pub fn config_request(config: &StartConfig) -> StreamingRecognizeRequest {
         enable_word_time_offsets: true,
         model: config.model.clone(),
         speech_contexts,
+        alternative_language_codes: config.features.alternative_language_codes.clone(),
+        profanity_filter: config.features.profanity_filter,
         ..RecognitionConfig::default()
     };
     StreamingRecognizeRequest {

@@ -47,6 +47,7 @@ use super::google_auth::Credentials;
 use super::RecognizerFactory;
 use crate::messages::*;
 use crate::metrics::METRICS;
+use crate::protocol::Honoured;
 
 /// Requests that may wait for the call to take them: enough for the audio buffer's lead plus a
 /// slow connection set-up (with 100 ms frames, about 25 s of audio). Beyond it the upstream is
@@ -122,6 +123,10 @@ impl<A: SpeechApi> GoogleRecognizerFactory<A> {
 }
 
 impl<A: SpeechApi> RecognizerFactory for GoogleRecognizerFactory<A> {
+    fn honoured(&self) -> Honoured {
+        A::HONOURED
+    }
+
     fn start(&self, request: StreamRequest) -> StreamHandle {
         let recognizer = GoogleRecognizer::with_api(
             request,

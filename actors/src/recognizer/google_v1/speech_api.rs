@@ -13,7 +13,7 @@ use super::convert::{
     transcript_from_result,
 };
 use crate::messages::{StreamFailure, Transcript};
-use crate::protocol::StartConfig;
+use crate::protocol::{Honoured, StartConfig};
 
 /// Where a stream's times stand when a response arrives.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +50,9 @@ pub trait SpeechApi: Unpin + 'static {
     /// The gRPC path of `StreamingRecognize`.
     const PATH: &'static str;
 
+    /// What this version honours of the features a session may ask for.
+    const HONOURED: Honoured;
+
     /// The first request of a stream: the recognition configuration, no audio.
     fn config_request(&self, config: &StartConfig) -> Self::Request;
 
@@ -72,6 +75,8 @@ impl SpeechApi for V1 {
     type Response = StreamingRecognizeResponse;
 
     const PATH: &'static str = "/google.cloud.speech.v1.Speech/StreamingRecognize";
+
+    const HONOURED: Honoured = Honoured::GOOGLE_V1;
 
     fn config_request(&self, config: &StartConfig) -> Self::Request {
         config_request(config)

@@ -13,17 +13,18 @@ use googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2::{
     phrase_set::Phrase,
     recognition_config::DecodingConfig,
     speech_adaptation::{adaptation_phrase_set, AdaptationPhraseSet},
+    streaming_recognition_features::EndpointingSensitivity,
     streaming_recognize_request::StreamingRequest,
     streaming_recognize_response::SpeechEventType,
-    ExplicitDecodingConfig, PhraseSet, RecognitionConfig, RecognitionFeatures, SpeechAdaptation,
-    StreamingRecognitionConfig, StreamingRecognitionFeatures, StreamingRecognitionResult,
-    StreamingRecognizeRequest, StreamingRecognizeResponse,
+    DenoiserConfig, ExplicitDecodingConfig, PhraseSet, RecognitionConfig, RecognitionFeatures,
+    SpeechAdaptation, StreamingRecognitionConfig, StreamingRecognitionFeatures,
+    StreamingRecognitionResult, StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
 
 use super::super::google_v1::convert::{duration_ms, transcript_from_result};
 use super::super::google_v1::{ApiEvent, StreamClock};
 use crate::audio::Encoding;
-use crate::protocol::StartConfig;
+use crate::protocol::{Endpointing, StartConfig};
 
 /// The model a stream asks for when the client names none: Google's own v2 streaming sample uses
 /// `long`, offered in the most locations.
@@ -39,6 +40,15 @@ pub fn google_encoding(encoding: Encoding) -> AudioEncoding {
         Encoding::WebmOpus => AudioEncoding::WebmOpus,
         Encoding::Amr => AudioEncoding::Amr,
         Encoding::AmrWb => AudioEncoding::AmrWb,
+    }
+}
+
+/// Google v2's value for an endpointing sensitivity.
+fn google_endpointing(endpointing: Endpointing) -> EndpointingSensitivity {
+    match endpointing {
+        Endpointing::Standard => EndpointingSensitivity::Standard,
+        Endpointing::Short => EndpointingSensitivity::Short,
+        Endpointing::Supershort => EndpointingSensitivity::Supershort,
     }
 }
 
@@ -67,11 +77,20 @@ pub fn config_request(config: &StartConfig, recognizer: &str) -> StreamingRecogn
     };
     let recognition = RecognitionConfig {
         model,
-        language_codes: vec![config.language_code.clone()],
+        language_codes: std::iter::once(&config.language_code)
+            .chain(&config.features.alternative_language_codes)
+            .cloned()
+            .collect(),
         features: Some(RecognitionFeatures {
             enable_automatic_punctuation: config.enable_automatic_punctuation,
             enable_word_time_offsets: true,
+            profanity_filter: config.features.profanity_filter,
             ..RecognitionFeatures::default()
+        }),
+        denoiser_config: config.features.denoise.then_some(DenoiserConfig {
+            denoise_audio: true,
+            // Google's default: no audio is held back for being quiet.
+            snr_threshold: 0.0,
         }),
         adaptation,
         decoding_config: Some(DecodingConfig::ExplicitDecodingConfig(
@@ -91,6 +110,11 @@ pub fn config_request(config: &StartConfig, recognizer: &str) -> StreamingRecogn
                 config_mask: None,
                 streaming_features: Some(StreamingRecognitionFeatures {
                     interim_results: config.interim_results,
+                    endpointing_sensitivity: config
+                        .features
+                        .endpointing
+                        .map_or(EndpointingSensitivity::Unspecified, google_endpointing)
+                        as i32,
                     ..StreamingRecognitionFeatures::default()
                 }),
             },

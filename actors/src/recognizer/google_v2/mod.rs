@@ -15,7 +15,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use super::google_auth::Credentials;
 use super::google_v1::pool::GoogleEndpoint;
 use super::google_v1::{ApiEvent, GoogleRecognizerFactory, SpeechApi, StreamClock};
-use crate::protocol::StartConfig;
+use crate::protocol::{Honoured, StartConfig};
 use googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2::{
     StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
@@ -77,6 +77,8 @@ impl SpeechApi for V2 {
     type Response = StreamingRecognizeResponse;
 
     const PATH: &'static str = "/google.cloud.speech.v2.Speech/StreamingRecognize";
+
+    const HONOURED: Honoured = Honoured::GOOGLE_V2;
 
     fn config_request(&self, config: &StartConfig) -> Self::Request {
         convert::config_request(config, &self.recognizer)

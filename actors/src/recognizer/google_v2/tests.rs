@@ -1,13 +1,15 @@
 use googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2::{
     explicit_decoding_config::AudioEncoding, recognition_config::DecodingConfig,
-    speech_adaptation::adaptation_phrase_set, streaming_recognize_request::StreamingRequest,
-    streaming_recognize_response::SpeechEventType, ExplicitDecodingConfig,
-    RecognitionResponseMetadata, SpeechRecognitionAlternative, StreamingRecognitionResult,
-    WordInfo,
+    speech_adaptation::adaptation_phrase_set,
+    streaming_recognition_features::EndpointingSensitivity,
+    streaming_recognize_request::StreamingRequest, streaming_recognize_response::SpeechEventType,
+    ExplicitDecodingConfig, RecognitionResponseMetadata, SpeechRecognitionAlternative,
+    StreamingRecognitionResult, WordInfo,
 };
 
 use super::convert::*;
 use super::*;
+use crate::protocol::{Endpointing, Features};
 use crate::testing::start_config;
 
 fn path(location: &str) -> RecognizerPath {
@@ -38,6 +40,51 @@ fn the_recognizer_is_named_and_routed() {
     assert_eq!(
         routing.and_then(|v| v.to_str().ok()),
         Some("recognizer=projects%2Fmy-project%2Flocations%2Feurope-west4%2Frecognizers%2F_")
+    );
+}
+
+#[test]
+fn features_map_onto_v2_fields_and_are_absent_unless_asked() {
+    let request = |features| {
+        let config = StartConfig {
+            features,
+            ..start_config()
+        };
+        match config_request(&config, "r").streaming_request {
+            Some(StreamingRequest::StreamingConfig(streaming)) => streaming,
+            other => panic!("not a config: {other:?}"),
+        }
+    };
+    let plain = request(Features::default());
+    let recognition = plain.config.clone().expect("config");
+    assert_eq!(recognition.denoiser_config, None);
+    assert!(!recognition.features.expect("features").profanity_filter);
+    assert_eq!(
+        plain
+            .streaming_features
+            .expect("features")
+            .endpointing_sensitivity,
+        EndpointingSensitivity::Unspecified as i32
+    );
+    let asked = request(Features {
+        alternative_language_codes: vec!["fr-FR".into(), "de-DE".into()],
+        profanity_filter: true,
+        endpointing: Some(Endpointing::Supershort),
+        denoise: true,
+    });
+    let recognition = asked.config.clone().expect("config");
+    assert_eq!(recognition.language_codes, vec!["en-US", "fr-FR", "de-DE"]);
+    assert!(recognition.features.expect("features").profanity_filter);
+    assert_eq!(
+        recognition.denoiser_config.map(|d| d.denoise_audio),
+        Some(true)
+    );
+    assert_eq!(
+        asked
+            .streaming_features
+            .expect("features")
+            .endpointing_sensitivity,
+        EndpointingSensitivity::Supershort as i32
     );
 }
 

@@ -24,6 +24,7 @@ use super::segment_engine::{OpenError, OpenStream, SegmentEngine};
 use super::segment_stream::{SegmentResult, SegmentStream};
 use crate::messages::*;
 use crate::metrics::METRICS;
+use crate::protocol::Honoured;
 use crate::recognizer::contract::{stream_handle, StreamContract};
 use crate::recognizer::RecognizerFactory;
 
@@ -45,6 +46,10 @@ impl SegmentRecognizerFactory {
 }
 
 impl RecognizerFactory for SegmentRecognizerFactory {
+    fn honoured(&self) -> Honoured {
+        Honoured::NONE
+    }
+
     fn start(&self, request: StreamRequest) -> StreamHandle {
         let addr = SegmentRecognizer {
             contract: StreamContract::new(request, "local"),

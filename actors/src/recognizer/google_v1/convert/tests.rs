@@ -27,6 +27,7 @@ fn start_config() -> StartConfig {
         model: "phone_call".into(),
         phrases: vec!["voxgate".into(), "Kaffee".into()],
         single_utterance: false,
+        features: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ fn config(single_utterance: bool, punctuation: bool) -> Arc<StartConfig> {
         model: String::new(),
         phrases: Vec::new(),
         single_utterance,
+        features: Default::default(),
     })
 }
 
