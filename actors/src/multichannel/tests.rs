@@ -16,6 +16,10 @@ struct ProbePipelines {
 }
 
 impl PipelineFactory for ProbePipelines {
+    fn honoured(&self) -> crate::protocol::Honoured {
+        crate::protocol::Honoured::GOOGLE_V2
+    }
+
     fn start(&self, _: Arc<str>, _: Arc<StartConfig>, links: SessionLinks) -> PipelineHandle {
         let (probe, log) = Probe::start_new();
         self.started.borrow_mut().push((links, log));

@@ -306,6 +306,19 @@ mod tests {
         let json = serde_json::to_string(&cfg).unwrap_or_default();
         let back: Option<ResumeConfig> = serde_json::from_str(&json).ok();
         assert_eq!(back.map(|c| c.to_start_config(10)), Some(Ok(config)));
+        // The features a session asked for travel too.
+        let featured = StartConfig {
+            features: crate::protocol::Features {
+                alternative_language_codes: vec!["fr-FR".into(), "de-DE".into()],
+                profanity_filter: true,
+                endpointing: Some(crate::protocol::Endpointing::Supershort),
+                denoise: true,
+            },
+            ..start_config()
+        };
+        let json = serde_json::to_string(&ResumeConfig::of(&featured)).unwrap_or_default();
+        let back: Option<ResumeConfig> = serde_json::from_str(&json).ok();
+        assert_eq!(back.map(|c| c.to_start_config(10)), Some(Ok(featured)));
         let bad = ResumeConfig {
             encoding: "NOPE".into(),
             ..cfg.clone()
