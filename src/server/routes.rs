@@ -308,12 +308,7 @@ fn admit_dialect(
     credential: Result<Option<String>, &'static str>,
     refuse: impl FnOnce(&str) -> HttpResponse,
 ) -> Result<Passed, Box<HttpResponse>> {
-    if !enabled {
-        return Err(Box::new(HttpResponse::NotFound().finish()));
-    }
-    let client = gate
-        .check_client(req)
-        .map_err(|refused| Box::new(refused.response()))?;
+    let client = served_client(req, gate, enabled)?;
     let principal = credential.map_err(str::to_string).and_then(|c| {
         gate.auth
             .authenticate(c.as_deref())
