@@ -249,7 +249,7 @@ fn subtitles_are_well_formed() {
 #[test]
 fn failures_are_explained_with_their_exit_code() {
     const KEY: &str = "cli-test-key-0123456789";
-    let keys = format!("[\"sha256:{}\"]", hex(&common::key_hash_entry(KEY).0));
+    let keys = common::api_keys_env(&[KEY]);
     let Stack {
         url: keyed_url,
         pcm,
@@ -318,8 +318,4 @@ fn failures_are_explained_with_their_exit_code() {
         "{}",
         stderr(&out)
     );
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

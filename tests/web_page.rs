@@ -3,7 +3,10 @@
 //! plays a LibriVox recording, the page streams it through its audio worklet, and its transcript
 //! must show the recording's words. A second test stops the server mid-session and reads what the
 //! page says; a third kills it mid-utterance and starts it again, and the page resumes the
-//! session (`docs/protocol.md`, "Resume") with every word once. Each test saves a screenshot under `target/tmp/` as an artefact.
+//! session (`docs/protocol.md`, "Resume") with every word once. A server with API keys is used
+//! through the documented backend step (`?token_url=`, a small backend started by the test that
+//! mints a session token with its key), and a denied microphone is explained in words. Each test
+//! saves a screenshot under `target/tmp/` as an artefact.
 
 #![cfg(feature = "local")]
 
@@ -11,10 +14,15 @@
 mod cdp;
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use cdp::Browser;
+use cdp::{Browser, Microphone};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use common::librivox::{self, word_error_rate};
 use common::process::Process;
 
@@ -135,7 +143,7 @@ async fn finish_and_check(
 async fn the_page_transcribes_the_microphone() {
     let (wav, reference, speech_ms) = microphone_recording("mic");
     let server = gateway(&[]);
-    let mut browser = Browser::open("mic", &format!("http://{}/", server.addr), &wav).await;
+    let mut browser = Browser::open("mic", &format!("http://{}/", server.addr), Microphone::Plays(&wav)).await;
     start_microphone(&mut browser).await;
     let shown = finish_and_check(
         &mut browser,
@@ -161,7 +169,7 @@ async fn the_page_transcribes_the_microphone() {
 async fn the_page_says_when_the_server_stops() {
     let (wav, _, _) = microphone_recording("stop");
     let server = gateway(&[("VOXGATE_SERVER__SHUTDOWN_GRACE_SECS", "0.5")]);
-    let mut browser = Browser::open("stop", &format!("http://{}/", server.addr), &wav).await;
+    let mut browser = Browser::open("stop", &format!("http://{}/", server.addr), Microphone::Plays(&wav)).await;
     start_microphone(&mut browser).await;
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -192,7 +200,7 @@ async fn the_page_resumes_after_the_server_is_killed() {
     let env = [("VOXGATE_AUTH__TOKEN_SECRET", SECRET)];
     let server = gateway(&env);
     let addr = server.addr.clone();
-    let mut browser = Browser::open("resume", &format!("http://{addr}/"), &wav).await;
+    let mut browser = Browser::open("resume", &format!("http://{addr}/"), Microphone::Plays(&wav)).await;
     start_microphone(&mut browser).await;
     let mid_speech = format!(
         "Number(document.getElementById('sent').dataset.ms || 0) >= {}",
@@ -202,4 +210,120 @@ async fn the_page_resumes_after_the_server_is_killed() {
     drop(server); // SIGKILL
     let _restarted = Process::start(&["serve", "--config", "/dev/null", "--listen", &addr], &env);
     finish_and_check(&mut browser, &reference, speech_ms, "web_page_resumed.png").await;
+}
+
+/// A server with API keys: the page has no credential of its own, so it POSTs to the backend
+/// named by `?token_url=` (here a tiny one started by the test, on another origin, holding the
+/// key and relaying to `POST /v1/tokens` as docs/clients.md shows), opens the session with the
+/// short-lived token it gets, and transcribes as without keys.
+#[tokio::test]
+async fn the_page_gets_a_session_token_from_the_backend() {
+    const KEY: &str = "web-page-backend-key-0123456789";
+    let (wav, reference, speech_ms) = microphone_recording("token");
+    let keys = common::api_keys_env(&[KEY]);
+    let server = gateway(&[("VOXGATE_AUTH__API_KEYS", &keys)]);
+    let gateway_addr: SocketAddr = server.addr.parse().unwrap_or_else(|e| panic!("{e}"));
+    let page_origin = format!("http://{}", server.addr);
+    let (backend, tokens_served) = token_backend(gateway_addr, KEY, page_origin).await;
+    let url = format!(
+        "http://{}/?token_url=http://{backend}/voxgate-token",
+        server.addr
+    );
+    let mut browser = Browser::open("token", &url, Microphone::Plays(&wav)).await;
+    start_microphone(&mut browser).await;
+    finish_and_check(&mut browser, &reference, speech_ms, "web_page_token.png").await;
+    assert_eq!(tokens_served.load(Ordering::SeqCst), 1);
+}
+
+/// The operator's backend step of docs/clients.md: answers `POST /voxgate-token` by asking
+/// voxgate's `POST /v1/tokens` with the API key, with the CORS headers a page on another origin
+/// needs. Returns its address and how many tokens it handed out.
+async fn token_backend(
+    gateway: SocketAddr,
+    key: &'static str,
+    page_origin: String,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.is_ok_and(|n| n == 1)
+            {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let cors = format!(
+                "Access-Control-Allow-Origin: {page_origin}\r\n\
+                 Access-Control-Allow-Credentials: true\r\n"
+            );
+            let (status, body) = if head.starts_with("POST /voxgate-token ") {
+                let (status, _, body) = common::http_request(
+                    gateway,
+                    "POST",
+                    "/v1/tokens",
+                    &format!("Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"),
+                    r#"{"ttl_secs": 60}"#,
+                )
+                .await;
+                if status == 200 {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                (status, body)
+            } else {
+                (404, String::new())
+            };
+            let response = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{cors}\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (addr, served)
+}
+
+/// The user denies the microphone: the page says so in words and opens no session.
+#[tokio::test]
+async fn the_page_explains_a_denied_microphone() {
+    let server = gateway(&[]);
+    let mut browser = Browser::open(
+        "denied",
+        &format!("http://{}/", server.addr),
+        Microphone::Denied,
+    )
+    .await;
+    wait(&mut browser, "document.body.dataset.state === 'idle'", 20).await;
+    browser.eval("document.getElementById('mic').click()").await;
+    wait(&mut browser, "document.body.dataset.state === 'error'", 20).await;
+    browser
+        .screenshot(&artefact("web_page_microphone_denied.png"))
+        .await;
+    let error = browser
+        .eval("document.getElementById('error').textContent")
+        .await;
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("Microphone access was denied")),
+        "{error}"
+    );
+    let (_, metrics) = common::http_get(
+        server.addr.parse().unwrap_or_else(|e| panic!("{e}")),
+        "/metrics",
+        "",
+    )
+    .await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("voxgate_sessions_total") && l.ends_with(" 0")),
+        "no session may have been opened:\n{metrics}"
+    );
 }

@@ -525,6 +525,22 @@ impl Client {
     }
 }
 
+/// `VOXGATE_AUTH__API_KEYS` for `keys`: a TOML list of their `sha256:` hashes.
+pub fn api_keys_env(keys: &[&str]) -> String {
+    let hashes: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            let hash: String = key_hash_entry(key)
+                .0
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("\"sha256:{hash}\"")
+        })
+        .collect();
+    format!("[{}]", hashes.join(","))
+}
+
 /// The `[auth] api_keys` entry of `key`: its SHA-256.
 pub fn key_hash_entry(key: &str) -> voxgate::config::KeyHash {
     use sha2::{Digest, Sha256};

@@ -18,6 +18,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The longest a DevTools command may take (a `wait_for` has its own limit).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the page's microphone does.
+pub enum Microphone<'a> {
+    /// Access is granted and the fake device plays this WAV file (once, then silence).
+    Plays(&'a Path),
+    /// The user denied access for the page's origin (getUserMedia rejects with
+    /// `NotAllowedError`): no fake permission UI, and the permission set to "denied".
+    Denied,
+}
+
 /// A headless Chromium showing one page; killed (and its profile removed) when dropped.
 pub struct Browser {
     child: Child,
@@ -39,9 +48,8 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    /// Starts Chromium with a fake microphone playing `microphone_wav` (once, then silence),
-    /// permission to use it granted, and opens `url`.
-    pub async fn open(name: &str, url: &str, microphone_wav: &Path) -> Browser {
+    /// Starts Chromium with a fake microphone as `microphone` says and opens `url`.
+    pub async fn open(name: &str, url: &str, microphone: Microphone<'_>) -> Browser {
         let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("chromium-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
@@ -59,14 +67,18 @@ impl Browser {
                 "--disable-dev-shm-usage",
                 "--window-size=900,900",
                 "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
                 "--remote-debugging-port=0",
             ])
-            .arg(format!(
-                "--use-file-for-fake-audio-capture={}%noloop",
-                microphone_wav.display()
-            ))
+            // The fake permission UI grants every request, whatever the permission says: only
+            // with a microphone to play.
+            .args(match microphone {
+                Microphone::Plays(wav) => vec![
+                    "--use-fake-ui-for-media-stream".to_string(),
+                    format!("--use-file-for-fake-audio-capture={}%noloop", wav.display()),
+                ],
+                Microphone::Denied => vec![],
+            })
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdin(Stdio::null())
@@ -120,6 +132,15 @@ impl Browser {
             .to_string();
         // Navigated once attached, so that scripts run in the page's own context (not in the
         // blank page it replaces) and start once it has loaded.
+        if let Microphone::Denied = microphone {
+            browser
+                .browser_call(
+                    "Browser.setPermission",
+                    json!({"permission": {"name": "microphone"}, "setting": "denied",
+                           "origin": origin(url)}),
+                )
+                .await;
+        }
         browser.call("Page.enable", json!({})).await;
         browser.call("Page.navigate", json!({"url": url})).await;
         browser.wait_event("Page.loadEventFired").await;
@@ -248,4 +269,12 @@ impl Browser {
             .unwrap_or_else(|e| panic!("screenshot: {e}"));
         std::fs::write(path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
+}
+
+/// `scheme://host[:port]` of `url`.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    url[after_scheme..]
+        .find('/')
+        .map_or(url, |end| &url[..after_scheme + end])
 }

@@ -84,7 +84,7 @@ mod tests {
     use crate::recognizer::local::scheduler::{
         DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
     };
-    use crate::recognizer::local::segment_engine::stream_settings;
+    use crate::recognizer::local::segment_engine::{stream_settings, ModelTraits};
     use crate::recognizer::local::test_support::speech_like;
     use crate::settings::LocalSettings;
 
@@ -118,7 +118,13 @@ mod tests {
         };
         let engine = SegmentEngine {
             scheduler: Scheduler::start(settings, loader).unwrap_or_else(|e| panic!("{e}")),
-            stream: stream_settings(&LocalSettings::default(), false),
+            stream: stream_settings(
+                &LocalSettings::default(),
+                ModelTraits {
+                    fold_narrowband: false,
+                    speculative_finals: false,
+                },
+            ),
         };
         let format = AudioFormat {
             encoding: Encoding::Linear16,

@@ -16,7 +16,7 @@ use super::decoded::{DecodedSegment, RecognizedWord};
 use super::ffi::{self, Decoder, Segment, SAMPLES_PER_FRAME};
 use super::resample::ENGINE_RATE_HZ;
 use super::scheduler::{DecoderLoader, SegmentDecoder};
-use super::segment_engine::SegmentEngine;
+use super::segment_engine::{ModelTraits, SegmentEngine};
 use crate::settings::LocalSettings;
 
 /// The Debian package of the default model, named in errors about missing model files.
@@ -196,7 +196,15 @@ pub fn start(settings: &LocalSettings) -> Result<SegmentEngine, String> {
     let loader: DecoderLoader = Arc::new(move || {
         PocketSphinxDecoder::load(&model).map(|d| Box::new(d) as Box<dyn SegmentDecoder>)
     });
-    SegmentEngine::start(settings, loader, true)
+    SegmentEngine::start(
+        settings,
+        loader,
+        ModelTraits {
+            fold_narrowband: true,
+            // Its decodes cost more than the wait they would save.
+            speculative_finals: false,
+        },
+    )
 }
 
 #[cfg(test)]

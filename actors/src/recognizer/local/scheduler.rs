@@ -395,6 +395,22 @@ impl StreamTicket {
         shared.work.notify_one();
     }
 
+    /// Takes back a final job not yet on a worker (a speculative final whose pause turned out
+    /// to be inside the utterance); one already decoding is left to finish.
+    pub fn withdraw(&self, job: u64) {
+        let mut state = lock(&self.scheduler.shared.state);
+        let Some(stream) = state.streams.get_mut(&self.id) else {
+            return;
+        };
+        stream.finals.retain(|queued| queued.id != job);
+        if stream.finals.is_empty() {
+            state.final_turns.retain(|id| *id != self.id);
+        }
+        drop(state);
+        // `wait_idle` may be waiting for exactly this queue to empty.
+        self.scheduler.shared.work.notify_all();
+    }
+
     /// Offers an interim job: accepted (true) only if a worker is idle, nothing is waiting, and
     /// this stream has no job queued or running; refused (false) otherwise.
     pub fn try_submit_interim(&self, job: u64, samples: Vec<f32>) -> bool {

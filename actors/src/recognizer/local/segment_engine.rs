@@ -3,8 +3,8 @@
 //! admission by measured load, then its segmenter and its registration with the workers.
 //!
 //! Both engines go through here, so they share the scheduling, the admission rule and the
-//! stream logic; they differ only in the model a worker loads and in whether 8 kHz audio is
-//! spectrally folded.
+//! stream logic; they differ only in the model a worker loads and in its [`ModelTraits`]
+//! (whether 8 kHz audio is spectrally folded, whether finals are decoded speculatively).
 
 use std::time::Duration;
 
@@ -46,8 +46,17 @@ pub enum OpenError {
     Unsupported(#[from] UnsupportedEncoding),
 }
 
-/// How streams are cut, from `settings`.
-pub fn stream_settings(settings: &LocalSettings, fold_narrowband: bool) -> StreamSettings {
+/// What a segment engine's model needs from its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelTraits {
+    /// See [`StreamSettings::fold_narrowband`].
+    pub fold_narrowband: bool,
+    /// See [`StreamSettings::speculative_finals`].
+    pub speculative_finals: bool,
+}
+
+/// How streams are cut, from `settings`, for a model with `traits`.
+pub fn stream_settings(settings: &LocalSettings, traits: ModelTraits) -> StreamSettings {
     StreamSettings {
         segmenter: SegmenterSettings {
             end_silence_ms: settings.end_silence_ms,
@@ -55,7 +64,8 @@ pub fn stream_settings(settings: &LocalSettings, fold_narrowband: bool) -> Strea
             ..SegmenterSettings::default()
         },
         redecode_interval: settings.redecode_interval_ms * 16,
-        fold_narrowband,
+        fold_narrowband: traits.fold_narrowband,
+        speculative_finals: traits.speculative_finals,
     }
 }
 
@@ -79,11 +89,11 @@ impl SegmentEngine {
     pub fn start(
         settings: &LocalSettings,
         loader: DecoderLoader,
-        fold_narrowband: bool,
+        traits: ModelTraits,
     ) -> Result<SegmentEngine, String> {
         Ok(SegmentEngine {
             scheduler: Scheduler::start(scheduler_settings(settings), loader)?,
-            stream: stream_settings(settings, fold_narrowband),
+            stream: stream_settings(settings, traits),
         })
     }
 

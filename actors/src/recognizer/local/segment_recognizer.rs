@@ -191,16 +191,26 @@ impl Handler<UpstreamAudio> for SegmentRecognizer {
         let Some((stream, ticket)) = self.stream.as_mut() else {
             return;
         };
-        match msg {
+        let ending = match msg {
             UpstreamAudio::Frame(frame) => {
                 self.contract.origin_at(frame.start_ms);
                 stream.push(&frame.data, ticket);
+                false
             }
             UpstreamAudio::End => {
                 stream.finish(ticket);
-                self.ending = true;
-                self.end_if_done(ctx);
+                true
             }
+        };
+        for result in stream.take_ready() {
+            self.on_result(result, ctx);
+            if self.contract.is_ended() {
+                return;
+            }
+        }
+        if ending {
+            self.ending = true;
+            self.end_if_done(ctx);
         }
     }
 }

@@ -9,6 +9,15 @@
 //! offer when its workers are busy, and the next one is made an interval later (skipped, never
 //! queued). An interim answered after its segment was closed is stale and dropped.
 //!
+//! **Speculative finals** (engines that decode fast, Moonshine): a segment's final holds its
+//! speech plus `post_pad_ms`, and closes only after `end_silence_ms` of silence. Once the pad is
+//! all here ([`Segmenter::settled_segment`]) the final's samples are known, so they are queued
+//! for decoding at once, during the rest of the wait; when the segment then closes with exactly
+//! those samples, that job is its final (already decoded, or about to be), and the user waits
+//! the pause and little more. If speech comes back first, the job is withdrawn (or its result
+//! dropped); the final is decoded from the same samples either way, so the text is the same.
+//! While the segment is still open, the speculative result is shown as an interim.
+//!
 //! Results carry their segment's times in samples of the stream, and a final its words' times
 //! where the engine gives them (PocketSphinx; Moonshine gives none). Text is the model's; without
 //! `punctuation` the sentence marks are removed. A final whose text is a lone "you" from a short segment is dropped: it is
@@ -16,9 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use super::decoded::RecognizedWord;
+use super::decoded::{DecodedSegment, RecognizedWord};
 use super::resample::{AudioConverter, UnsupportedEncoding};
-use super::scheduler::{JobKind, JobResult, StreamTicket};
+use super::scheduler::{JobResult, StreamTicket};
 use super::segmenter::{Segment, Segmenter, SegmenterSettings};
 use crate::audio::AudioFormat;
 
@@ -38,6 +47,10 @@ pub struct StreamSettings {
     /// Fill the empty upper band of 8 kHz audio by spectral folding (for a wideband model that
     /// expects energy there: PocketSphinx).
     pub fold_narrowband: bool,
+    /// Decode a segment's final while waiting for its end of speech (see the module doc): for
+    /// engines whose decode is cheap next to a pause (Moonshine), not for PocketSphinx, whose
+    /// wasted decodes at pauses inside utterances would cost more than it has.
+    pub speculative_finals: bool,
 }
 
 /// A result of the stream, in samples of the stream.
@@ -53,12 +66,31 @@ pub struct SegmentResult {
     pub confidence: f32,
 }
 
+/// What a job on its way will decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    Interim,
+    Final,
+    /// The final of the open segment if it closes where it is settled.
+    Speculative,
+}
+
 /// A job on its way.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    kind: JobKind,
+    kind: PendingKind,
     start_sample: u64,
     end_sample: u64,
+}
+
+/// The speculative final of the open segment.
+#[derive(Debug)]
+struct Speculation {
+    job: u64,
+    start_sample: u64,
+    end_sample: u64,
+    /// Its decoding, once back while the segment was still open.
+    decoded: Option<DecodedSegment>,
 }
 
 /// The stream state. See the module doc.
@@ -72,8 +104,12 @@ pub struct SegmentStream {
     /// Jobs submitted and not answered, by id (ids grow with submission order).
     pending: BTreeMap<u64, Pending>,
     next_job: u64,
-    /// The id of the last final submitted: interims submitted before it are stale.
-    last_final_job: Option<u64>,
+    /// Interims submitted before this job id are stale: their segment was closed.
+    interims_stale_below: u64,
+    speculation: Option<Speculation>,
+    /// Results decided without a decode (a final whose speculation was back already), for
+    /// [`SegmentStream::take_ready`].
+    ready: Vec<SegmentResult>,
     /// Open-segment length at the last interim offer (0: none for this segment yet).
     offered_at_len: u64,
     /// Start of the open segment the offers were for.
@@ -105,7 +141,9 @@ impl SegmentStream {
             punctuation,
             pending: BTreeMap::new(),
             next_job: 0,
-            last_final_job: None,
+            interims_stale_below: 0,
+            speculation: None,
+            ready: Vec::new(),
             offered_at_len: 0,
             offered_for: None,
             interim_shown: false,
@@ -116,14 +154,15 @@ impl SegmentStream {
 
     /// Whether no final is still being decoded.
     pub fn finals_done(&self) -> bool {
-        self.pending.values().all(|p| p.kind != JobKind::Final)
+        self.pending.values().all(|p| p.kind != PendingKind::Final)
     }
 
-    /// More client audio.
+    /// More client audio. Results it decided at once are in [`SegmentStream::take_ready`].
     pub fn push(&mut self, bytes: &[u8], ticket: &StreamTicket) {
         self.converted.clear();
         self.converter.push(bytes, &mut self.converted);
         self.segment_converted(ticket);
+        self.speculate(ticket);
         self.offer_interim(ticket);
     }
 
@@ -135,6 +174,12 @@ impl SegmentStream {
         if let Some(segment) = self.segmenter.finish() {
             self.submit_final(segment, ticket);
         }
+        self.abandon_speculation(ticket);
+    }
+
+    /// Results decided by the last `push` or `finish` without waiting for a decode, in order.
+    pub fn take_ready(&mut self) -> Vec<SegmentResult> {
+        std::mem::take(&mut self.ready)
     }
 
     fn segment_converted(&mut self, ticket: &StreamTicket) {
@@ -149,20 +194,95 @@ impl SegmentStream {
     }
 
     fn submit_final(&mut self, segment: Segment, ticket: &StreamTicket) {
+        self.offered_at_len = 0;
+        self.offered_for = None;
+        let (start_sample, end_sample) = (segment.start_sample, segment.end_sample());
+        let speculated = self
+            .speculation
+            .take_if(|s| s.start_sample == start_sample && s.end_sample == end_sample);
+        self.abandon_speculation(ticket);
+        if let Some(speculation) = speculated {
+            self.interims_stale_below = self.next_job;
+            match speculation.decoded {
+                Some(decoded) => {
+                    let pending = Pending {
+                        kind: PendingKind::Final,
+                        start_sample,
+                        end_sample,
+                    };
+                    let result = self.final_result(pending, decoded);
+                    self.ready.extend(result);
+                }
+                None => {
+                    if let Some(pending) = self.pending.get_mut(&speculation.job) {
+                        pending.kind = PendingKind::Final;
+                    }
+                }
+            }
+            return;
+        }
         let job = self.next_job;
         self.next_job += 1;
+        self.interims_stale_below = self.next_job;
         self.pending.insert(
             job,
             Pending {
-                kind: JobKind::Final,
-                start_sample: segment.start_sample,
-                end_sample: segment.end_sample(),
+                kind: PendingKind::Final,
+                start_sample,
+                end_sample,
             },
         );
-        self.last_final_job = Some(job);
-        self.offered_at_len = 0;
-        self.offered_for = None;
         ticket.submit_final(job, segment.samples);
+    }
+
+    /// Queues the final of the open segment as soon as it is settled (see the module doc), and
+    /// drops a speculation that no longer holds.
+    fn speculate(&mut self, ticket: &StreamTicket) {
+        if !self.settings.speculative_finals {
+            return;
+        }
+        let settled = self
+            .segmenter
+            .settled_segment()
+            .map(|(start, samples)| (start, start + samples.len() as u64));
+        let current = self
+            .speculation
+            .as_ref()
+            .map(|s| (s.start_sample, s.end_sample));
+        if settled == current {
+            return;
+        }
+        self.abandon_speculation(ticket);
+        let Some((start, samples)) = self.segmenter.settled_segment() else {
+            return;
+        };
+        let job = self.next_job;
+        self.next_job += 1;
+        let end = start + samples.len() as u64;
+        self.pending.insert(
+            job,
+            Pending {
+                kind: PendingKind::Speculative,
+                start_sample: start,
+                end_sample: end,
+            },
+        );
+        self.speculation = Some(Speculation {
+            job,
+            start_sample: start,
+            end_sample: end,
+            decoded: None,
+        });
+        ticket.submit_final(job, samples.to_vec());
+    }
+
+    /// Withdraws the speculative final, if any: speech came back, or its segment was closed
+    /// elsewhere. A result already on its way is dropped when it comes.
+    fn abandon_speculation(&mut self, ticket: &StreamTicket) {
+        if let Some(speculation) = self.speculation.take() {
+            self.pending.remove(&speculation.job);
+            ticket.withdraw(speculation.job);
+        }
     }
 
     fn offer_interim(&mut self, ticket: &StreamTicket) {
@@ -189,7 +309,7 @@ impl SegmentStream {
             self.pending.insert(
                 job,
                 Pending {
-                    kind: JobKind::Interim,
+                    kind: PendingKind::Interim,
                     start_sample: start,
                     end_sample: start + len,
                 },
@@ -203,46 +323,63 @@ impl SegmentStream {
             return Ok(None);
         };
         let decoded = result.decoded?;
-        let text = shape_text(decoded.text, self.punctuation);
         match pending.kind {
-            JobKind::Interim => {
-                let stale = self.last_final_job.is_some_and(|f| f > result.job);
-                if stale || text.is_empty() {
-                    return Ok(None);
-                }
-                self.interim_shown = true;
-                Ok(Some(SegmentResult {
-                    is_final: false,
-                    text,
-                    start_sample: pending.start_sample,
-                    end_sample: pending.end_sample,
-                    words: Vec::new(),
-                    confidence: 0.0,
-                }))
+            PendingKind::Interim => {
+                let stale = result.job < self.interims_stale_below;
+                Ok(self.interim_result(pending, decoded.text).filter(|_| !stale))
             }
-            JobKind::Final => {
-                let samples = (pending.end_sample - pending.start_sample) as usize;
-                let text = final_text(text, samples);
-                let replaces_interim = std::mem::take(&mut self.interim_shown);
-                if text.is_empty() && !replaces_interim {
-                    return Ok(None);
+            PendingKind::Speculative => {
+                let text = decoded.text.clone();
+                if let Some(speculation) = self.speculation.as_mut() {
+                    speculation.decoded = Some(decoded);
                 }
-                // Words were dropped with a noise "you".
-                let words = if text.is_empty() {
-                    Vec::new()
-                } else {
-                    on_stream(decoded.words, pending.start_sample)
-                };
-                Ok(Some(SegmentResult {
-                    is_final: true,
-                    text,
-                    start_sample: pending.start_sample,
-                    end_sample: pending.end_sample,
-                    words,
-                    confidence: decoded.confidence,
-                }))
+                Ok(self.interim_result(pending, text))
             }
+            PendingKind::Final => Ok(self.final_result(pending, decoded)),
         }
+    }
+
+    /// The interim of `pending` with the model's `text`, if interims are wanted and it says
+    /// anything.
+    fn interim_result(&mut self, pending: Pending, text: String) -> Option<SegmentResult> {
+        let text = shape_text(text, self.punctuation);
+        if !self.interim_results || text.is_empty() {
+            return None;
+        }
+        self.interim_shown = true;
+        Some(SegmentResult {
+            is_final: false,
+            text,
+            start_sample: pending.start_sample,
+            end_sample: pending.end_sample,
+            words: Vec::new(),
+            confidence: 0.0,
+        })
+    }
+
+    /// The final of `pending`, decoded; nothing for a segment that said nothing (unless an
+    /// interim must be replaced).
+    fn final_result(&mut self, pending: Pending, decoded: DecodedSegment) -> Option<SegmentResult> {
+        let samples = (pending.end_sample - pending.start_sample) as usize;
+        let text = final_text(shape_text(decoded.text, self.punctuation), samples);
+        let replaces_interim = std::mem::take(&mut self.interim_shown);
+        if text.is_empty() && !replaces_interim {
+            return None;
+        }
+        // Words were dropped with a noise "you".
+        let words = if text.is_empty() {
+            Vec::new()
+        } else {
+            on_stream(decoded.words, pending.start_sample)
+        };
+        Some(SegmentResult {
+            is_final: true,
+            text,
+            start_sample: pending.start_sample,
+            end_sample: pending.end_sample,
+            words,
+            confidence: decoded.confidence,
+        })
     }
 }
 

@@ -142,6 +142,22 @@ impl Segmenter {
             .map(|o| (o.start_sample, o.samples.as_slice()))
     }
 
+    /// The segment the open one becomes if no speech comes back before `end_silence_ms`: its
+    /// start and samples, exactly those [`Segmenter::push`] will close it with. Known once
+    /// `post_pad_ms` of silence followed the last voiced frame (the pad is then all here), and
+    /// only for a segment with enough speech to be kept; `None` while speech goes on.
+    pub fn settled_segment(&self) -> Option<(u64, &[f32])> {
+        let open = self.open.as_ref()?;
+        let post_pad = self.samples(self.settings.post_pad_ms);
+        if ((open.silent_frames * FRAME_SAMPLES) as u64) < post_pad
+            || (open.voiced_frames() as u64) * 10 < self.settings.min_speech_ms
+        {
+            return None;
+        }
+        let len = (open.last_voiced_end() + post_pad - open.start_sample) as usize;
+        Some((open.start_sample, open.samples.get(..len)?))
+    }
+
     /// Samples pushed so far (including a partial frame).
     pub fn samples_seen(&self) -> u64 {
         self.position + self.pending.len() as u64

@@ -20,7 +20,7 @@ use model::{ModelFiles, MoonshineModel};
 
 use super::decoded::DecodedSegment;
 use super::scheduler::{DecoderLoader, SegmentDecoder};
-use super::segment_engine::SegmentEngine;
+use super::segment_engine::{ModelTraits, SegmentEngine};
 use crate::settings::LocalSettings;
 
 impl SegmentDecoder for MoonshineModel {
@@ -50,5 +50,13 @@ pub fn start(settings: &LocalSettings) -> Result<SegmentEngine, String> {
     let loader: DecoderLoader = Arc::new(move || {
         MoonshineModel::load(&files).map(|m| Box::new(m) as Box<dyn SegmentDecoder>)
     });
-    SegmentEngine::start(settings, loader, false)
+    SegmentEngine::start(
+        settings,
+        loader,
+        ModelTraits {
+            fold_narrowband: false,
+            // A final decodes in a small part of the end-of-speech wait.
+            speculative_finals: true,
+        },
+    )
 }

@@ -11,7 +11,7 @@ use crate::recognizer::local::decoded::DecodedSegment;
 use crate::recognizer::local::scheduler::{
     DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
 };
-use crate::recognizer::local::segment_engine::stream_settings;
+use crate::recognizer::local::segment_engine::{stream_settings, ModelTraits};
 use crate::recognizer::local::test_support::{read_raw, speech_like, GOFORWARD, GOFORWARD_WORDS};
 use crate::recognizer::local::{moonshine, pocketsphinx};
 use crate::settings::LocalSettings;
@@ -134,7 +134,13 @@ fn echo_engine(fault: Fault, max_load: f64) -> SegmentEngine {
     };
     SegmentEngine {
         scheduler: Scheduler::start(settings, loader).unwrap_or_else(|e| panic!("{e}")),
-        stream: stream_settings(&LocalSettings::default(), false),
+        stream: stream_settings(
+            &LocalSettings::default(),
+            ModelTraits {
+                fold_narrowband: false,
+                speculative_finals: true,
+            },
+        ),
     }
 }
 

@@ -43,6 +43,10 @@ fn scheduler(text: &str) -> Scheduler {
 }
 
 fn stream(interims: bool, punctuation: bool) -> SegmentStream {
+    stream_with(interims, punctuation, false)
+}
+
+fn stream_with(interims: bool, punctuation: bool, speculative_finals: bool) -> SegmentStream {
     let format = AudioFormat {
         encoding: Encoding::Linear16,
         sample_rate_hz: 16_000,
@@ -51,6 +55,7 @@ fn stream(interims: bool, punctuation: bool) -> SegmentStream {
         segmenter: SegmenterSettings::default(),
         redecode_interval: 16_000,
         fold_narrowband: false,
+        speculative_finals,
     };
     SegmentStream::new(format, settings, interims, punctuation).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -79,7 +84,9 @@ fn run(
 ) -> Vec<Result<SegmentResult, String>> {
     let (ticket, mut results) = scheduler.open();
     let mut out = Vec::new();
-    let mut drain = |stream: &mut SegmentStream, results: &mut mpsc::UnboundedReceiver<_>| {
+    let drain = |stream: &mut SegmentStream,
+                 results: &mut mpsc::UnboundedReceiver<_>,
+                 out: &mut Vec<Result<SegmentResult, String>>| {
         while let Ok(r) = results.try_recv() {
             match stream.on_result(r) {
                 Ok(Some(r)) => out.push(Ok(r)),
@@ -90,18 +97,20 @@ fn run(
     };
     for frame in bytes.chunks(3_200) {
         stream.push(frame, &ticket);
+        out.extend(stream.take_ready().into_iter().map(Ok));
         assert!(scheduler.wait_idle(WAIT));
-        drain(stream, &mut results);
+        drain(stream, &mut results, &mut out);
     }
     if finish {
         stream.finish(&ticket);
+        out.extend(stream.take_ready().into_iter().map(Ok));
     }
     let deadline = Instant::now() + WAIT;
     while !stream.finals_done() && Instant::now() < deadline {
         assert!(scheduler.wait_idle(WAIT));
-        drain(stream, &mut results);
+        drain(stream, &mut results, &mut out);
     }
-    drain(stream, &mut results);
+    drain(stream, &mut results, &mut out);
     out
 }
 
@@ -196,4 +205,93 @@ fn silence_gives_nothing() {
     let scheduler = scheduler("");
     let mut s = stream(true, true);
     assert_eq!(run(&mut s, &scheduler, &audio(5_000, false), true), vec![]);
+}
+
+/// With speculative finals, each final is decoded once its pad is in and is ready the moment
+/// its segment closes: at the frame that closes it, before any decoding of that frame. The
+/// finals are those of the plain stream; the speculation also shows as an interim.
+#[test]
+fn speculative_finals_are_ready_when_the_segment_closes() {
+    let bytes = [
+        audio(500, false),
+        audio(800, true),
+        audio(1_000, false),
+        audio(600, true),
+        audio(1_000, false),
+    ]
+    .concat();
+    let scheduler = scheduler("");
+    let plain = run(&mut stream(false, true), &scheduler, &bytes, true);
+    let mut s = stream_with(true, true, true);
+    let (ticket, mut results) = scheduler.open();
+    let mut finals_at_close = Vec::new();
+    let mut interims = Vec::new();
+    for frame in bytes.chunks(3_200) {
+        s.push(frame, &ticket);
+        finals_at_close.extend(s.take_ready());
+        assert!(scheduler.wait_idle(WAIT));
+        while let Ok(r) = results.try_recv() {
+            match s.on_result(r) {
+                Ok(Some(r)) if !r.is_final => interims.push(r),
+                other => panic!("only interims come from decodes here: {other:?}"),
+            }
+        }
+    }
+    s.finish(&ticket);
+    assert!(s.take_ready().is_empty() && s.finals_done());
+    let speculated = finals(&finals_at_close.into_iter().map(Ok).collect::<Vec<_>>());
+    assert_eq!(speculated, finals(&plain));
+    // Regular interims (each second of a segment) come too; the speculations are those with a
+    // final's bounds.
+    let shown: Vec<(String, u64, u64)> = interims
+        .iter()
+        .map(|r| (r.text.clone(), r.start_sample / 16, r.end_sample / 16))
+        .filter(|(_, start, end)| speculated.iter().any(|f| (f.1, f.2) == (*start, *end)))
+        .collect();
+    assert_eq!(shown, speculated, "each speculation shown as an interim first");
+}
+
+/// A pause shorter than the end of speech inside an utterance: the speculation made in it is
+/// dropped when speech comes back (its result never shown as a final), and the final covers
+/// the whole utterance.
+#[test]
+fn a_speculation_is_dropped_when_speech_comes_back() {
+    let scheduler = scheduler("");
+    let mut s = stream_with(false, true, true);
+    let bytes = [
+        audio(500, false),
+        audio(800, true),
+        audio(400, false),
+        audio(800, true),
+        audio(1_000, false),
+    ]
+    .concat();
+    let got = run(&mut s, &scheduler, &bytes, true);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(finals(&got), vec![("ms2500".into(), 200, 2_700)]);
+}
+
+/// When the workers are slow, the speculation is still decoding as the segment closes: it
+/// becomes the final job itself (no second decode), and the final comes from it.
+#[test]
+fn a_speculation_still_decoding_becomes_the_final_job() {
+    let scheduler = scheduler("");
+    let mut s = stream_with(false, true, true);
+    let (ticket, mut results) = scheduler.open();
+    let head = [audio(500, false), audio(800, true), audio(200, false)].concat();
+    s.push(&head, &ticket);
+    assert!(s.take_ready().is_empty());
+    // Not waiting for the worker: the segment closes while its speculation may be in flight.
+    s.push(&audio(300, false), &ticket);
+    let mut got = s.take_ready();
+    s.finish(&ticket);
+    let deadline = Instant::now() + WAIT;
+    while !s.finals_done() && Instant::now() < deadline {
+        assert!(scheduler.wait_idle(WAIT));
+        while let Ok(r) = results.try_recv() {
+            got.extend(s.on_result(r).unwrap_or_else(|e| panic!("{e}")));
+        }
+    }
+    let texts: Vec<(bool, String)> = got.iter().map(|r| (r.is_final, r.text.clone())).collect();
+    assert_eq!(texts, vec![(true, "ms1300".to_string())]);
 }

@@ -145,3 +145,42 @@ fn segments_do_not_overlap() {
     assert_eq!(b.len(), 2, "{b:?}");
     assert!(b[0].1 <= b[1].0, "{b:?}");
 }
+
+/// The settled segment is known from `post_pad_ms` of silence on, holds exactly the samples the
+/// segment closes with at `end_silence_ms`, and is gone again when speech comes back.
+#[test]
+fn the_settled_segment_is_the_segment_to_come() {
+    let settings = SegmenterSettings::default();
+    let mut segmenter = Segmenter::new(settings);
+    let audio = concat(&[silence(500), speech(800)]);
+    assert!(segmenter.push(&audio).is_empty());
+    assert!(segmenter.settled_segment().is_none(), "still speaking");
+    assert!(segmenter.push(&silence(190)).is_empty());
+    assert!(segmenter.settled_segment().is_none(), "the pad is not all here");
+    assert!(segmenter.push(&silence(10)).is_empty());
+    let (start, settled) = segmenter
+        .settled_segment()
+        .map(|(start, samples)| (start, samples.to_vec()))
+        .unwrap_or_else(|| panic!("settled after 200 ms of silence"));
+    // A pause shorter than end_silence_ms, then speech: nothing settled any more.
+    let mut resumed = Segmenter::new(settings);
+    resumed.push(&concat(&[audio.clone(), silence(300)]));
+    assert!(resumed.settled_segment().is_some());
+    resumed.push(&speech(100));
+    assert!(resumed.settled_segment().is_none(), "speech came back");
+    // Silence up to end_silence_ms closes the segment the settled one announced.
+    let closed = segmenter.push(&silence(300));
+    assert_eq!(
+        closed,
+        vec![Segment {
+            start_sample: start,
+            samples: settled
+        }]
+    );
+    assert_eq!(bounds(&closed), vec![(200, 1_500)]);
+    assert!(segmenter.settled_segment().is_none());
+    // Too little speech to be kept: never settled.
+    let mut cough = Segmenter::new(settings);
+    cough.push(&concat(&[silence(500), speech(100), silence(400)]));
+    assert!(cough.settled_segment().is_none());
+}
