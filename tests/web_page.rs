@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdp::{Browser, Microphone};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use common::librivox::{self, word_error_rate};
 use common::process::Process;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// The recording: "and mister john dashwood had then leisure to consider how much there might
 /// be prudently in his power to do for them" (7.1 s).
@@ -143,7 +143,12 @@ async fn finish_and_check(
 async fn the_page_transcribes_the_microphone() {
     let (wav, reference, speech_ms) = microphone_recording("mic");
     let server = gateway(&[]);
-    let mut browser = Browser::open("mic", &format!("http://{}/", server.addr), Microphone::Plays(&wav)).await;
+    let mut browser = Browser::open(
+        "mic",
+        &format!("http://{}/", server.addr),
+        Microphone::Plays(&wav),
+    )
+    .await;
     start_microphone(&mut browser).await;
     let shown = finish_and_check(
         &mut browser,
@@ -169,7 +174,12 @@ async fn the_page_transcribes_the_microphone() {
 async fn the_page_says_when_the_server_stops() {
     let (wav, _, _) = microphone_recording("stop");
     let server = gateway(&[("VOXGATE_SERVER__SHUTDOWN_GRACE_SECS", "0.5")]);
-    let mut browser = Browser::open("stop", &format!("http://{}/", server.addr), Microphone::Plays(&wav)).await;
+    let mut browser = Browser::open(
+        "stop",
+        &format!("http://{}/", server.addr),
+        Microphone::Plays(&wav),
+    )
+    .await;
     start_microphone(&mut browser).await;
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -200,7 +210,12 @@ async fn the_page_resumes_after_the_server_is_killed() {
     let env = [("VOXGATE_AUTH__TOKEN_SECRET", SECRET)];
     let server = gateway(&env);
     let addr = server.addr.clone();
-    let mut browser = Browser::open("resume", &format!("http://{addr}/"), Microphone::Plays(&wav)).await;
+    let mut browser = Browser::open(
+        "resume",
+        &format!("http://{addr}/"),
+        Microphone::Plays(&wav),
+    )
+    .await;
     start_microphone(&mut browser).await;
     let mid_speech = format!(
         "Number(document.getElementById('sent').dataset.ms || 0) >= {}",
@@ -314,6 +329,10 @@ async fn the_page_explains_a_denied_microphone() {
             .is_some_and(|e| e.contains("Microphone access was denied")),
         "{error}"
     );
+    let status = browser
+        .eval("document.getElementById('status').textContent")
+        .await;
+    assert_eq!(status, "Not connected.");
     let (_, metrics) = common::http_get(
         server.addr.parse().unwrap_or_else(|e| panic!("{e}")),
         "/metrics",

@@ -469,6 +469,7 @@ async function startSession(source) {
     source.stop();
     page.session = null;
     showIdleControls();
+    $("status").textContent = "Not connected.";
     showError(e.message);
   }
 }

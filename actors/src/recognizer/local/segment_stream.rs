@@ -326,7 +326,9 @@ impl SegmentStream {
         match pending.kind {
             PendingKind::Interim => {
                 let stale = result.job < self.interims_stale_below;
-                Ok(self.interim_result(pending, decoded.text).filter(|_| !stale))
+                Ok(self
+                    .interim_result(pending, decoded.text)
+                    .filter(|_| !stale))
             }
             PendingKind::Speculative => {
                 let text = decoded.text.clone();

@@ -248,7 +248,10 @@ fn speculative_finals_are_ready_when_the_segment_closes() {
         .map(|r| (r.text.clone(), r.start_sample / 16, r.end_sample / 16))
         .filter(|(_, start, end)| speculated.iter().any(|f| (f.1, f.2) == (*start, *end)))
         .collect();
-    assert_eq!(shown, speculated, "each speculation shown as an interim first");
+    assert_eq!(
+        shown, speculated,
+        "each speculation shown as an interim first"
+    );
 }
 
 /// A pause shorter than the end of speech inside an utterance: the speculation made in it is

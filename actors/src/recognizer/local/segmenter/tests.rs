@@ -156,7 +156,10 @@ fn the_settled_segment_is_the_segment_to_come() {
     assert!(segmenter.push(&audio).is_empty());
     assert!(segmenter.settled_segment().is_none(), "still speaking");
     assert!(segmenter.push(&silence(190)).is_empty());
-    assert!(segmenter.settled_segment().is_none(), "the pad is not all here");
+    assert!(
+        segmenter.settled_segment().is_none(),
+        "the pad is not all here"
+    );
     assert!(segmenter.push(&silence(10)).is_empty());
     let (start, settled) = segmenter
         .settled_segment()
