@@ -49,7 +49,7 @@ fn as_telephony(samples: &[i16]) -> Vec<u8> {
 fn decode_directly(clips: &[Clip]) -> Vec<Direct> {
     let settings = LocalSettings::default();
     let mut decoder = PocketSphinxDecoder::load(&settings).unwrap_or_else(|e| panic!("{e}"));
-    let cuts = stream_settings(&settings, true);
+    let cuts = stream_settings(&settings, pocketsphinx::MODEL_TRAITS);
     let wide = AudioFormat {
         encoding: Encoding::Linear16,
         sample_rate_hz: 16_000,

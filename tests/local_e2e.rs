@@ -23,7 +23,7 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use voxgate_actors::audio::{AudioFormat, Encoding};
-use voxgate_actors::recognizer::local::pocketsphinx::PocketSphinxDecoder;
+use voxgate_actors::recognizer::local::pocketsphinx::{self, PocketSphinxDecoder};
 use voxgate_actors::recognizer::local::segment_engine::stream_settings;
 use voxgate_actors::settings::LocalSettings;
 
@@ -36,7 +36,7 @@ fn direct() -> &'static Vec<(Clip, Vec<String>)> {
     DIRECT.get_or_init(|| {
         let settings = LocalSettings::default();
         let mut decoder = PocketSphinxDecoder::load(&settings).unwrap_or_else(|e| panic!("{e}"));
-        let cuts = stream_settings(&settings, true);
+        let cuts = stream_settings(&settings, pocketsphinx::MODEL_TRAITS);
         let format = AudioFormat {
             encoding: Encoding::Linear16,
             sample_rate_hz: 16_000,

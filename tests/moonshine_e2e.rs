@@ -69,7 +69,7 @@ fn direct_text(recording: &Recording) -> String {
         .iter()
         .flat_map(|s| s.to_le_bytes())
         .collect();
-    let settings = stream_settings(&LocalSettings::default(), false);
+    let settings = stream_settings(&LocalSettings::default(), moonshine::MODEL_TRAITS);
     let mut model = model().lock().unwrap_or_else(|p| p.into_inner());
     segments::direct_text(&mut *model, &settings, format, &bytes)
 }

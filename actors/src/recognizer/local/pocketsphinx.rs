@@ -189,6 +189,13 @@ impl SegmentDecoder for PocketSphinxDecoder {
     }
 }
 
+/// What PocketSphinx needs from its streams: 8 kHz audio folded into its wideband model's upper
+/// band, and no speculative finals (its decodes cost more than the wait they would save).
+pub const MODEL_TRAITS: ModelTraits = ModelTraits {
+    fold_narrowband: true,
+    speculative_finals: false,
+};
+
 /// Starts the PocketSphinx engine of `settings`: checks the library and the model, loads one
 /// decoder per worker (about a second each).
 pub fn start(settings: &LocalSettings) -> Result<SegmentEngine, String> {
@@ -196,15 +203,7 @@ pub fn start(settings: &LocalSettings) -> Result<SegmentEngine, String> {
     let loader: DecoderLoader = Arc::new(move || {
         PocketSphinxDecoder::load(&model).map(|d| Box::new(d) as Box<dyn SegmentDecoder>)
     });
-    SegmentEngine::start(
-        settings,
-        loader,
-        ModelTraits {
-            fold_narrowband: true,
-            // Its decodes cost more than the wait they would save.
-            speculative_finals: false,
-        },
-    )
+    SegmentEngine::start(settings, loader, MODEL_TRAITS)
 }
 
 #[cfg(test)]

@@ -43,6 +43,13 @@ pub fn model_files(settings: &LocalSettings) -> ModelFiles {
     }
 }
 
+/// What Moonshine needs from its streams: plain resampling, and finals decoded during the
+/// end-of-speech wait (one takes a small part of it).
+pub const MODEL_TRAITS: ModelTraits = ModelTraits {
+    fold_narrowband: false,
+    speculative_finals: true,
+};
+
 /// Starts the Moonshine engine of `settings`: checks the files, loads one model per worker.
 pub fn start(settings: &LocalSettings) -> Result<SegmentEngine, String> {
     let files = model_files(settings);
@@ -50,13 +57,5 @@ pub fn start(settings: &LocalSettings) -> Result<SegmentEngine, String> {
     let loader: DecoderLoader = Arc::new(move || {
         MoonshineModel::load(&files).map(|m| Box::new(m) as Box<dyn SegmentDecoder>)
     });
-    SegmentEngine::start(
-        settings,
-        loader,
-        ModelTraits {
-            fold_narrowband: false,
-            // A final decodes in a small part of the end-of-speech wait.
-            speculative_finals: true,
-        },
-    )
+    SegmentEngine::start(settings, loader, MODEL_TRAITS)
 }

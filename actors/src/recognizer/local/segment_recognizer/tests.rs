@@ -8,10 +8,11 @@ use super::*;
 use crate::audio::{AudioFormat, Encoding};
 use crate::protocol::StartConfig;
 use crate::recognizer::local::decoded::DecodedSegment;
+use crate::recognizer::local::moonshine;
 use crate::recognizer::local::scheduler::{
     DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
 };
-use crate::recognizer::local::segment_engine::{stream_settings, ModelTraits};
+use crate::recognizer::local::segment_engine::stream_settings;
 use crate::recognizer::local::test_support::{read_raw, speech_like, GOFORWARD, GOFORWARD_WORDS};
 use crate::recognizer::local::{moonshine, pocketsphinx};
 use crate::settings::LocalSettings;
@@ -134,13 +135,7 @@ fn echo_engine(fault: Fault, max_load: f64) -> SegmentEngine {
     };
     SegmentEngine {
         scheduler: Scheduler::start(settings, loader).unwrap_or_else(|e| panic!("{e}")),
-        stream: stream_settings(
-            &LocalSettings::default(),
-            ModelTraits {
-                fold_narrowband: false,
-                speculative_finals: true,
-            },
-        ),
+        stream: stream_settings(&LocalSettings::default(), moonshine::MODEL_TRAITS),
     }
 }
 
