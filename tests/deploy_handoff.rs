@@ -205,7 +205,11 @@ async fn sigterm_hands_sessions_off_and_the_instance_exits_before_its_grace_peri
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     // It exited while every session still streams: it did not hold them to the 60 s grace
     // period, their audio is far shorter.
-    let running = clients.iter_mut().filter(|c| c.running()).count();
+    let running = clients
+        .iter_mut()
+        .map(|c| c.running())
+        .filter(|r| *r)
+        .count();
     assert_eq!(
         running, CLIENTS,
         "a client ended before the instance exited"
