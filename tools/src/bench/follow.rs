@@ -7,13 +7,13 @@
 //!
 //! What it measures: the *resume gap* of each interruption (from the `reconnect` or the loss to
 //! the next final), and each final's latency from the first send of the frame that decides it,
-//! kept apart for finals whose audio was in flight across an interruption (the move's cost) and
-//! the others.
+//! kept apart for the first final after an interruption (it waits for the audio re-sent since the
+//! last final to be recognised again: the move's cost) and the others.
 
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::resume::{open, send_frames, Connection, Progress, BYTES_PER_MS, FORMAT};
@@ -26,6 +26,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const RESUME_ATTEMPTS: u32 = 8;
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const LONGEST_PAUSE: Duration = Duration::from_secs(3);
+/// After a failed send, how long the reader may take to hand over what the server said last (a
+/// `reconnect` just before the Close).
+const READER_GRACE: Duration = Duration::from_secs(2);
 /// Interruptions one session may go through before it is given up (a resume refused again and
 /// again would otherwise loop).
 const MAX_INTERRUPTIONS: u32 = 20;
@@ -39,6 +42,13 @@ enum Interruption {
     Lost,
 }
 
+/// What a server message means for the session.
+enum Step {
+    Go,
+    Closed,
+    Interrupted(Interruption),
+}
+
 /// What one session measured.
 #[derive(Debug, Default)]
 pub(super) struct Followed {
@@ -48,10 +58,9 @@ pub(super) struct Followed {
     pub(super) drops: u32,
     /// Interruption → next final, µs.
     pub(super) gaps_us: Vec<u32>,
-    /// Final latency of finals whose audio was not in flight across an interruption, µs.
+    /// Final latency of the finals that are not the first after an interruption, µs.
     pub(super) calm_us: Vec<u32>,
-    /// Final latency of finals whose deciding frame was sent before an interruption and which
-    /// arrived after it, µs.
+    /// Final latency of the first final after each interruption, µs.
     pub(super) moved_us: Vec<u32>,
 }
 
@@ -73,8 +82,6 @@ struct Follower<'a> {
     decision_sent: Vec<Option<Instant>>,
     /// The interruption not yet followed by a final (for the gap).
     open_gap: Option<Instant>,
-    /// The latest interruption (for the latencies).
-    last_interruption: Option<Instant>,
     outcome: Followed,
 }
 
@@ -114,17 +121,56 @@ impl Follower<'_> {
     /// A final arrived: the gap it closes, its latency.
     fn on_final(&mut self, index: usize) {
         let now = Instant::now();
-        if let Some(at) = self.open_gap.take() {
+        let gap = self.open_gap.take();
+        if let Some(at) = gap {
             self.outcome.gaps_us.push(micros(now - at));
         }
         if let Some(Some(sent)) = self.decision_sent.get(index) {
             let latency = micros(now - *sent);
-            if self.last_interruption.is_some_and(|at| at > *sent) {
-                self.outcome.moved_us.push(latency);
-            } else {
-                self.outcome.calm_us.push(latency);
+            match gap {
+                Some(_) => self.outcome.moved_us.push(latency),
+                None => self.outcome.calm_us.push(latency),
             }
         }
+    }
+
+    /// A server message.
+    fn on_message(&mut self, message: &Value) -> Result<Step, String> {
+        Ok(match message["type"].as_str() {
+            Some("reconnect") => {
+                self.progress.take(message)?;
+                Step::Interrupted(Interruption::Moved)
+            }
+            // A draining instance reached before the balancer took it out.
+            Some("error") if message["code"] == "shutting_down" => {
+                Step::Interrupted(Interruption::Lost)
+            }
+            _ => {
+                let before = self.progress.finals.len();
+                self.progress.take(message)?;
+                if self.progress.finals.len() > before {
+                    self.on_final(before);
+                }
+                if self.progress.closed {
+                    Step::Closed
+                } else {
+                    Step::Go
+                }
+            }
+        })
+    }
+
+    /// A send failed: what the server said before the connection went (a `reconnect` whose
+    /// Close the send raced), else a lost connection.
+    async fn after_failed_send(&mut self, conn: &mut Connection) -> Result<Step, String> {
+        while let Ok(Some(message)) = tokio::time::timeout(READER_GRACE, conn.messages.recv()).await
+        {
+            match self.on_message(&message)? {
+                Step::Go => {}
+                step => return Ok(step),
+            }
+        }
+        Ok(Step::Interrupted(Interruption::Lost))
     }
 
     /// Opens a connection that resumes the session and re-sends the audio after the last final.
@@ -177,44 +223,29 @@ pub(super) async fn session(script: &Script, plan: &Plan, url: &str) -> Result<F
         progress: Progress::default(),
         decision_sent: vec![None; plan.finals.len()],
         open_gap: None,
-        last_interruption: None,
         outcome: Followed::default(),
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(FORMAT.frame_ms));
     loop {
-        let interruption = tokio::select! {
+        let step = tokio::select! {
             _ = ticker.tick(), if !me.stopped => {
                 let from = me.sent;
-                me.send_until_due(&mut conn, from, 0).await.err().map(|_| Interruption::Lost)
+                match me.send_until_due(&mut conn, from, 0).await {
+                    Ok(()) => Step::Go,
+                    Err(_) => me.after_failed_send(&mut conn).await?,
+                }
             }
             message = tokio::time::timeout(READ_TIMEOUT, conn.messages.recv()) => match message {
                 Err(_) => return Err(format!("nothing from the server for {READ_TIMEOUT:?}")),
-                Ok(None) => Some(Interruption::Lost),
-                Ok(Some(message)) => match message["type"].as_str() {
-                    Some("reconnect") => {
-                        me.progress.take(&message)?;
-                        Some(Interruption::Moved)
-                    }
-                    // A draining instance reached before the balancer took it out.
-                    Some("error") if message["code"] == "shutting_down" => Some(Interruption::Lost),
-                    _ => {
-                        let before = me.progress.finals.len();
-                        me.progress.take(&message)?;
-                        if me.progress.finals.len() > before {
-                            me.on_final(before);
-                        }
-                        if me.progress.closed {
-                            break;
-                        }
-                        None
-                    }
-                },
+                Ok(None) => Step::Interrupted(Interruption::Lost),
+                Ok(Some(message)) => me.on_message(&message)?,
             },
         };
-        if let Some(kind) = interruption {
-            let now = Instant::now();
-            me.open_gap.get_or_insert(now);
-            me.last_interruption = Some(now);
+        if let Step::Closed = step {
+            break;
+        }
+        if let Step::Interrupted(kind) = step {
+            me.open_gap.get_or_insert(Instant::now());
             match kind {
                 Interruption::Moved => me.outcome.moves += 1,
                 Interruption::Lost => me.outcome.drops += 1,

@@ -96,7 +96,8 @@ impl RollingReport {
         self.failures.is_empty() && self.restart_error.is_none()
     }
 
-    /// Final latency added by a move: moved finals against calm ones, percentile by percentile.
+    /// Final latency added by a move: the first finals after a move against the others,
+    /// percentile by percentile.
     fn added_ms(&self) -> Option<Percentiles> {
         Some(self.moved_ms.as_ref()?.minus(self.calm_ms.as_ref()?))
     }
@@ -121,12 +122,12 @@ impl RollingReport {
             }
         };
         row("resume gap (reconnect or loss → next final)", &self.gap_ms);
-        row("final latency, finals not moved", &self.calm_ms);
+        row("final latency, other finals", &self.calm_ms);
+        row("final latency, first final after a move", &self.moved_ms);
         row(
-            "final latency, finals in flight across a move",
-            &self.moved_ms,
+            "added latency (first after a move − other)",
+            &self.added_ms(),
         );
-        row("added latency (moved − not moved)", &self.added_ms());
         for (i, r) in self.restarts.iter().enumerate() {
             out.push_str(&format!(
                 "instance {}: drained and exited {:.1} s after SIGTERM, back in HAProxy {:.1} s \
