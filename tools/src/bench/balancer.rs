@@ -47,7 +47,9 @@ impl Balancer {
             .map_err(|e| format!("no free port for HAProxy: {e}"))?
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let stats = dir.join("haproxy.sock");
+        // Absolute: HAProxy reads a bare relative path as host:port.
+        let stats = std::path::absolute(dir.join("haproxy.sock"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut env = vec![
             ("VOXGATE_LISTEN".to_string(), addr.clone()),
             // The sessions and their resumes, with room to spare; HAProxy needs two descriptors
