@@ -1,5 +1,6 @@
 //! The benchmark harness keeps working: `voxgate bench` against a real gateway (in front of a real
-//! emulator), `--direct` against the emulator, and `voxgate bench scenarios` end to end. These runs
+//! emulator), `--direct` against the emulator, `voxgate bench scenarios` and `voxgate bench rolling`
+//! (three instances behind HAProxy, restarted in turn) end to end. These runs
 //! are small and assert only that the harness works — every session held, every transcript exact,
 //! the report's fields present — never speed: figures are for `docs/benchmarks.md`, not for tests.
 
@@ -220,5 +221,58 @@ fn scenarios_run_end_to_end_and_write_the_tables() {
         text.ends_with("<!-- bench:end -->\n\nprose after\n"),
         "{text}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `voxgate bench rolling` starts three instances behind HAProxy (the shipped configuration) and
+/// restarts each in turn while 30 sessions stream through it: no session fails (every final
+/// exactly once), the sessions of each drained instance moved, every instance came back.
+#[test]
+fn rolling_restart_through_haproxy_fails_no_session() {
+    let dir = std::env::temp_dir().join(format!("voxgate-bench-rolling-{}", std::process::id()));
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
+    let out = voxgate(&[
+        "bench",
+        "rolling",
+        "--instances",
+        "3",
+        "--sessions",
+        "30",
+        "--duration",
+        "30",
+        "--ramp",
+        "30",
+        "--settle",
+        "2",
+        "--haproxy-config",
+        config,
+        "--out",
+        &dir.display().to_string(),
+        "--json",
+    ]);
+    let rolling = report(&out);
+    assert_eq!(rolling["sessions_failed"], 0, "{rolling}");
+    assert_eq!(rolling["sessions_ok"], 30, "{rolling}");
+    assert_eq!(
+        rolling["restarts"].as_array().map(Vec::len),
+        Some(3),
+        "{rolling}"
+    );
+    assert!(rolling["restart_error"].is_null(), "{rolling}");
+    // Every session was on some instance that drained: each moved at least once.
+    assert!(
+        rolling["moves"].as_u64().is_some_and(|m| m >= 30),
+        "{rolling}"
+    );
+    for key in ["p50", "p99"] {
+        assert!(
+            rolling["resume_gap_ms"][key].is_number(),
+            "resume_gap_ms.{key} in {rolling}"
+        );
+        assert!(
+            rolling["added_latency_ms"][key].is_number(),
+            "added_latency_ms.{key} in {rolling}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

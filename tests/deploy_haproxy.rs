@@ -2,147 +2,21 @@
 //! processes on loopback (Debian's `haproxy`, installed by scripts/setup-test-env.sh): HAProxy
 //! accepts it; sessions through it are spread by least connections and come back exact; each
 //! instance sees the client's own address (X-Forwarded-For, `trusted_proxies`); an instance that
-//! starts draining fails `/readyz` and gets no new session while its open one goes on.
+//! starts draining fails `/readyz` and gets no new session while its open one goes on (without a
+//! shared token secret: held to the grace period; the hand-off is tests/deploy_handoff.rs).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use common::haproxy::*;
 use common::process::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use voxgate_emulator::synth;
-
-const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
-
-/// How long HAProxy may take to see a change of `/readyz` (its checks run every second).
-const CHECK_WAIT: Duration = Duration::from_secs(15);
-
-/// A running HAProxy, killed when dropped.
-struct Haproxy {
-    child: Child,
-    /// Its runtime API socket.
-    stats: PathBuf,
-    /// Where its frontend listens.
-    addr: String,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free loopback port: HAProxy cannot report the port of a port-0 bind, so one is picked here.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-/// The `${…}` variables of the shipped configuration.
-fn haproxy_env(listen: &str, stats: &Path, servers: &[&str]) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("VOXGATE_LISTEN".to_string(), listen.to_string()),
-        // Within a test process's open-file limit.
-        ("HAPROXY_MAXCONN".to_string(), "2000".to_string()),
-        (
-            "HAPROXY_STATS_SOCKET".to_string(),
-            stats.display().to_string(),
-        ),
-    ];
-    for (i, server) in servers.iter().enumerate() {
-        env.push((format!("VOXGATE_SERVER_{}", i + 1), server.to_string()));
-    }
-    env
-}
-
-fn haproxy_command(env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new("haproxy");
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    cmd
-}
-
-fn start_haproxy(dir: &Path, servers: &[&str]) -> Haproxy {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let stats = dir.join("haproxy.sock");
-    let env = haproxy_env(&addr, &stats, servers);
-    let check = haproxy_command(&env)
-        .args(["-c", "-f", CONFIG])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run haproxy (scripts/setup-test-env.sh installs it): {e}")
-        });
-    assert!(
-        check.status.success(),
-        "haproxy -c rejects {CONFIG}: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    // -db: stay in the foreground, so that killing the child stops HAProxy.
-    let child = haproxy_command(&env)
-        .args(["-db", "-f", CONFIG])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        // Its log of every health-check change would flood the test output.
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start haproxy: {e}"));
-    Haproxy { child, stats, addr }
-}
-
-impl Haproxy {
-    /// `(server name, up)` of each instance, from the runtime API.
-    async fn servers(&self) -> Option<Vec<(String, bool)>> {
-        let mut socket = tokio::net::UnixStream::connect(&self.stats).await.ok()?;
-        socket
-            .write_all(b"show servers state voxgate\n")
-            .await
-            .ok()?;
-        let mut text = String::new();
-        socket.read_to_string(&mut text).await.ok()?;
-        // A version line, a "# be_id be_name srv_id srv_name srv_addr srv_op_state …" header,
-        // then one line per server; op_state 2 is running.
-        let servers: Vec<(String, bool)> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                Some((f.get(3)?.to_string(), *f.get(5)? == "2"))
-            })
-            .collect();
-        (!servers.is_empty()).then_some(servers)
-    }
-
-    /// Waits until HAProxy sees exactly the instances of `up` up (by name).
-    async fn wait_for_up(&self, up: &[&str]) {
-        let deadline = Instant::now() + CHECK_WAIT;
-        loop {
-            let servers = self.servers().await;
-            if let Some(servers) = &servers {
-                let now_up: Vec<&str> = servers
-                    .iter()
-                    .filter(|(_, up)| *up)
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                if now_up == up {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "HAProxy never saw {up:?} up: {servers:?}"
-            );
-            // HAProxy has no event to wait on; its checks run every second.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 /// A session opened from the loopback address `source` (127.0.0.x) through HAProxy.
 async fn session_from(
@@ -174,20 +48,6 @@ async fn session_from(
         .unwrap_or_else(|e| panic!("send start: {e}"));
     let reader = collect(stream, Vec::new(), Duration::from_secs(20));
     (sink, reader)
-}
-
-/// `voxgate_sessions_active` of the gateway at `addr`.
-async fn active_sessions(addr: &str) -> u64 {
-    let (_, body) = common::http_get(
-        addr.parse().unwrap_or_else(|e| panic!("{e}")),
-        "/metrics",
-        "",
-    )
-    .await;
-    body.lines()
-        .find_map(|l| l.strip_prefix("voxgate_sessions_active "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 /// Streams `text` (emulator-encoded) on `sink` at real time, sends `stop`, and returns what came

@@ -170,6 +170,75 @@ async fn graceful_shutdown() {
     );
 }
 
+/// Drain by hand-off (a shared token secret): after `hand_off_delay_secs` a streaming native
+/// session gets `reconnect` — a resume token, the end of its last final — and Close 1012; a
+/// session that cannot be resumed (FLAC audio) is held, warned and still served; once it ends the
+/// shutdown completes, long before the 30 s grace period.
+#[actix_rt::test]
+async fn shutdown_hands_resumable_sessions_off_and_holds_the_others() {
+    let mut config = test_config();
+    config.server.shutdown_grace_secs = 30.0;
+    config.server.hand_off_delay_secs = 0.2;
+    config.auth.token_secret = Some(voxgate::config::Secret::new("h".repeat(32)));
+    let mut server = TestServer::start(config).await;
+    let mut moving = server.connect("/v1/listen").await;
+    moving.send_json(&common::start_json()).await;
+    let ready = moving.expect_type("ready").await;
+    assert!(ready["resume_token"].is_string(), "{ready}");
+    let session_id = ready["session_id"].as_str().unwrap_or_default().to_string();
+    let moving_pipeline = server.next_pipeline().await;
+    moving_pipeline.links.transcripts.do_send(Transcript {
+        is_final: true,
+        transcript: "first words".into(),
+        confidence: 0.5,
+        stability: 0.0,
+        start_ms: 0,
+        end_ms: 1_200,
+        words: vec![],
+        language_code: "en-us".into(),
+    });
+    assert_eq!(moving.expect_type("transcript").await["end_ms"], 1_200);
+    let mut held = server.connect("/v1/listen").await;
+    held.send_json(&json!({"type":"start","encoding":"FLAC","sample_rate_hz":16000}))
+        .await;
+    assert_eq!(held.expect_type("ready").await.get("resume_token"), None);
+    let held_pipeline = server.next_pipeline().await;
+
+    let shutdown = actix_rt::spawn(server.take_handle().shutdown());
+    for client in [&mut moving, &mut held] {
+        let warning = client.expect_type("warning").await;
+        assert_eq!(warning["code"], "shutting_down", "{warning}");
+    }
+    let moved = moving.expect_type("reconnect").await;
+    assert_eq!(moved["session_id"], session_id.as_str(), "{moved}");
+    assert_eq!(moved["from_ms"], 1_200, "{moved}");
+    assert!(
+        moved["resume_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("vg1.")),
+        "{moved}"
+    );
+    moving.expect_close(1012, "reconnect").await;
+    assert_eq!(moving_pipeline.stops(1).await, 1);
+
+    // The held session goes on as usual, and its stop ends it normally.
+    held.send_binary(b"fLaC\0\0\0\x22").await;
+    assert_eq!(held_pipeline.audio(1).await.len(), 1);
+    held.send_json(&json!({"type":"stop"})).await;
+    assert_eq!(held_pipeline.ends(1).await, 1);
+    held_pipeline.links.finished.do_send(PipelineFinished {
+        summary: PipelineSummary::default(),
+    });
+    held.expect_type("closed").await;
+    held.expect_close(1000, "closed").await;
+
+    let result = tokio::time::timeout(WAIT, shutdown).await;
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "shutdown completes once the last session has moved or ended: {result:?}"
+    );
+}
+
 /// A shutdown with no session open completes promptly, without waiting for the grace period.
 #[actix_rt::test]
 async fn shutdown_without_sessions_is_prompt() {

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     /// Sessions ever accepted (upgraded).
     pub sessions_total: IntCounter,
+    /// Sessions told to move to another instance during a drain (`reconnect`).
+    pub sessions_handed_off: IntCounter,
     /// Upstream streams open now.
     pub streams_active: IntGauge,
     /// Upstream streams ever opened.
@@ -60,6 +62,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let m = Metrics {
         sessions_active: IntGauge::new("voxgate_sessions_active", "Sessions open now")?,
         sessions_total: IntCounter::new("voxgate_sessions_total", "Sessions accepted")?,
+        sessions_handed_off: IntCounter::new(
+            "voxgate_sessions_handed_off_total",
+            "Sessions told to move to another instance during a drain",
+        )?,
         streams_active: IntGauge::new("voxgate_streams_active", "Upstream streams open now")?,
         streams_total: IntCounter::new("voxgate_streams_total", "Upstream streams opened")?,
         stream_restarts: IntCounterVec::new(
@@ -144,6 +150,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     };
     m.registry.register(Box::new(m.sessions_active.clone()))?;
     m.registry.register(Box::new(m.sessions_total.clone()))?;
+    m.registry
+        .register(Box::new(m.sessions_handed_off.clone()))?;
     m.registry.register(Box::new(m.streams_active.clone()))?;
     m.registry.register(Box::new(m.streams_total.clone()))?;
     m.registry.register(Box::new(m.stream_restarts.clone()))?;

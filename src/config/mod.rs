@@ -45,6 +45,15 @@ pub struct ServerSettings {
     /// After SIGTERM/SIGINT: how long open sessions may go on before they are flushed and closed
     /// with 1001.
     pub shutdown_grace_secs: f64,
+    /// Drain by hand-off: after SIGTERM, sessions whose clients can follow it (the native
+    /// protocol) are told to resume on another instance (`reconnect`) instead of being held to
+    /// the grace period. Needs a shared `[auth] token_secret` (only then can another instance
+    /// open the token) and `[session] resume_window_secs` > 0; otherwise every session is held.
+    pub hand_off: bool,
+    /// How long after SIGTERM (when `/readyz` starts failing) the sessions are told to move: long
+    /// enough for the load balancer to have taken this instance out, so that no resume comes back
+    /// here (HAProxy as shipped: checks every 1 s, one failure).
+    pub hand_off_delay_secs: f64,
     /// A client must send its request head within this long of connecting, and a request body
     /// within this long of the head (slow-loris).
     pub request_timeout_secs: f64,
@@ -69,6 +78,8 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
             shutdown_grace_secs: 30.0,
+            hand_off: true,
+            hand_off_delay_secs: 2.0,
             request_timeout_secs: 5.0,
             send_timeout_secs: 10.0,
             connection_rate_per_ip: 10.0,
@@ -366,6 +377,10 @@ impl Config {
             (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs >= 0.0,
+            ),
+            (
+                "server.hand_off_delay_secs",
+                (0.0..=MAX_TIMER_SECS).contains(&server.hand_off_delay_secs),
             ),
             (
                 "server.request_timeout_secs",

@@ -228,16 +228,18 @@ impl ServerHandle {
     }
 
     /// Graceful shutdown, as on SIGTERM: new sessions are refused (`shutting_down`) and
-    /// `/readyz` answers 503; every open session is warned and may go on for
-    /// `[server] shutdown_grace_secs`, then flushes its last results and closes with 1001.
-    /// Returns once every session has ended (or a bounded time after the grace period) and the
-    /// server has stopped.
+    /// `/readyz` answers 503; every open session is warned; with hand-off (docs/deploy.md) native
+    /// sessions are told to move after `[server] hand_off_delay_secs`; the others may go on for
+    /// `[server] shutdown_grace_secs`, then flush their last results and close with 1001.
+    /// Returns once every session has ended or moved (or a bounded time after the grace period)
+    /// and the server has stopped.
     pub async fn shutdown(self) -> Result<(), String> {
         let wait = self.state.begin_shutdown();
         let open = self.state.open_sessions();
         tracing::info!(
             open_sessions = open,
-            "shutdown: waiting up to {:.1} s for sessions to end",
+            hand_off = self.state.hands_off(),
+            "shutdown: waiting up to {:.1} s for sessions to end or move",
             wait.as_secs_f64()
         );
         if self.state.drain(wait).await {

@@ -1,7 +1,7 @@
 //! The server-wide state every request handler shares: who may open a session (a semaphore of
 //! `max_sessions` permits, each held by a session actor for its whole life) and graceful shutdown
-//! (a flag for `/readyz` and admission, a `watch` channel that tells every session the deadline,
-//! and the drain: waiting until every permit is back).
+//! (a flag for `/readyz` and admission, a `watch` channel that tells every session the deadline
+//! and, for a drain by hand-off, when to move, and the drain: waiting until every permit is back).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,6 +56,21 @@ pub struct ServerState {
     /// How long a session may flush after the grace period: `idle_timeout_secs`, at most
     /// [`LONGEST_FLUSH`].
     flush_timeout: Duration,
+    /// `[server] hand_off_delay_secs` when sessions are handed off on a drain (see
+    /// [`hand_off_delay`]); `None`: every session is held to the grace period.
+    hand_off_delay: Option<Duration>,
+}
+
+/// Whether a drain hands sessions off, and after how long: only when another instance can open
+/// this one's resume tokens (a configured, hence shared, `[auth] token_secret`; without it each
+/// process signs with a random secret) and resume is on.
+fn hand_off_delay(config: &Config) -> Result<Option<Duration>, String> {
+    let delay = Duration::try_from_secs_f64(config.server.hand_off_delay_secs)
+        .map_err(|e| format!("server.hand_off_delay_secs: {e}"))?;
+    let possible = config.server.hand_off
+        && config.auth.token_secret.is_some()
+        && config.session.resume_window_secs > 0.0;
+    Ok(possible.then_some(delay))
 }
 
 impl ServerState {
@@ -81,6 +96,7 @@ impl ServerState {
             notice: watch::Sender::new(None),
             grace,
             flush_timeout,
+            hand_off_delay: hand_off_delay(config)?,
         })
     }
 
@@ -127,6 +143,11 @@ impl ServerState {
         }
     }
 
+    /// Whether a drain hands sessions off (for the log).
+    pub fn hands_off(&self) -> bool {
+        self.hand_off_delay.is_some()
+    }
+
     /// Sessions open now.
     pub fn open_sessions(&self) -> usize {
         (self.max_sessions as usize).saturating_sub(self.sessions.available_permits())
@@ -136,9 +157,11 @@ impl ServerState {
     /// returns how long to wait for the sessions to end.
     pub fn begin_shutdown(&self) -> Duration {
         self.draining.store(true, Ordering::SeqCst);
+        let now = Instant::now();
         let notice = ShutdownNotice {
-            deadline: Instant::now() + self.grace,
+            deadline: now + self.grace,
             flush_timeout: self.flush_timeout,
+            hand_off_at: self.hand_off_delay.map(|delay| now + delay),
         };
         self.notice.send_if_modified(|current| {
             if current.is_none() {

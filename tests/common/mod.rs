@@ -7,6 +7,7 @@
 pub mod asterisk;
 pub mod certs;
 pub mod dialect;
+pub mod haproxy;
 pub mod librivox;
 pub mod process;
 pub mod raw;

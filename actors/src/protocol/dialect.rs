@@ -86,6 +86,20 @@ pub struct Progress {
     pub resume_token: Option<String>,
 }
 
+/// The session is asked to move to another instance (drain by hand-off): what its client needs to
+/// resume it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move<'a> {
+    pub session_id: &'a str,
+    /// A token minted now, for the session as it stands.
+    pub resume_token: &'a str,
+    /// Where the client resumes from: the end of the last final delivered (the new instance
+    /// recognises everything after it again from the re-sent audio).
+    pub from_ms: u64,
+    /// For a human.
+    pub message: &'a str,
+}
+
 /// A session's wish to have its results posted (`crate::webhooks`): what its client asked for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebhookRequest {
@@ -127,6 +141,13 @@ pub trait Dialect {
     /// The session's progress (end of the last final, a fresh resume token), for the next message
     /// that carries it.
     fn progress(&mut self, _progress: Progress) {}
+
+    /// Drain by hand-off: tells the client to resume the session elsewhere and gives the Close
+    /// that follows; `None` when this dialect's clients cannot follow such a message (the session
+    /// is then held to the grace period).
+    fn reconnect(&mut self, _move: &Move<'_>, _out: &mut Vec<String>) -> Option<Close> {
+        None
+    }
 
     /// Messages the client gets as soon as the session is admitted, before any configuration.
     fn opened(&mut self, _session_id: &str, _out: &mut Vec<String>) {}

@@ -57,7 +57,7 @@ use crate::messages::{
 use crate::metrics::METRICS;
 use crate::multichannel;
 use crate::pipeline::PipelineFactory;
-use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd};
+use crate::protocol::dialect::{Close, Dialect, Inbound, Move, Progress, SessionEnd};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 use crate::settings::SessionSettings;
 use fragments::{Reassembled, Reassembler};
@@ -729,7 +729,45 @@ impl Session {
         self.dialect
             .warning(ErrorCode::ShuttingDown.as_str(), &message, &mut out);
         self.send(ctx, out);
+        if let Some(at) = notice.hand_off_at {
+            let wait = at.saturating_duration_since(Instant::now());
+            ctx.run_later(wait, |act, ctx| act.hand_off(ctx));
+        }
         ctx.run_later(grace, |act, ctx| act.on_grace_over(ctx));
+    }
+
+    /// Drain by hand-off: a streaming session that can be resumed, in a dialect whose client can
+    /// follow it, is told to move with a token minted now and closes; every other session is held
+    /// to the grace period. The resume point is the end of the last final delivered (the resume
+    /// design, `resume`): what the pipeline has not finalised yet is recognised again on the new
+    /// instance from the audio the client re-sends, so an utterance in flight loses nothing.
+    fn hand_off(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.phase != Phase::Streaming {
+            return;
+        }
+        let (Some(tokens), Some(cfg)) = (&self.resume_tokens, &self.resume_config) else {
+            return;
+        };
+        let token = tokens.mint(&self.resume.state(&self.id, cfg));
+        let from_ms = self.resume.final_ms();
+        let message = "this server is shutting down: resume the session on another instance";
+        let to = Move {
+            session_id: &self.id,
+            resume_token: &token,
+            from_ms,
+            message,
+        };
+        let mut out = Vec::new();
+        let Some(Close { code, reason }) = self.dialect.reconnect(&to, &mut out) else {
+            return;
+        };
+        tracing::info!(session_id = %self.id, from_ms, "drain: session told to move");
+        METRICS.sessions_handed_off.inc();
+        // Written even past the backlog limit, like an error: it is the session's last message.
+        for text in out {
+            self.write_text(ctx, text);
+        }
+        self.close(ctx, code, &reason);
     }
 
     /// End of the shutdown grace period: flush what the pipeline has, then close with 1001.

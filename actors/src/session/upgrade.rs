@@ -28,6 +28,10 @@ pub struct ShutdownNotice {
     pub deadline: Instant,
     /// After the grace period, how long the session waits for its last results.
     pub flush_timeout: Duration,
+    /// Drain by hand-off: from this instant a session whose client can follow it is told to
+    /// move (`reconnect`, with its resume token) and closes; `None` when no other instance could
+    /// resume it (no shared `[auth] token_secret`, resume off, or hand-off switched off).
+    pub hand_off_at: Option<Instant>,
 }
 
 /// Whatever the server counts a session against (its share of `max_sessions`, of its client's

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use super::event::Ending;
 use super::{SessionWebhooks, Webhooks};
 use crate::messages::{AudioAcked, Transcript};
-use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd, WebhookRequest};
+use crate::protocol::dialect::{
+    Close, Dialect, Inbound, Move, Progress, SessionEnd, WebhookRequest,
+};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
 /// A dialect whose results may also be posted.
@@ -109,6 +111,10 @@ impl Dialect for WebhookDialect {
 
     fn progress(&mut self, progress: Progress) {
         self.inner.progress(progress)
+    }
+
+    fn reconnect(&mut self, to: &Move<'_>, out: &mut Vec<String>) -> Option<Close> {
+        self.inner.reconnect(to, out)
     }
 
     fn ready(&mut self, session_id: &str, out: &mut Vec<String>) {

@@ -5,9 +5,9 @@
 // frames, showing interim text greyed and replacing it with finals.
 //
 // One `Session` per transcription session, over one or more connections: when a connection is
-// lost (not ended by the server), `Session.ended` resumes the session on a new one with the newest
-// resume token (docs/protocol.md, "Resume") and re-sends the audio after the last final's end_ms,
-// which it keeps (bounded) until a final covers it.
+// lost (not ended by the server), or a draining server says `reconnect`, `Session.ended` resumes
+// the session on a new one with the newest resume token (docs/protocol.md, "Resume") and re-sends
+// the audio after the last final's end_ms, which it keeps (bounded) until a final covers it.
 "use strict";
 
 const RATE = 16000; // what the page sends: LINEAR16 at 16 kHz, mono
@@ -151,6 +151,7 @@ class Session {
     this.resumeToken = null;
     this.finalMs = 0; // end of the last final received
     this.resumes = 0; // attempts since the last `ready`
+    this.moving = false; // the server said `reconnect` (a drain by hand-off): resume at once
     this.stopping = false;
     this.errorShown = false;
     this.closedSummary = null;
@@ -208,6 +209,11 @@ class Session {
       case "error":
         this.errorShown = true;
         showError(`${ERROR_WORDS[message.code] || "The server ended the session."} (${message.code})`);
+        break;
+      case "reconnect":
+        // The token came with it (kept above); the resume point is the last final's end.
+        this.moving = true;
+        setState("connecting", "The server is restarting: moving the session to another one…");
         break;
       case "closed":
         this.closedSummary =
@@ -296,7 +302,8 @@ class Session {
   /// The connection ended, for whatever reason: resumed when it was lost, else the end.
   ended(event) {
     if (this.canResume()) {
-      const delay = 500 * 2 ** this.resumes;
+      const delay = this.moving ? 0 : 500 * 2 ** this.resumes;
+      this.moving = false;
       this.resumes += 1;
       this.ready = false;
       setState("connecting", "The connection was lost: resuming the session…");

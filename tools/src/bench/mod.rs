@@ -22,15 +22,20 @@
 //!   latency).
 //! - `resume`: `voxgate bench resume`, sessions whose connections are cut and resumed (the resume
 //!   gap).
+//! - `rolling`: `voxgate bench rolling`, a rolling restart of several instances behind HAProxy
+//!   (`balancer`) under load, each session following its server (`follow`).
 
+mod balancer;
 pub mod dialect;
 mod direct;
+mod follow;
 mod load;
 pub mod measure;
 mod pacer;
 mod process;
 pub mod report;
 mod resume;
+mod rolling;
 pub mod run;
 mod scenarios;
 pub mod script;
@@ -48,6 +53,7 @@ use script::ScriptFormat;
 use voxgate_emulator::synth::SynthEncoding;
 
 pub use resume::ResumeArgs;
+pub use rolling::RollingArgs;
 pub use scenarios::ScenarioArgs;
 
 /// `voxgate bench` arguments.
@@ -72,6 +78,10 @@ pub enum BenchCommand {
     /// Against a running gateway: sessions whose connections are cut at random and resumed;
     /// the time from the lost connection to the next final (see docs/benchmarks.md).
     Resume(ResumeArgs),
+    /// Start N instances behind HAProxy (the shipped configuration) and restart each in turn
+    /// while M sessions stream through it: sessions failed, resume gap, added latency (see
+    /// docs/benchmarks.md).
+    Rolling(RollingArgs),
 }
 
 /// One benchmark run.
@@ -255,6 +265,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 Ok(())
             } else {
                 Err("some sessions did not resume with every final exactly once".into())
+            }
+        }
+        Some(BenchCommand::Rolling(rolling)) => {
+            let report = rolling::run(&rolling)?;
+            if rolling.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.passed() {
+                Ok(())
+            } else {
+                Err("the rolling restart failed sessions or an instance".into())
             }
         }
         None if args.load.dialect != BenchDialect::Native && !args.load.direct => {

@@ -53,12 +53,12 @@ pub struct ResumeArgs {
 }
 
 /// LINEAR16 at 16 kHz in 100 ms frames.
-const FORMAT: ScriptFormat = ScriptFormat {
+pub(super) const FORMAT: ScriptFormat = ScriptFormat {
     sample_rate_hz: 16_000,
     encoding: SynthEncoding::Linear16,
     frame_ms: 100,
 };
-const BYTES_PER_MS: u64 = 32;
+pub(super) const BYTES_PER_MS: u64 = 32;
 /// Longest wait for any one server message before a session is given up.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -179,26 +179,29 @@ pub fn run(args: &ResumeArgs) -> Result<ResumeReport, String> {
     })
 }
 
-type Sink = futures_util::stream::SplitSink<
+pub(super) type Sink = futures_util::stream::SplitSink<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     Message,
 >;
 
 /// One connection: its sending half, and its messages from a reader task (which ends with the
 /// connection; aborted when the connection is cut).
-struct Connection {
-    sink: Sink,
-    messages: mpsc::UnboundedReceiver<Value>,
-    reader: tokio::task::JoinHandle<()>,
+pub(super) struct Connection {
+    pub(super) sink: Sink,
+    pub(super) messages: mpsc::UnboundedReceiver<Value>,
+    pub(super) reader: tokio::task::JoinHandle<()>,
 }
 
-async fn open(args: &ResumeArgs, start: &Value) -> Result<Connection, String> {
-    let mut request = args
-        .url
-        .as_str()
+/// Connects to `url` (with the key, if any) and sends `start`.
+pub(super) async fn open(
+    url: &str,
+    api_key: Option<&str>,
+    start: &Value,
+) -> Result<Connection, String> {
+    let mut request = url
         .into_client_request()
-        .map_err(|e| format!("--url {}: {e}", args.url))?;
-    if let Some(key) = &args.api_key {
+        .map_err(|e| format!("--url {url}: {e}"))?;
+    if let Some(key) = api_key {
         let value = format!("Bearer {key}")
             .parse()
             .map_err(|_| "--api-key: not a valid header value".to_string())?;
@@ -230,16 +233,16 @@ async fn open(args: &ResumeArgs, start: &Value) -> Result<Connection, String> {
 
 /// What a session knows of itself across its connections.
 #[derive(Default)]
-struct Progress {
-    token: Option<String>,
-    final_ms: u64,
-    finals: Vec<String>,
-    closed: bool,
+pub(super) struct Progress {
+    pub(super) token: Option<String>,
+    pub(super) final_ms: u64,
+    pub(super) finals: Vec<String>,
+    pub(super) closed: bool,
 }
 
 impl Progress {
     /// Takes a server message; an error ends the session.
-    fn take(&mut self, message: &Value) -> Result<(), String> {
+    pub(super) fn take(&mut self, message: &Value) -> Result<(), String> {
         if let Some(token) = message["resume_token"].as_str() {
             self.token = Some(token.to_string());
         }
@@ -258,7 +261,7 @@ impl Progress {
 }
 
 /// Sends session frames `from..to` (the first one from `skip_bytes` on).
-async fn send_frames(
+pub(super) async fn send_frames(
     conn: &mut Connection,
     script: &Script,
     plan: &Plan,
@@ -290,7 +293,8 @@ async fn session(
     let frame_ms = FORMAT.frame_ms;
     let start = json!({"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
         "interim_results":false});
-    let mut conn = open(args, &start).await?;
+    let key = args.api_key.as_deref();
+    let mut conn = open(&args.url, key, &start).await?;
     let mut progress = Progress::default();
     let t0 = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(frame_ms));
@@ -311,7 +315,7 @@ async fn session(
                     let token = progress.token.clone().ok_or("no resume token before the cut")?;
                     let from_ms = progress.final_ms;
                     let resume = json!({"type":"start","resume":{"token":token,"from_ms":from_ms}});
-                    conn = open(args, &resume).await?;
+                    conn = open(&args.url, key, &resume).await?;
                     // The audio from the last final on, then live again.
                     let first = from_ms / frame_ms;
                     let skip = ((from_ms - first * frame_ms) * BYTES_PER_MS) as usize;

@@ -1,8 +1,8 @@
 //! `voxgate stream`: streams a WAV or raw file, or stdin, to a gateway at real time — or, with
 //! `--fast`, as fast as the gateway acknowledges — and shows the transcripts as they come
 //! ([`super::display`]); `--srt`/`--vtt` also write the finals as subtitles. When the connection
-//! drops, the session is resumed on a new one ([`super::resume`]: the audio after the last final
-//! is sent again). Every failure ends with a message on stderr and an exit code saying what failed
+//! drops, or a draining server tells it to move (`reconnect`), the session is resumed on a new one
+//! through the same URL ([`super::resume`]: the audio after the last final is sent again). Every failure ends with a message on stderr and an exit code saying what failed
 //! ([`super::exit`]).
 
 use std::path::{Path, PathBuf};
@@ -163,6 +163,8 @@ enum Ended {
     Failed(Failure),
     /// The connection was lost (or the server is draining): the session can be resumed.
     Lost(Failure),
+    /// The server asked the session to move (`reconnect`, a drain by hand-off): resumed at once.
+    Moved(Failure),
 }
 
 /// How sending on one connection ended.
@@ -204,15 +206,20 @@ async fn stream(
     };
     let mut resume: Option<Value> = None;
     let mut resumes = 0;
+    // Before the first attempt of a resume: none after `reconnect` (the server is gone, another
+    // is ready), a pause after a loss (the network or the server may be back in a moment).
+    let mut first_pause = RESUME_BACKOFF;
     let outcome = loop {
         let ws = match &resume {
             None => connect(args).await,
-            Some(_) => reconnect(args, &display).await.map_err(|failure| {
-                Failure::Session(format!(
-                    "the session could not be resumed: {}",
-                    failure.message()
-                ))
-            }),
+            Some(_) => reconnect(args, &display, first_pause)
+                .await
+                .map_err(|failure| {
+                    Failure::Session(format!(
+                        "the session could not be resumed: {}",
+                        failure.message()
+                    ))
+                }),
         };
         let ws = match ws {
             Ok(ws) => ws,
@@ -292,7 +299,12 @@ async fn stream(
             Ok(Ok(())) => break Ok(()),
             Ok(Err(Ended::Failed(failure))) => break Err(failure),
             Err(e) => break Err(Failure::Session(format!("reader failed: {e}"))),
-            Ok(Err(Ended::Lost(failure))) => {
+            Ok(Err(ended @ (Ended::Lost(_) | Ended::Moved(_)))) => {
+                let (failure, pause) = match ended {
+                    Ended::Moved(failure) => (failure, Duration::ZERO),
+                    Ended::Lost(failure) | Ended::Failed(failure) => (failure, RESUME_BACKOFF),
+                };
+                first_pause = pause;
                 let start = lock(&book).resume_start();
                 match start {
                     Some(start) if resumes < MAX_RESUMES => {
@@ -342,9 +354,13 @@ fn start_message(args: &StreamArgs, format: AudioFormat) -> Value {
 }
 
 /// Connects again for a resume, a few times with a growing pause (the network may be back only
-/// in a moment; the server may be restarting).
-async fn reconnect(args: &StreamArgs, display: &Mutex<Display>) -> Result<Socket, Failure> {
-    let mut pause = RESUME_BACKOFF;
+/// in a moment; the server may be restarting), the first after `first_pause`.
+async fn reconnect(
+    args: &StreamArgs,
+    display: &Mutex<Display>,
+    first_pause: Duration,
+) -> Result<Socket, Failure> {
+    let mut pause = first_pause;
     let mut last = None;
     for _ in 0..RESUME_ATTEMPTS {
         tokio::time::sleep(pause).await;
@@ -355,7 +371,11 @@ async fn reconnect(args: &StreamArgs, display: &Mutex<Display>) -> Result<Socket
                 last = Some(failure);
             }
         }
-        pause *= 2;
+        pause = if pause.is_zero() {
+            RESUME_BACKOFF
+        } else {
+            pause * 2
+        };
     }
     Err(last.unwrap_or_else(|| Failure::Unreachable("cannot reconnect".into())))
 }
@@ -528,6 +548,12 @@ async fn read(
                     }
                     "closed" => {
                         let _ = events.send(Event::Ended);
+                    }
+                    // A drain by hand-off: the token came with it (the book has it), resume now.
+                    "reconnect" => {
+                        return Err(Ended::Moved(Failure::Session(
+                            "the server moved the session".into(),
+                        )));
                     }
                     "error" => {
                         let code = v["code"].as_str().unwrap_or("?");

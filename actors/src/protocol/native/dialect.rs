@@ -5,11 +5,16 @@
 //! Native clients can resume: `start` with `resume` becomes [`Inbound::Resume`], and the session's
 //! [`Progress`] goes out on `ready`, finals and acks (`resume_token`, `final_ms`).
 
-use super::{parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson};
+use super::{
+    parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson,
+    RECONNECT_CLOSE_CODE, RECONNECT_CLOSE_REASON,
+};
 use crate::audio::Encoding;
 use crate::messages::{AudioAcked, Transcript};
 use crate::multichannel::MAX_CHANNELS;
-use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd, WebhookRequest};
+use crate::protocol::dialect::{
+    Close, Dialect, Inbound, Move, Progress, SessionEnd, WebhookRequest,
+};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
 /// One native session's side of the protocol.
@@ -136,6 +141,22 @@ impl Dialect for NativeDialect {
         if progress.resume_token.is_some() {
             self.resume_token = progress.resume_token;
         }
+    }
+
+    fn reconnect(&mut self, to: &Move<'_>, out: &mut Vec<String>) -> Option<Close> {
+        out.push(
+            ServerMessage::Reconnect {
+                session_id: to.session_id.to_string(),
+                resume_token: to.resume_token.to_string(),
+                from_ms: to.from_ms,
+                message: to.message.to_string(),
+            }
+            .to_json(),
+        );
+        Some(Close {
+            code: RECONNECT_CLOSE_CODE,
+            reason: RECONNECT_CLOSE_REASON.to_string(),
+        })
     }
 
     fn ready(&mut self, session_id: &str, out: &mut Vec<String>) {
@@ -313,6 +334,31 @@ mod tests {
         native.progress(token("t2"));
         native.ack(&ack, &mut out);
         assert_eq!(sent(&mut out)["resume_token"], "t2");
+    }
+
+    #[test]
+    fn reconnect_carries_the_token_and_resume_point_then_closes_with_1012() {
+        let mut native = NativeDialect::new("", 10);
+        let mut out = Vec::new();
+        let to = Move {
+            session_id: "s1",
+            resume_token: "vg1.t",
+            from_ms: 4_200,
+            message: "moving",
+        };
+        let close = native.reconnect(&to, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            json!({"type":"reconnect","session_id":"s1","resume_token":"vg1.t","from_ms":4200,
+                   "message":"moving"})
+        );
+        assert_eq!(
+            close,
+            Some(Close {
+                code: 1012,
+                reason: "reconnect".into()
+            })
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub use dialect::NativeDialect;
 pub const SUBPROTOCOL: &str = "voxgate.v1";
 /// The prefix of the subprotocol that carries a credential for clients that cannot set headers.
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "bearer.";
+/// The Close after `reconnect`: 1012, "Service Restart" in the IANA registry of WebSocket close
+/// codes, with the reason [`RECONNECT_CLOSE_REASON`].
+pub const RECONNECT_CLOSE_CODE: u16 = 1012;
+pub const RECONNECT_CLOSE_REASON: &str = "reconnect";
 /// Deepest nesting of arrays and objects accepted in a client message (the protocol needs 2).
 pub const MAX_JSON_DEPTH: usize = 16;
 
@@ -594,6 +598,15 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
         retryable: bool,
+    },
+    /// Drain by hand-off: this instance is shutting down; resume the session (through the same
+    /// URL, so the balancer picks another instance) with `resume_token` from `from_ms`, the end of
+    /// the last final sent. The socket then closes with [`RECONNECT_CLOSE_CODE`].
+    Reconnect {
+        session_id: String,
+        resume_token: String,
+        from_ms: u64,
+        message: String,
     },
     /// After `stop`: every result has been sent; the socket closes with 1000.
     Closed {
