@@ -7,7 +7,7 @@
 
 use super::{parse_client_text, parse_query_config, ClientMessage, ServerMessage, WordJson};
 use crate::audio::Encoding;
-use crate::messages::{AudioAcked, Transcript};
+use crate::messages::{AudioAcked, SpeechActivity, Transcript, VoiceActivity};
 use crate::multichannel::MAX_CHANNELS;
 use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd, WebhookRequest};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
@@ -72,7 +72,7 @@ pub fn transcript_message(
 }
 
 /// `channels` of `start`: 1 to [`MAX_CHANNELS`], and more than one only for audio that can be
-/// split by sample (LINEAR16, MULAW).
+/// split by sample (the uncompressed encodings: LINEAR16, MULAW, ALAW).
 fn check_channels(channels: usize, encoding: Encoding) -> Result<(), Rejection> {
     if !(1..=MAX_CHANNELS).contains(&channels) {
         return Err(Rejection::new(
@@ -80,11 +80,11 @@ fn check_channels(channels: usize, encoding: Encoding) -> Result<(), Rejection> 
             format!("channels must be 1 to {MAX_CHANNELS}, not {channels}"),
         ));
     }
-    if channels > 1 && !matches!(encoding, Encoding::Linear16 | Encoding::Mulaw) {
+    if channels > 1 && !encoding.is_uncompressed() {
         return Err(Rejection::new(
             ErrorCode::InvalidConfig,
             format!(
-                "{} audio cannot carry {channels} interleaved channels; LINEAR16 and MULAW can",
+                "{} audio cannot carry {channels} interleaved channels; LINEAR16, MULAW and ALAW can",
                 encoding.as_str()
             ),
         ));
@@ -170,6 +170,15 @@ impl Dialect for NativeDialect {
         out.push(transcript_message(transcript, Some(channel), None).to_json());
     }
 
+    fn voice_activity(&mut self, event: &VoiceActivity, out: &mut Vec<String>) {
+        let at_ms = event.at_ms;
+        let message = match event.activity {
+            SpeechActivity::Started => ServerMessage::SpeechStarted { at_ms },
+            SpeechActivity::Ended => ServerMessage::SpeechEnded { at_ms },
+        };
+        out.push(message.to_json());
+    }
+
     fn ack(&mut self, ack: &AudioAcked, out: &mut Vec<String>) {
         out.push(
             ServerMessage::Ack {
@@ -205,6 +214,7 @@ impl Dialect for NativeDialect {
                 audio_seconds: end.audio_ms as f64 / 1000.0,
                 results: end.summary.results,
                 restarts: end.summary.restarts,
+                billed_ms: end.summary.billed_ms,
             }
             .to_json(),
         );
