@@ -162,6 +162,19 @@ fn bench_runs_base64_and_direct() {
     assert_figures(&direct);
 }
 
+/// Every one of `sessions` held, every final and word time exact.
+fn assert_all_exact(report: &Value, sessions: u64) {
+    assert_eq!(
+        (
+            report["sessions_ok"].as_u64(),
+            report["transcript_errors"].as_u64(),
+            report["word_time_errors"].as_u64()
+        ),
+        (Some(sessions), Some(0), Some(0)),
+        "{report}"
+    );
+}
+
 /// The bench drives Google v2 too: through a gateway on `[google] api = "v2"`, and `--direct
 /// --api v2` straight to the emulator's v2 service (`--apis v2`: a v1 call would be UNIMPLEMENTED).
 #[test]
@@ -189,15 +202,7 @@ fn bench_drives_v2_through_the_gateway_and_direct() {
         &server,
     ]);
     let through = report(&out);
-    assert_eq!(
-        (
-            through["sessions_ok"].as_u64(),
-            through["transcript_errors"].as_u64(),
-            through["word_time_errors"].as_u64()
-        ),
-        (Some(10), Some(0), Some(0)),
-        "{through}"
-    );
+    assert_all_exact(&through, 10);
     assert_figures(&through);
 
     let endpoint = format!("http://{}", emu.addr);
@@ -218,15 +223,7 @@ fn bench_drives_v2_through_the_gateway_and_direct() {
         &emulator_pid,
     ]);
     let direct = report(&out);
-    assert_eq!(
-        (
-            direct["sessions_ok"].as_u64(),
-            direct["transcript_errors"].as_u64(),
-            direct["word_time_errors"].as_u64()
-        ),
-        (Some(10), Some(0), Some(0)),
-        "{direct}"
-    );
+    assert_all_exact(&direct, 10);
     assert_eq!(direct["framing"], "grpc-v2", "{direct}");
     assert_figures(&direct);
 }

@@ -9,11 +9,27 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{connect, emulator, gateway, start_session_with};
+use common::process::{connect, emulator, gateway, start_session_with, SessionSink};
 use futures_util::SinkExt as _;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use voxgate_emulator::synth::{self, SynthEncoding};
+
+/// Sends `audio` in `chunk`-byte binary frames.
+async fn send_audio(sink: &mut SessionSink, audio: &[u8], chunk: usize) {
+    for piece in audio.chunks(chunk) {
+        sink.send(Message::binary(piece.to_vec()))
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+    }
+}
+
+/// Sends a control message (`stop`, `finalize`).
+async fn send_control(sink: &mut SessionSink, kind: &str) {
+    sink.send(Message::text(json!({ "type": kind }).to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+}
 
 /// Milliseconds of 16 kHz audio in `samples`.
 fn ms(samples: u64) -> u64 {
@@ -50,14 +66,8 @@ async fn v2_takes_every_feature_and_reports_the_language_heard() {
         start_session_with(&gateway.addr, &start, Duration::from_secs(15)).await;
     let text = "hello there. fr bonjour le monde. goodbye now.";
     let audio = synth::encode(text, 16_000, SynthEncoding::Linear16);
-    for chunk in audio.chunks(3_200) {
-        sink.send(Message::binary(chunk.to_vec()))
-            .await
-            .unwrap_or_else(|e| panic!("send: {e}"));
-    }
-    sink.send(Message::text(json!({"type": "stop"}).to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    send_audio(&mut sink, &audio, 3_200).await;
+    send_control(&mut sink, "stop").await;
     let received = received.await.unwrap_or_else(|e| panic!("collector: {e}"));
     let finals: Vec<(String, String)> = received
         .of_type("transcript")
@@ -128,23 +138,11 @@ async fn v2_voice_activity_on_the_session_clock_and_billed_seconds_in_closed() {
         start_session_with(&gateway.addr, &start, Duration::from_secs(15)).await;
     let first = synth::encode_with_timeline("hello there.", 16_000, SynthEncoding::Linear16);
     let second = synth::encode_with_timeline("goodbye now.", 16_000, SynthEncoding::Linear16);
-    for chunk in first.audio.chunks(3_200) {
-        sink.send(Message::binary(chunk.to_vec()))
-            .await
-            .unwrap_or_else(|e| panic!("send: {e}"));
-    }
+    send_audio(&mut sink, &first.audio, 3_200).await;
     // The first stream ends here; the second opens for the audio that follows.
-    sink.send(Message::text(json!({"type": "finalize"}).to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
-    for chunk in second.audio.chunks(3_200) {
-        sink.send(Message::binary(chunk.to_vec()))
-            .await
-            .unwrap_or_else(|e| panic!("send: {e}"));
-    }
-    sink.send(Message::text(json!({"type": "stop"}).to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    send_control(&mut sink, "finalize").await;
+    send_audio(&mut sink, &second.audio, 3_200).await;
+    send_control(&mut sink, "stop").await;
     let received = received.await.unwrap_or_else(|e| panic!("collector: {e}"));
     let all = &received.messages;
 
@@ -233,14 +231,8 @@ async fn alaw_goes_to_v2_as_it_is_and_v1_refuses_it() {
         start_session_with(&v2.addr, &alaw_start, Duration::from_secs(15)).await;
     let text = "call me back. on line four two.";
     let audio = synth::encode(text, 8_000, SynthEncoding::Alaw);
-    for chunk in audio.chunks(800) {
-        sink.send(Message::binary(chunk.to_vec()))
-            .await
-            .unwrap_or_else(|e| panic!("send: {e}"));
-    }
-    sink.send(Message::text(json!({"type": "stop"}).to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("send: {e}"));
+    send_audio(&mut sink, &audio, 800).await;
+    send_control(&mut sink, "stop").await;
     let received = received.await.unwrap_or_else(|e| panic!("collector: {e}"));
     assert_eq!(
         received.final_text(),

@@ -2,7 +2,8 @@
 //! America and Japan, which Google v2 calls `ALAW`: a 13-bit linear sample is companded to a byte
 //! (sign, 3-bit segment, 4-bit step) with every even bit inverted (XOR `0x55`), as in the ITU
 //! reference code. The sibling of [`super::mulaw`]: the offline engine and the emulator decode it
-//! with this; Google v2 takes it as it is.
+//! with this, and the OpenAI dialect transcodes `audio/pcma` with [`to_linear16`]; Google v2 takes
+//! it as it is.
 
 /// The even bits G.711 inverts on the wire.
 const EVEN_BITS: u8 = 0x55;
@@ -61,6 +62,13 @@ pub fn decode_sample(byte: u8) -> i16 {
     DECODE_TABLE[usize::from(byte)]
 }
 
+/// A-law bytes as little-endian LINEAR16 bytes (two per input byte).
+pub fn to_linear16(alaw: &[u8]) -> Vec<u8> {
+    alaw.iter()
+        .flat_map(|&b| decode_sample(b).to_le_bytes())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +89,14 @@ mod tests {
         ] {
             assert_eq!(decode_sample(byte), linear, "{byte:#04x}");
         }
+    }
+
+    #[test]
+    fn to_linear16_gives_two_little_endian_bytes_a_sample() {
+        assert_eq!(
+            to_linear16(&[0xD5, 0x2A]),
+            [8i16.to_le_bytes(), (-32_256i16).to_le_bytes()].concat()
+        );
     }
 
     #[test]
