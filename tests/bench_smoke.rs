@@ -163,6 +163,72 @@ fn bench_runs_base64_and_direct() {
     assert_figures(&direct);
 }
 
+/// Every one of `sessions` held, every final and word time exact.
+fn assert_all_exact(report: &Value, sessions: u64) {
+    assert_eq!(
+        (
+            report["sessions_ok"].as_u64(),
+            report["transcript_errors"].as_u64(),
+            report["word_time_errors"].as_u64()
+        ),
+        (Some(sessions), Some(0), Some(0)),
+        "{report}"
+    );
+}
+
+/// The bench drives Google v2 too: through a gateway on `[google] api = "v2"`, and `--direct
+/// --api v2` straight to the emulator's v2 service (`--apis v2`: a v1 call would be UNIMPLEMENTED).
+#[test]
+fn bench_drives_v2_through_the_gateway_and_direct() {
+    let emu = emulator(&["--apis", "v2"]);
+    let gw = gateway(
+        &emu,
+        &[
+            ("VOXGATE_GOOGLE__API", "v2"),
+            ("VOXGATE_GOOGLE__PROJECT", "voxgate-bench"),
+        ],
+    );
+    let url = format!("ws://{}/v1/listen", gw.addr);
+    let server = gw.pid().to_string();
+    let out = voxgate(&[
+        "bench",
+        "--url",
+        &url,
+        "--sessions",
+        "10",
+        "--duration",
+        "4",
+        "--json",
+        "--server-pid",
+        &server,
+    ]);
+    let through = report(&out);
+    assert_all_exact(&through, 10);
+    assert_figures(&through);
+
+    let endpoint = format!("http://{}", emu.addr);
+    let emulator_pid = emu.pid().to_string();
+    let out = voxgate(&[
+        "bench",
+        "--direct",
+        "--api",
+        "v2",
+        "--endpoint",
+        &endpoint,
+        "--sessions",
+        "10",
+        "--duration",
+        "4",
+        "--json",
+        "--server-pid",
+        &emulator_pid,
+    ]);
+    let direct = report(&out);
+    assert_all_exact(&direct, 10);
+    assert_eq!(direct["framing"], "grpc-v2", "{direct}");
+    assert_figures(&direct);
+}
+
 /// `voxgate bench scenarios` starts its own processes, runs every kind of scenario (tiny), keeps
 /// the JSON reports and writes the tables into the marked region of a Markdown file.
 #[test]

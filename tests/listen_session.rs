@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
 use voxgate_actors::audio::Encoding;
 use voxgate_actors::messages::{
     AudioAcked, AudioIn, PipelineError, PipelineFinished, PipelineSummary, PipelineWarning,
-    StopPipeline, Transcript, WordTiming,
+    SpeechActivity, StopPipeline, Transcript, VoiceActivity, WordTiming,
 };
 use voxgate_actors::protocol::ErrorCode;
 
@@ -124,6 +124,7 @@ async fn stop_flushes_then_closed_and_1000() {
         summary: PipelineSummary {
             results: 2,
             restarts: 1,
+            billed_ms: 0,
         },
     });
     assert_eq!(
@@ -137,6 +138,48 @@ async fn stop_flushes_then_closed_and_1000() {
     );
     client.expect_close(1000, "closed").await;
     assert_eq!(pipeline.stops(1).await, 1, "the pipeline is stopped");
+    drop(client);
+    server.stop().await;
+}
+
+/// Voice activity from the pipeline becomes `speech_started` / `speech_ended` with the session
+/// time; billed audio in the summary becomes `billed_ms` in `closed`.
+#[actix_rt::test]
+async fn voice_activity_and_billed_audio_reach_the_client() {
+    let mut server = TestServer::start(test_config()).await;
+    let (mut client, session_id, pipeline) = server.started_session().await;
+    for (activity, at_ms) in [
+        (SpeechActivity::Started, 240),
+        (SpeechActivity::Ended, 1_650),
+    ] {
+        pipeline
+            .links
+            .voice_activity
+            .do_send(VoiceActivity { activity, at_ms });
+    }
+    assert_eq!(
+        client.expect_json().await,
+        json!({"type":"speech_started","at_ms":240})
+    );
+    assert_eq!(
+        client.expect_json().await,
+        json!({"type":"speech_ended","at_ms":1650})
+    );
+    client.send_json(&json!({"type":"stop"})).await;
+    assert_eq!(pipeline.ends(1).await, 1);
+    pipeline.links.finished.do_send(PipelineFinished {
+        summary: PipelineSummary {
+            results: 1,
+            restarts: 0,
+            billed_ms: 3_000,
+        },
+    });
+    assert_eq!(
+        client.expect_json().await,
+        json!({"type":"closed","session_id":session_id,"audio_ms":0,"audio_seconds":0.0,
+               "results":1,"restarts":0,"billed_ms":3000})
+    );
+    client.expect_close(1000, "closed").await;
     drop(client);
     server.stop().await;
 }

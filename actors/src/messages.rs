@@ -180,6 +180,22 @@ pub struct Transcript {
     pub language_code: String,
 }
 
+/// Whether speech began or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeechActivity {
+    Started,
+    Ended,
+}
+
+/// The upstream heard speech begin or end at `at_ms` (session clock): the client's
+/// `speech_started` / `speech_ended` (asked for with `voice_activity_events`).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct VoiceActivity {
+    pub activity: SpeechActivity,
+    pub at_ms: u64,
+}
+
 /// A stream failure as a gRPC status (the local engine maps its failures to codes too).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamFailure {
@@ -196,6 +212,11 @@ pub enum RecognizerEventKind {
     Result(Transcript),
     /// Google signalled the end of a single utterance (`single_utterance` mode).
     EndOfSingleUtterance,
+    /// Voice activity, already on the session clock.
+    VoiceActivity(VoiceActivity),
+    /// The upstream billed this many more milliseconds of audio for the stream (the increase of
+    /// its cumulative billed duration).
+    Billed(u64),
     /// The stream is over: `Ok` after a clean end of the call, `Err` with the status otherwise.
     Ended(Result<(), StreamFailure>),
     /// The stream could not start for lack of capacity (every local decoder is in use); reported
@@ -252,6 +273,8 @@ pub struct PipelineSummary {
     pub results: u64,
     /// Upstream streams restarted after a failure (rotations excluded).
     pub restarts: u64,
+    /// Audio the upstream billed, summed over the session's streams (0 if it reports none).
+    pub billed_ms: u64,
 }
 
 /// After `stop`: every final result has been delivered; the session may send `closed`.
@@ -267,6 +290,7 @@ pub struct PipelineFinished {
 #[derive(Clone)]
 pub struct SessionLinks {
     pub transcripts: Recipient<Transcript>,
+    pub voice_activity: Recipient<VoiceActivity>,
     pub acks: Recipient<AudioAcked>,
     pub warnings: Recipient<PipelineWarning>,
     pub errors: Recipient<PipelineError>,

@@ -19,11 +19,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 
-use crate::audio::Encoding;
 use crate::messages::{
     AudioAcked, AudioIn, ChannelAudioIn, ChannelTranscript, EndOfAudio, Finalize, PipelineError,
     PipelineFinished, PipelineHandle, PipelineSummary, PipelineWarning, SessionLinks, StopPipeline,
-    Transcript,
+    Transcript, VoiceActivity,
 };
 use crate::pipeline::PipelineFactory;
 use crate::protocol::StartConfig;
@@ -86,10 +85,19 @@ tag_handler!(PipelineFinished, |f: PipelineFinished| Report::Finished(
     f.summary
 ));
 
+/// A multichannel session never asks for voice-activity events (the session refuses
+/// `voice_activity_events` with `channels` > 1), so none are expected; any that came would have
+/// no channel to name.
+impl Handler<VoiceActivity> for ChannelTag {
+    type Result = ();
+
+    fn handle(&mut self, _: VoiceActivity, _: &mut Context<Self>) {}
+}
+
 /// Between the session and its channels' pipelines (see the module doc).
 pub struct ChannelMux {
     channels: Vec<PipelineHandle>,
-    /// Bytes of one sample of one channel (2 for LINEAR16, 1 for MULAW).
+    /// Bytes of one sample of one channel (2 for LINEAR16, 1 for MULAW and ALAW).
     sample_bytes: usize,
     /// Interleaved bytes short of a whole frame (a sample of every channel), kept for the next
     /// chunk.
@@ -109,7 +117,7 @@ impl Actor for ChannelMux {
 /// Starts `channels` pipelines from `factory` and the mux in front of them, on the current
 /// arbiter. The session drives the returned handle as it would a single pipeline, sends
 /// per-channel audio to the returned recipient, and receives results on `transcripts`. `None`
-/// when the encoding cannot be split into channels (only LINEAR16 and MULAW can).
+/// when the encoding cannot be split into channels (only the uncompressed ones can).
 pub fn start(
     factory: &dyn PipelineFactory,
     channels: usize,
@@ -118,11 +126,7 @@ pub fn start(
     session: SessionLinks,
     transcripts: Recipient<ChannelTranscript>,
 ) -> Option<(PipelineHandle, Recipient<ChannelAudioIn>)> {
-    let sample_bytes = match config.format.encoding {
-        Encoding::Linear16 => 2,
-        Encoding::Mulaw => 1,
-        _ => return None,
-    };
+    let sample_bytes = config.format.encoding.sample_bytes()?;
     let context = Context::<ChannelMux>::new();
     let mux = context.address();
     let pipelines = (0..channels)
@@ -134,6 +138,7 @@ pub fn start(
             .start();
             let links = SessionLinks {
                 transcripts: tag.clone().recipient(),
+                voice_activity: tag.clone().recipient(),
                 acks: tag.clone().recipient(),
                 warnings: tag.clone().recipient(),
                 errors: tag.clone().recipient(),
@@ -275,6 +280,7 @@ impl Handler<FromChannel> for ChannelMux {
                         |total, s| PipelineSummary {
                             results: total.results + s.results,
                             restarts: total.restarts + s.restarts,
+                            billed_ms: total.billed_ms + s.billed_ms,
                         },
                     );
                     self.session.finished.do_send(PipelineFinished { summary });

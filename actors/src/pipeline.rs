@@ -199,7 +199,8 @@ mod tests {
             finished.first().map(|f| f.summary),
             Some(PipelineSummary {
                 results: 1,
-                restarts: 1
+                restarts: 1,
+                billed_ms: 0,
             })
         );
         assert_eq!(session_log.all::<Transcript>().len(), 1);

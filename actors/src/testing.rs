@@ -130,6 +130,7 @@ probe_handles!(
     AudioPending,
     RecognizerEvent,
     Transcript,
+    VoiceActivity,
     AudioAcked,
     PipelineWarning,
     PipelineError,
@@ -142,6 +143,7 @@ impl Probe {
     pub fn session_links(addr: &Addr<Probe>) -> SessionLinks {
         SessionLinks {
             transcripts: addr.clone().recipient(),
+            voice_activity: addr.clone().recipient(),
             acks: addr.clone().recipient(),
             warnings: addr.clone().recipient(),
             errors: addr.clone().recipient(),

@@ -52,13 +52,13 @@ pub struct EncodeArgs {
     /// Sample rate in Hz (8000–48000).
     #[arg(long, default_value_t = 16_000)]
     pub rate: u32,
-    /// `linear16` (16-bit little-endian) or `mulaw`.
+    /// `linear16` (16-bit little-endian), `mulaw` or `alaw`.
     #[arg(long, default_value = "linear16", value_parser = parse_encoding)]
     pub encoding: SynthEncoding,
 }
 
 fn parse_encoding(name: &str) -> Result<SynthEncoding, String> {
-    SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16 or mulaw"))
+    SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16, mulaw or alaw"))
 }
 
 /// `voxgate emulator --recognizer`.

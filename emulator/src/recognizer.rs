@@ -137,6 +137,7 @@ fn engine_encoding(encoding: Option<SynthEncoding>) -> Option<voxgate_actors::au
     match encoding? {
         SynthEncoding::Linear16 => Some(Encoding::Linear16),
         SynthEncoding::Mulaw => Some(Encoding::Mulaw),
+        SynthEncoding::Alaw => Some(Encoding::Alaw),
     }
 }
 

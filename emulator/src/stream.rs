@@ -296,7 +296,16 @@ impl<W: Wire> Call<'_, W> {
             return Some(Ending::Failed(Status::out_of_range(rules::TOO_FAST)));
         }
         let events = recognizing.recognizer.push(&audio);
-        self.send_events(events).await
+        if let Some(ending) = self.send_events(events).await {
+            return Some(ending);
+        }
+        // As Google documents it, a voice-activity timeout closes the stream; with what status is
+        // unconfirmed: the emulator ends it OK, as after a half-close (docs/emulator.md).
+        let timed_out = self
+            .recognizing
+            .as_ref()
+            .is_some_and(|r| r.wire.speech_timed_out(audio_secs));
+        timed_out.then_some(Ending::Completed)
     }
 
     /// The client half-closed: the recogniser's last words become a final, then the call ends OK.

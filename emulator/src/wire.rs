@@ -49,4 +49,11 @@ pub(crate) trait Wire: Sized + Send + 'static {
 
     /// The largest audio one request may carry under this version's rules.
     fn max_request_bytes(config: &EmulatorConfig) -> usize;
+
+    /// Whether the client's voice-activity timeouts close the stream now, `audio_secs` into its
+    /// audio (v2's `speech_start_timeout` / `speech_end_timeout`; v1 has none here).
+    fn speech_timed_out(&self, audio_secs: f64) -> bool {
+        let _ = audio_secs;
+        false
+    }
 }

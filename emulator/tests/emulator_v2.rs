@@ -1,16 +1,17 @@
 //! The emulator's v2 service as a v2 client sees it: a real server on 127.0.0.1:0 reached with the
 //! googleapis v2 `SpeechClient` — the recognizer and config rules, exact results with v2 offsets,
-//! voice-activity events at the synthetic audio's pauses, language detection, billed duration, v2's
-//! duration-limit status, and `--apis` serving one version only (the other is UNIMPLEMENTED).
+//! voice-activity events at the synthetic audio's pauses and their timeouts, language detection,
+//! billed duration, A-law, v2's duration-limit status, and `--apis` serving one version only (the
+//! other is UNIMPLEMENTED).
 
 use std::time::Duration;
 
 use googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2::{
     explicit_decoding_config::AudioEncoding, recognition_config::DecodingConfig,
-    speech_client::SpeechClient, streaming_recognize_request::StreamingRequest,
-    streaming_recognize_response::SpeechEventType, ExplicitDecodingConfig, RecognitionConfig,
-    RecognitionFeatures, StreamingRecognitionConfig, StreamingRecognitionFeatures,
-    StreamingRecognizeRequest, StreamingRecognizeResponse,
+    speech_client::SpeechClient, streaming_recognition_features::VoiceActivityTimeout,
+    streaming_recognize_request::StreamingRequest, streaming_recognize_response::SpeechEventType,
+    ExplicitDecodingConfig, RecognitionConfig, RecognitionFeatures, StreamingRecognitionConfig,
+    StreamingRecognitionFeatures, StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -200,6 +201,113 @@ async fn results_events_and_languages_are_exact() {
                 assert_eq!(billed.seconds as u64, end.div_ceil(1_000));
             }
         }
+    })
+    .await;
+}
+
+/// `config_request` with voice-activity events and these timeouts (ms; `None`: unset).
+fn with_timeouts(start_ms: Option<u64>, end_ms: Option<u64>) -> StreamingRecognizeRequest {
+    let duration = |ms: u64| prost_types::Duration {
+        seconds: (ms / 1_000) as i64,
+        nanos: (ms % 1_000) as i32 * 1_000_000,
+    };
+    let mut request = config_request(GLOBAL, &["en-US"], true);
+    if let Some(StreamingRequest::StreamingConfig(config)) = request.streaming_request.as_mut() {
+        if let Some(features) = config.streaming_features.as_mut() {
+            features.voice_activity_timeout = Some(VoiceActivityTimeout {
+                speech_start_timeout: start_ms.map(duration),
+                speech_end_timeout: end_ms.map(duration),
+            });
+        }
+    }
+    request
+}
+
+/// 16 kHz LINEAR16 silence.
+fn silence_ms(ms: usize) -> Vec<u8> {
+    vec![0; ms * 32]
+}
+
+fn final_texts(responses: &[StreamingRecognizeResponse]) -> Vec<String> {
+    responses
+        .iter()
+        .flat_map(|r| &r.results)
+        .filter(|r| r.is_final)
+        .map(|r| r.alternatives[0].transcript.clone())
+        .collect()
+}
+
+/// `speech_start_timeout`: no speech begun that far into the audio closes the stream (OK, with
+/// nothing recognised, though the client keeps it open and speech follows); speech begun in time
+/// keeps it open. `speech_end_timeout`: that long without new speech after speech ended closes
+/// it, after the final of what was said; a pause shorter than it does not.
+#[tokio::test]
+async fn voice_activity_timeouts_close_the_stream() {
+    within(async {
+        let emulator = start(EmulatorConfig::default()).await;
+        let mut client = client_v2(emulator.endpoint()).await;
+        let words = |text: &str| synth::encode(text, 16_000, SynthEncoding::Linear16);
+
+        // 1.5 s of silence, then speech: a 1 s start timeout closes the stream first.
+        let mut late = silence_ms(1_500);
+        late.extend(words("hello."));
+        let (responses, end) =
+            call(&mut client, with_timeouts(Some(1_000), None), &late, true).await;
+        assert_eq!(end.map_err(|s| s.code()), Ok(()), "closed by the server");
+        assert!(responses.is_empty(), "{responses:?}");
+
+        // Speech after 125 ms: a 1 s start timeout is met (the emulator hears speech begin at
+        // its first interim); with no end timeout the stream stays open until the client
+        // half-closes.
+        let (responses, end) = call(
+            &mut client,
+            with_timeouts(Some(1_000), None),
+            &late[44_000..],
+            false,
+        )
+        .await;
+        assert_eq!(end.map_err(|s| s.code()), Ok(()));
+        assert_eq!(final_texts(&responses), ["hello"]);
+
+        // Two utterances 600 ms apart, then 1.5 s of silence, the client holding the call open.
+        let mut two = words("one. two.");
+        two.extend(silence_ms(1_500));
+        // A 500 ms end timeout: closed in the pause after "one", after its final.
+        let (responses, end) = call(&mut client, with_timeouts(None, Some(500)), &two, true).await;
+        assert_eq!(end.map_err(|s| s.code()), Ok(()));
+        assert_eq!(final_texts(&responses), ["one"]);
+        // A 1 s one: the pause is shorter; closed in the silence after "two".
+        let (responses, end) =
+            call(&mut client, with_timeouts(None, Some(1_000)), &two, true).await;
+        assert_eq!(end.map_err(|s| s.code()), Ok(()));
+        assert_eq!(final_texts(&responses), ["one", "two"]);
+    })
+    .await;
+}
+
+/// A-law audio (`ALAW`, 8 kHz) is decoded: exact transcripts.
+#[tokio::test]
+async fn alaw_is_decoded() {
+    within(async {
+        let emulator = start(EmulatorConfig::default()).await;
+        let mut client = client_v2(emulator.endpoint()).await;
+        let mut first = config_request(GLOBAL, &["en-US"], false);
+        if let Some(StreamingRequest::StreamingConfig(config)) = first.streaming_request.as_mut() {
+            if let Some(recognition) = config.config.as_mut() {
+                recognition.decoding_config = Some(DecodingConfig::ExplicitDecodingConfig(
+                    ExplicitDecodingConfig {
+                        encoding: AudioEncoding::Alaw as i32,
+                        sample_rate_hertz: 8_000,
+                        audio_channel_count: 1,
+                    },
+                ));
+            }
+        }
+        let text = "call me back. on line four.";
+        let audio = synth::encode(text, 8_000, SynthEncoding::Alaw);
+        let (responses, end) = call(&mut client, first, &audio, false).await;
+        assert_eq!(end.map_err(|s| s.code()), Ok(()));
+        assert_eq!(final_texts(&responses), synth::expected_transcripts(text));
     })
     .await;
 }

@@ -266,6 +266,7 @@ mod tests {
                     profanity_filter: true,
                     endpointing: Some("short".into()),
                     denoise: false,
+                    voice_activity_events: false,
                 },
                 fin: 12_340,
                 res: 7,

@@ -7,9 +7,11 @@
 //!
 //! - this file: [`Encoding`], [`AudioFormat`] and their arithmetic.
 //! - [`mulaw`]: G.711 µ-law, the one codec for the engines, the emulator and the tools.
+//! - [`alaw`]: G.711 A-law, its sibling.
 //! - [`signature`]: [`SignatureCheck`], the check that container audio (FLAC, Ogg, WebM) starts
 //!   with its container's signature.
 
+pub mod alaw;
 pub mod mulaw;
 pub mod signature;
 
@@ -17,12 +19,14 @@ use serde::{Deserialize, Serialize};
 
 pub use signature::{SignatureCheck, SignatureMismatch};
 
-/// The audio encodings of Google Speech v1 that clients may send (`encoding` in `start`).
+/// The audio encodings clients may send (`encoding` in `start`): Google Speech v1's, and v2's
+/// `ALAW` (which v1 lacks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Encoding {
     Linear16,
     Mulaw,
+    Alaw,
     Flac,
     OggOpus,
     WebmOpus,
@@ -32,9 +36,10 @@ pub enum Encoding {
 
 impl Encoding {
     /// Every accepted encoding, in the order the docs list them.
-    pub const ALL: [Encoding; 7] = [
+    pub const ALL: [Encoding; 8] = [
         Encoding::Linear16,
         Encoding::Mulaw,
+        Encoding::Alaw,
         Encoding::Flac,
         Encoding::OggOpus,
         Encoding::WebmOpus,
@@ -47,6 +52,7 @@ impl Encoding {
         match self {
             Encoding::Linear16 => "LINEAR16",
             Encoding::Mulaw => "MULAW",
+            Encoding::Alaw => "ALAW",
             Encoding::Flac => "FLAC",
             Encoding::OggOpus => "OGG_OPUS",
             Encoding::WebmOpus => "WEBM_OPUS",
@@ -76,7 +82,20 @@ impl Encoding {
 
     /// Whether a byte offset maps exactly to a time (fixed bytes per sample).
     pub fn is_uncompressed(self) -> bool {
-        matches!(self, Encoding::Linear16 | Encoding::Mulaw)
+        self.sample_bytes().is_some()
+    }
+
+    /// Bytes of one sample of one channel, for the uncompressed encodings.
+    pub fn sample_bytes(self) -> Option<usize> {
+        match self {
+            Encoding::Linear16 => Some(2),
+            Encoding::Mulaw | Encoding::Alaw => Some(1),
+            Encoding::Flac
+            | Encoding::OggOpus
+            | Encoding::WebmOpus
+            | Encoding::Amr
+            | Encoding::AmrWb => None,
+        }
     }
 
     /// The bytes every stream of this encoding starts with (its container's signature), for the
@@ -87,7 +106,11 @@ impl Encoding {
             Encoding::Flac => Some(b"fLaC"),
             Encoding::OggOpus => Some(b"OggS"),
             Encoding::WebmOpus => Some(&[0x1a, 0x45, 0xdf, 0xa3]),
-            Encoding::Linear16 | Encoding::Mulaw | Encoding::Amr | Encoding::AmrWb => None,
+            Encoding::Linear16
+            | Encoding::Mulaw
+            | Encoding::Alaw
+            | Encoding::Amr
+            | Encoding::AmrWb => None,
         }
     }
 }
@@ -100,13 +123,13 @@ pub struct AudioFormat {
 }
 
 impl AudioFormat {
-    /// Bytes of audio per second: exact for LINEAR16 (2 bytes/sample) and MULAW (1 byte/sample),
+    /// Bytes of audio per second: exact for LINEAR16 (2 bytes/sample), MULAW and ALAW (1 byte/sample),
     /// nominal for compressed encodings (FLAC ≈ 60 % of LINEAR16, Opus/AMR at 32 kbit/s).
     pub fn bytes_per_second(self) -> u64 {
         let rate = u64::from(self.sample_rate_hz);
         match self.encoding {
             Encoding::Linear16 => rate * 2,
-            Encoding::Mulaw => rate,
+            Encoding::Mulaw | Encoding::Alaw => rate,
             Encoding::Flac => rate * 2 * 6 / 10,
             Encoding::OggOpus | Encoding::WebmOpus | Encoding::Amr | Encoding::AmrWb => 4_000,
         }
@@ -121,7 +144,7 @@ impl AudioFormat {
         let rate = u64::from(self.sample_rate_hz);
         match self.encoding {
             Encoding::Linear16 => rate * 2,
-            Encoding::Mulaw => rate,
+            Encoding::Mulaw | Encoding::Alaw => rate,
             Encoding::Flac => rate * 2 * 11 / 10,
             Encoding::OggOpus | Encoding::WebmOpus => 70_000,
             Encoding::Amr | Encoding::AmrWb => self.bytes_per_second(),

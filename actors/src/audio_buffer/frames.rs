@@ -72,11 +72,7 @@ impl FrameStore {
         max_request_bytes: usize,
         max_replay_ms: u64,
     ) -> FrameStore {
-        let sample_bytes = match format.encoding {
-            crate::audio::Encoding::Linear16 => Some(2),
-            crate::audio::Encoding::Mulaw => Some(1),
-            _ => None,
-        };
+        let sample_bytes = format.encoding.sample_bytes();
         let frame_bytes = match sample_bytes {
             Some(sample) => {
                 let wanted = usize::try_from(format.ms_to_bytes(frame_ms)).unwrap_or(usize::MAX);

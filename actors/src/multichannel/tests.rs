@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use super::*;
-use crate::audio::AudioFormat;
+use crate::audio::{AudioFormat, Encoding};
 use crate::testing::{start_config, Probe, ProbeLog};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -132,6 +132,7 @@ async fn the_mux_splits_routes_tags_and_joins() {
         summary: PipelineSummary {
             results: 1,
             restarts: 2,
+            billed_ms: 0,
         },
     });
     let tagged = session_log.wait_count::<ChannelTranscript>(2, WAIT).await;
@@ -148,6 +149,7 @@ async fn the_mux_splits_routes_tags_and_joins() {
         summary: PipelineSummary {
             results: 1,
             restarts: 0,
+            billed_ms: 0,
         },
     });
     let finished = session_log.wait_count::<PipelineFinished>(1, WAIT).await;
@@ -155,7 +157,8 @@ async fn the_mux_splits_routes_tags_and_joins() {
         finished[0].summary,
         PipelineSummary {
             results: 2,
-            restarts: 2
+            restarts: 2,
+            billed_ms: 0,
         }
     );
 }

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-use crate::messages::{AudioAcked, PipelineSummary, Transcript};
+use crate::messages::{AudioAcked, PipelineSummary, Transcript, VoiceActivity};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
 /// What a client frame asks the session to do, in voxgate's terms.
@@ -192,6 +192,13 @@ pub trait Dialect {
     ) {
         let _ = channel;
         self.transcript(transcript, out);
+    }
+
+    /// Speech began or ended (session clock). Only sessions that asked for voice-activity events
+    /// get them; a dialect with no way to ask (every one but the native protocol) never does, so
+    /// the default writes nothing.
+    fn voice_activity(&mut self, activity: &VoiceActivity, out: &mut Vec<String>) {
+        let _ = (activity, out);
     }
 
     /// Audio forwarded upstream so far.

@@ -12,8 +12,11 @@
 //! | `profanity_filter` | yes | yes | no |
 //! | `endpointing` | no | `endpointing_sensitivity` | no |
 //! | `denoise` | no | `denoiser_config` | no |
+//! | `voice_activity_events` | no | `enable_voice_activity_events` | no |
+//! | `encoding: "ALAW"` | no (v1 has no A-law) | `ALAW` | decoded by voxgate |
 
 use super::{ErrorCode, Rejection, StartConfig};
+use crate::audio::Encoding;
 
 /// Most languages one session may list: Google v2 takes up to 3 for most models (v1's
 /// `alternative_language_codes` also takes up to 3 besides the primary one); more is an error
@@ -68,6 +71,8 @@ pub struct Features {
     pub endpointing: Option<Endpointing>,
     /// Denoise the audio before recognition.
     pub denoise: bool,
+    /// Send `speech_started` / `speech_ended` as the upstream detects voice activity.
+    pub voice_activity_events: bool,
 }
 
 /// What an upstream honours of [`Features`].
@@ -79,6 +84,10 @@ pub struct Honoured {
     pub profanity_filter: bool,
     pub endpointing: bool,
     pub denoise: bool,
+    /// Voice-activity events.
+    pub voice_activity: bool,
+    /// A-law audio (`encoding: "ALAW"`).
+    pub alaw: bool,
 }
 
 impl Honoured {
@@ -89,6 +98,9 @@ impl Honoured {
         profanity_filter: false,
         endpointing: false,
         denoise: false,
+        voice_activity: false,
+        // Decoded to linear samples like MULAW (`crate::audio::alaw`).
+        alaw: true,
     };
     /// Google Speech-to-Text v1.
     pub const GOOGLE_V1: Honoured = Honoured {
@@ -97,6 +109,11 @@ impl Honoured {
         profanity_filter: true,
         endpointing: false,
         denoise: false,
+        // v1 has the fields, but voxgate sends them to v2 only (the emulator's v1 sends no
+        // events, so a v1 path could not be tested): refused rather than untested.
+        voice_activity: false,
+        // Not in v1's encodings; v1 is sent MULAW as it is, so A-law is not transcoded for it.
+        alaw: false,
     };
     /// Google Speech-to-Text v2: all of them.
     pub const GOOGLE_V2: Honoured = Honoured {
@@ -105,13 +122,17 @@ impl Honoured {
         profanity_filter: true,
         endpointing: true,
         denoise: true,
+        voice_activity: true,
+        alaw: true,
     };
 
     /// `Ok` if this upstream honours everything `config` asks for; otherwise `invalid_config`
     /// naming the first field it cannot honour, and the upstream.
     pub fn check(&self, config: &StartConfig) -> Result<(), Rejection> {
         let asked = &config.features;
-        let refused = if !asked.alternative_language_codes.is_empty() && !self.several_languages {
+        let refused = if config.format.encoding == Encoding::Alaw && !self.alaw {
+            Some("encoding ALAW")
+        } else if !asked.alternative_language_codes.is_empty() && !self.several_languages {
             Some("language_codes (more than one language)")
         } else if asked.profanity_filter && !self.profanity_filter {
             Some("profanity_filter")
@@ -119,6 +140,8 @@ impl Honoured {
             Some("endpointing")
         } else if asked.denoise && !self.denoise {
             Some("denoise")
+        } else if asked.voice_activity_events && !self.voice_activity {
+            Some("voice_activity_events")
         } else {
             None
         };
@@ -138,7 +161,7 @@ impl Honoured {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::{AudioFormat, Encoding};
+    use crate::audio::AudioFormat;
 
     fn config(features: Features) -> StartConfig {
         StartConfig {
@@ -191,6 +214,14 @@ mod tests {
                 },
                 [false, false, true],
             ),
+            (
+                "voice_activity_events",
+                Features {
+                    voice_activity_events: true,
+                    ..Features::default()
+                },
+                [false, false, true],
+            ),
         ];
         let upstreams = [Honoured::NONE, Honoured::GOOGLE_V1, Honoured::GOOGLE_V2];
         for (field, features, honoured_by) in asks {
@@ -212,6 +243,21 @@ mod tests {
         }
         for upstream in upstreams {
             assert_eq!(upstream.check(&config(Features::default())), Ok(()));
+        }
+        let mut alaw = config(Features::default());
+        alaw.format = AudioFormat {
+            encoding: Encoding::Alaw,
+            sample_rate_hz: 8_000,
+        };
+        for (upstream, honoured) in upstreams.iter().zip([true, false, true]) {
+            match upstream.check(&alaw) {
+                Ok(()) => assert!(honoured, "ALAW accepted by {upstream:?}"),
+                Err(rejection) => {
+                    assert!(!honoured, "ALAW refused by {upstream:?}");
+                    assert_eq!(rejection.code, ErrorCode::InvalidConfig);
+                    assert!(rejection.message.starts_with("encoding ALAW"));
+                }
+            }
         }
     }
 

@@ -52,7 +52,7 @@ use crate::audio::SignatureCheck;
 use crate::messages::{
     AudioAcked, AudioIn, ChannelAudioIn, ChannelTranscript, EndOfAudio, Finalize, PipelineError,
     PipelineFinished, PipelineHandle, PipelineSummary, PipelineWarning, SessionLinks, StopPipeline,
-    Transcript,
+    Transcript, VoiceActivity,
 };
 use crate::metrics::METRICS;
 use crate::multichannel;
@@ -359,6 +359,7 @@ impl Session {
         let me = ctx.address();
         let links = SessionLinks {
             transcripts: me.clone().recipient(),
+            voice_activity: me.clone().recipient(),
             acks: me.clone().recipient(),
             warnings: me.clone().recipient(),
             errors: me.clone().recipient(),
@@ -373,6 +374,16 @@ impl Session {
             self.resume_config = Some(ResumeConfig::of(&config));
         }
         let channels = self.dialect.channels();
+        if channels > 1 && config.features.voice_activity_events {
+            // One channel's speech is not the session's: there is no channel to name in the
+            // event, so it is refused rather than half-delivered.
+            self.fail(
+                ctx,
+                ErrorCode::InvalidConfig,
+                "voice_activity_events is not available with more than one channel",
+            );
+            return;
+        }
         // Every channel's audio counts against real time: N channels arrive N times as fast.
         let input_format = AudioFormat {
             sample_rate_hz: config.format.sample_rate_hz * channels.max(1) as u32,
@@ -395,7 +406,7 @@ impl Session {
                 }
                 None => {
                     let message = format!(
-                        "{} audio cannot have {channels} channels (LINEAR16 and MULAW can)",
+                        "{} audio cannot have {channels} channels (LINEAR16, MULAW and ALAW can)",
                         config.format.encoding.as_str()
                     );
                     self.fail(ctx, ErrorCode::InvalidConfig, &message);
@@ -696,7 +707,8 @@ impl Session {
         let Close { code, reason } = self.dialect.closed(end, &mut out);
         self.send(ctx, out);
         tracing::info!(session_id = %self.id, audio_ms = self.acked_ms,
-            results = summary.results, restarts = summary.restarts, "session closed normally");
+            results = summary.results, restarts = summary.restarts, billed_ms = summary.billed_ms,
+            "session closed normally");
         if self.phase != Phase::Closing {
             self.close(ctx, code, &reason);
         }
@@ -975,6 +987,21 @@ impl Handler<Transcript> for Session {
         }
         let mut out = Vec::new();
         self.dialect.transcript(&transcript, &mut out);
+        self.send(ctx, out);
+    }
+}
+
+impl Handler<VoiceActivity> for Session {
+    type Result = ();
+
+    fn handle(&mut self, mut event: VoiceActivity, ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        // On the session clock, which a resumed connection's pipeline starts at its offset.
+        event.at_ms += self.resume.offset_ms();
+        let mut out = Vec::new();
+        self.dialect.voice_activity(&event, &mut out);
         self.send(ctx, out);
     }
 }

@@ -39,6 +39,8 @@ pub struct ResumeConfig {
     pub endpointing: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub denoise: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voice_activity_events: bool,
 }
 
 impl ResumeConfig {
@@ -56,6 +58,7 @@ impl ResumeConfig {
             profanity_filter: config.features.profanity_filter,
             endpointing: config.features.endpointing.map(|e| e.as_str().to_string()),
             denoise: config.features.denoise,
+            voice_activity_events: config.features.voice_activity_events,
         }
     }
 
@@ -79,6 +82,7 @@ impl ResumeConfig {
             profanity_filter: Some(self.profanity_filter),
             endpointing: self.endpointing.clone(),
             denoise: Some(self.denoise),
+            voice_activity_events: Some(self.voice_activity_events),
             interim_results: Some(self.interim_results),
             enable_automatic_punctuation: Some(self.enable_automatic_punctuation),
             model: Some(self.model.clone()),
@@ -313,6 +317,7 @@ mod tests {
                 profanity_filter: true,
                 endpointing: Some(crate::protocol::Endpointing::Supershort),
                 denoise: true,
+                voice_activity_events: true,
             },
             ..start_config()
         };

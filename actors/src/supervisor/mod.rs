@@ -43,6 +43,7 @@
 //! - this file: the actor — it keeps the streams, timers and links, and carries decisions out.
 //! - `rotation`: replacing a healthy stream by a standby opened ahead of time.
 //! - `forced_final`: half-closing a stream that gave no final for long, and the word it cuts.
+//! - `voice_activity`: which `speech_started` / `speech_ended` reach the client across replays.
 //! - `decision`: what happens after each event, as a pure function of the stream's state
 //!   (`decision::StreamState`), the event, the policy and the time, with its table of tests.
 //! - `tests.rs`: the actor's tests, with probes in place of the session, buffer and recognizers.
@@ -50,6 +51,7 @@
 mod decision;
 mod forced_final;
 mod rotation;
+mod voice_activity;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -69,6 +71,7 @@ use crate::settings::grpc_code_name;
 use decision::{Decision, Ending, StreamEvent, StreamState};
 use forced_final::CutWord;
 use rotation::Rotation;
+use voice_activity::VoiceActivityFilter;
 
 /// Warning: a stream failed and is being restarted (the client loses nothing).
 pub const WARNING_UPSTREAM_RECONNECTING: &str = "upstream_reconnecting";
@@ -153,6 +156,8 @@ pub struct StreamSupervisor {
     /// The one immediate retry with fresh credentials after `UNAUTHENTICATED` was used (until a
     /// stream opens again).
     credentials_refreshed: bool,
+    /// Keeps the client's voice-activity events alternating and in time order across replays.
+    voice_activity: VoiceActivityFilter,
     summary: PipelineSummary,
 }
 
@@ -185,6 +190,7 @@ impl StreamSupervisor {
             last_final_end_ms: None,
             told_unavailable: false,
             credentials_refreshed: false,
+            voice_activity: VoiceActivityFilter::default(),
             summary: PipelineSummary::default(),
         }
     }
@@ -474,7 +480,7 @@ impl StreamSupervisor {
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        info!(session = %self.session_id, results = self.summary.results, restarts = self.summary.restarts, "pipeline finished");
+        info!(session = %self.session_id, results = self.summary.results, restarts = self.summary.restarts, billed_ms = self.summary.billed_ms, "pipeline finished");
         self.session.finished.do_send(PipelineFinished {
             summary: self.summary,
         });
@@ -522,6 +528,13 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
         if self.is_done() {
             return;
         }
+        if let RecognizerEventKind::Billed(added_ms) = msg.kind {
+            // Billed audio counts whichever stream it came from (a former one's late response
+            // too): each reports the increase of its own cumulative total, so the sum is the
+            // sum of every stream's total.
+            self.summary.billed_ms += added_ms;
+            return;
+        }
         if self
             .rotation
             .standby()
@@ -542,7 +555,10 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
                     self.rotation.take_standby();
                 }
                 // A standby has no audio: nothing else is expected from it.
-                RecognizerEventKind::Result(_) | RecognizerEventKind::EndOfSingleUtterance => {}
+                RecognizerEventKind::Result(_)
+                | RecognizerEventKind::EndOfSingleUtterance
+                | RecognizerEventKind::VoiceActivity(_)
+                | RecognizerEventKind::Billed(_) => {}
             }
             return;
         }
@@ -553,6 +569,13 @@ impl Handler<RecognizerEvent> for StreamSupervisor {
         match msg.kind {
             RecognizerEventKind::Opened => self.on_opened(),
             RecognizerEventKind::Result(transcript) => self.on_result(transcript, ctx),
+            RecognizerEventKind::VoiceActivity(event) => {
+                if self.voice_activity.admit(event) {
+                    self.session.voice_activity.do_send(event);
+                }
+            }
+            // Counted above, for every stream.
+            RecognizerEventKind::Billed(_) => {}
             RecognizerEventKind::EndOfSingleUtterance => {
                 current.ending = Ending::EndOfSingleUtterance;
                 let stream_id = current.id;

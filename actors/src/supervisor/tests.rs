@@ -234,7 +234,8 @@ async fn retryable_failure_restarts_with_replay_and_dedup() {
         fin[0].summary,
         PipelineSummary {
             results: 2,
-            restarts: 1
+            restarts: 1,
+            billed_ms: 0,
         }
     );
 }
@@ -387,7 +388,8 @@ async fn finalize_rotates_to_the_next_stream() {
         fin[0].summary,
         PipelineSummary {
             results: 1,
-            restarts: 0
+            restarts: 0,
+            billed_ms: 0,
         }
     );
 }
@@ -571,7 +573,8 @@ async fn rotation_switches_to_the_standby_at_the_next_final() {
         fin[0].summary,
         PipelineSummary {
             results: 3,
-            restarts: 0
+            restarts: 0,
+            billed_ms: 0,
         }
     );
 }
@@ -996,7 +999,8 @@ async fn the_duration_limit_is_a_rotation() {
         fin[0].summary,
         PipelineSummary {
             results: 3,
-            restarts: 0
+            restarts: 0,
+            billed_ms: 0,
         }
     );
 }
@@ -1069,4 +1073,65 @@ async fn no_final_for_long_forces_one() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(rig.buffer.all::<ForceFinal>().len(), 1);
     assert!(rig.session.all::<PipelineWarning>().is_empty());
+}
+
+fn speech(activity: SpeechActivity, at_ms: u64) -> RecognizerEventKind {
+    RecognizerEventKind::VoiceActivity(VoiceActivity { activity, at_ms })
+}
+
+/// Voice activity reaches the session as the streams report it, already on the session clock;
+/// across a restart the replaying stream's repeat of a beginning the client heard is dropped.
+/// Billed audio is the sum of each stream's own total, a former stream's late report included,
+/// and comes in the summary.
+#[actix_rt::test]
+async fn voice_activity_and_billing_survive_a_restart() {
+    tokio::time::pause();
+    let rig = rig();
+    rig.recognizers.wait_started(1, WAIT).await;
+    for kind in [
+        speech(SpeechActivity::Started, 300),
+        speech(SpeechActivity::Ended, 1_000),
+        result(true, "one", 0, 1_000),
+        RecognizerEventKind::Billed(1_000),
+        speech(SpeechActivity::Started, 1_400),
+        RecognizerEventKind::Billed(1_000),
+        failed(tonic::Code::Unavailable, "Stream removed"),
+    ] {
+        rig.supervisor.do_send(event(1, kind));
+    }
+    rig.recognizers.wait_started(2, WAIT).await;
+    // Stream 2 replays from 1 000: it hears the same beginning again, then the end; a late
+    // billing report of stream 1 still counts, its voice activity does not.
+    for (stream, kind) in [
+        (1, RecognizerEventKind::Billed(1_000)),
+        (1, speech(SpeechActivity::Ended, 1_900)),
+        (2, speech(SpeechActivity::Started, 1_400)),
+        (2, speech(SpeechActivity::Ended, 2_000)),
+        (2, result(true, "two", 1_000, 2_000)),
+        (2, RecognizerEventKind::Billed(2_000)),
+    ] {
+        rig.supervisor.do_send(event(stream, kind));
+    }
+    rig.supervisor
+        .do_send(half_closed(2, HalfCloseReason::EndOfAudio));
+    rig.supervisor
+        .do_send(event(2, RecognizerEventKind::Ended(Ok(()))));
+    let fin = rig.session.wait_count::<PipelineFinished>(1, WAIT).await;
+    assert_eq!(fin[0].summary.billed_ms, 5_000);
+    assert_eq!(fin[0].summary.restarts, 1);
+    let heard: Vec<(SpeechActivity, u64)> = rig
+        .session
+        .all::<VoiceActivity>()
+        .iter()
+        .map(|v| (v.activity, v.at_ms))
+        .collect();
+    assert_eq!(
+        heard,
+        vec![
+            (SpeechActivity::Started, 300),
+            (SpeechActivity::Ended, 1_000),
+            (SpeechActivity::Started, 1_400),
+            (SpeechActivity::Ended, 2_000),
+        ]
+    );
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::event::Ending;
 use super::{SessionWebhooks, Webhooks};
-use crate::messages::{AudioAcked, Transcript};
+use crate::messages::{AudioAcked, Transcript, VoiceActivity};
 use crate::protocol::dialect::{
     Close, Dialect, Inbound, Move, Progress, SessionEnd, WebhookRequest,
 };
@@ -134,6 +134,11 @@ impl Dialect for WebhookDialect {
         }
     }
 
+    /// To the client only: webhooks carry results, not voice activity (docs/dialects.md).
+    fn voice_activity(&mut self, activity: &VoiceActivity, out: &mut Vec<String>) {
+        self.inner.voice_activity(activity, out);
+    }
+
     fn channels(&self) -> usize {
         self.inner.channels()
     }
@@ -170,6 +175,7 @@ impl Dialect for WebhookDialect {
                 summary: crate::messages::PipelineSummary {
                     results: session.finals,
                     restarts: 0,
+                    billed_ms: 0,
                 },
             };
             session.end(ending);

@@ -216,6 +216,7 @@ impl Drop for SessionWebhooks {
             summary: crate::messages::PipelineSummary {
                 results: self.finals,
                 restarts: 0,
+                billed_ms: 0,
             },
         };
         self.end(ending);

@@ -220,6 +220,7 @@ async fn failures_and_stalls_are_retried_in_order() {
         summary: PipelineSummary {
             results: 20,
             restarts: 0,
+            billed_ms: 0,
         },
     });
     let deliveries = receiver.wait_for(WAIT, |d| d.len() >= 22).await;
@@ -318,6 +319,7 @@ async fn the_wrapper_refuses_or_posts_as_asked() {
             summary: PipelineSummary {
                 results: 1,
                 restarts: 0,
+                billed_ms: 0,
             },
         },
         &mut out,

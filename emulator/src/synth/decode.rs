@@ -235,6 +235,7 @@ impl Decoder {
         match self.encoding {
             SynthEncoding::Linear16 => i16::from_le_bytes([frame[0], frame[1]]),
             SynthEncoding::Mulaw => voxgate_actors::audio::mulaw::decode_sample(frame[0]),
+            SynthEncoding::Alaw => voxgate_actors::audio::alaw::decode_sample(frame[0]),
         }
     }
 

@@ -73,6 +73,10 @@ pub fn encode_with_timeline(text: &str, sample_rate_hz: u32, encoding: SynthEnco
             .iter()
             .map(|&s| voxgate_actors::audio::mulaw::encode_sample(s))
             .collect(),
+        SynthEncoding::Alaw => samples
+            .iter()
+            .map(|&s| voxgate_actors::audio::alaw::encode_sample(s))
+            .collect(),
     };
     Encoded {
         audio,

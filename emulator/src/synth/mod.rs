@@ -18,7 +18,7 @@
 //!   utterance; any other character only separates words.
 //!
 //! Layout: [`encode`](mod@encode) (text → audio), [`decode`] (audio → recognition events) — µ-law
-//! with `voxgate_actors::audio::mulaw` — and here the alphabet, the timing constants and the text normalisation.
+//! with `voxgate_actors::audio::mulaw` / `alaw` — and here the alphabet, the timing constants and the text normalisation.
 
 pub mod decode;
 pub mod encode;
@@ -52,6 +52,8 @@ pub enum SynthEncoding {
     Linear16,
     /// G.711 µ-law, one byte per sample.
     Mulaw,
+    /// G.711 A-law, one byte per sample.
+    Alaw,
 }
 
 impl SynthEncoding {
@@ -59,16 +61,18 @@ impl SynthEncoding {
     pub fn bytes_per_sample(self) -> usize {
         match self {
             SynthEncoding::Linear16 => 2,
-            SynthEncoding::Mulaw => 1,
+            SynthEncoding::Mulaw | SynthEncoding::Alaw => 1,
         }
     }
 
-    /// Parses `linear16` / `mulaw` (case-insensitive).
+    /// Parses `linear16` / `mulaw` / `alaw` (case-insensitive).
     pub fn parse(name: &str) -> Option<SynthEncoding> {
         if name.eq_ignore_ascii_case("linear16") {
             Some(SynthEncoding::Linear16)
         } else if name.eq_ignore_ascii_case("mulaw") {
             Some(SynthEncoding::Mulaw)
+        } else if name.eq_ignore_ascii_case("alaw") {
+            Some(SynthEncoding::Alaw)
         } else {
             None
         }

@@ -63,6 +63,9 @@ fn silence(samples: u64, encoding: SynthEncoding) -> Vec<u8> {
     match encoding {
         SynthEncoding::Linear16 => vec![0; 2 * samples as usize],
         SynthEncoding::Mulaw => vec![0xFF; samples as usize],
+        SynthEncoding::Alaw => {
+            vec![voxgate_actors::audio::alaw::encode_sample(0); samples as usize]
+        }
     }
 }
 
@@ -138,6 +141,11 @@ fn round_trip_8k_mulaw() {
 }
 
 #[test]
+fn round_trip_8k_alaw() {
+    round_trips(8_000, SynthEncoding::Alaw, 7, 40);
+}
+
+#[test]
 fn round_trip_odd_rates() {
     round_trips(44_100, SynthEncoding::Linear16, 3, 8);
     round_trips(48_000, SynthEncoding::Linear16, 4, 8);
@@ -153,6 +161,7 @@ fn starting_inside_a_pause_shifts_results_exactly() {
     for (rate, encoding) in [
         (16_000, SynthEncoding::Linear16),
         (8_000, SynthEncoding::Mulaw),
+        (8_000, SynthEncoding::Alaw),
     ] {
         for _ in 0..20 {
             let text = random_text(&mut rng, 3);

@@ -1,8 +1,10 @@
 //! The gRPC service `google.cloud.speech.v2.Speech` on the emulator's port, and [`V2`], its
 //! [`Wire`]: the recognizer and config of the first request (`rules`), the responses (`responses`)
 //! with voice-activity events — `SPEECH_ACTIVITY_BEGIN` at the first word after a pause,
-//! `SPEECH_ACTIVITY_END` at the end of the utterance's last word, sent before its final — and v2's
-//! statuses at the limits.
+//! `SPEECH_ACTIVITY_END` at the end of the utterance's last word, sent before its final — the
+//! voice-activity timeouts (`speech_start_timeout`: no speech begun that far into the stream's
+//! audio; `speech_end_timeout`: no new speech that long after the last ended; either closes the
+//! stream OK), and v2's statuses at the limits.
 
 mod responses;
 mod rules;
@@ -44,11 +46,21 @@ impl Speech for SpeechServiceV2 {
     }
 }
 
+/// Where the stream's voice activity stands, as its events told the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SpeechState {
+    /// No `SPEECH_ACTIVITY_BEGIN` yet.
+    NotYet,
+    /// A `BEGIN` was sent and no `END` since.
+    Under,
+    /// The last `END` was at this many seconds of the stream's audio.
+    EndedAt(f64),
+}
+
 /// v2's per-stream response state.
 pub(crate) struct V2 {
     options: rules::ResponseOptions,
-    /// Whether speech is under way (a `SPEECH_ACTIVITY_BEGIN` was sent and no `END` since).
-    in_speech: bool,
+    speech: SpeechState,
 }
 
 impl Wire for V2 {
@@ -68,7 +80,7 @@ impl Wire for V2 {
                 Incoming::Config(accepted.map(|(accepted, options)| {
                     let wire = V2 {
                         options,
-                        in_speech: false,
+                        speech: SpeechState::NotYet,
                     };
                     (accepted, wire)
                 }))
@@ -82,15 +94,16 @@ impl Wire for V2 {
         let rate = config.sample_rate_hz;
         let mut out = Vec::new();
         let vad = self.options.voice_activity_events;
-        if let (true, false, Some(first)) = (vad, self.in_speech, event.words.first()) {
+        let in_speech = self.speech == SpeechState::Under;
+        if let (true, false, Some(first)) = (vad, in_speech, event.words.first()) {
             out.push(responses::speech_event(
                 SpeechEventType::SpeechActivityBegin,
                 first.start_sample,
                 rate,
             ));
-            self.in_speech = true;
+            self.speech = SpeechState::Under;
         }
-        if event.is_final && self.in_speech {
+        if event.is_final && self.speech == SpeechState::Under {
             let end = event
                 .words
                 .last()
@@ -100,7 +113,7 @@ impl Wire for V2 {
                 end,
                 rate,
             ));
-            self.in_speech = false;
+            self.speech = SpeechState::EndedAt(end as f64 / f64::from(rate.max(1)));
         }
         if !event.words.is_empty() || event.is_final {
             out.push(responses::result_response(event, config, &self.options));
@@ -126,5 +139,14 @@ impl Wire for V2 {
 
     fn max_request_bytes(config: &EmulatorConfig) -> usize {
         config.v2_max_request_bytes
+    }
+
+    fn speech_timed_out(&self, audio_secs: f64) -> bool {
+        let timeouts = &self.options.speech_timeouts;
+        match self.speech {
+            SpeechState::NotYet => timeouts.start.is_some_and(|t| audio_secs > t),
+            SpeechState::Under => false,
+            SpeechState::EndedAt(end) => timeouts.end.is_some_and(|t| audio_secs - end > t),
+        }
     }
 }

@@ -110,6 +110,23 @@ pub struct ResponseOptions {
     /// otherwise).
     pub languages: Vec<String>,
     pub voice_activity_events: bool,
+    pub speech_timeouts: SpeechTimeouts,
+}
+
+/// `voice_activity_timeout`, in seconds of the stream's audio (`None`: not set).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SpeechTimeouts {
+    /// Close the stream if no speech has begun this far into it.
+    pub start: Option<f64>,
+    /// Close the stream if no speech begins again this long after speech ended.
+    pub end: Option<f64>,
+}
+
+/// A protobuf duration in seconds; `None` when unset, zero or negative (no timeout).
+fn positive_secs(duration: Option<&prost_types::Duration>) -> Option<f64> {
+    let d = duration?;
+    let secs = d.seconds as f64 + f64::from(d.nanos) / 1e9;
+    (secs > 0.0).then_some(secs)
 }
 
 /// Checks the first request's streaming config as Google does for the implicit recognizer (whose
@@ -172,6 +189,13 @@ pub fn accept_config(
     let options = ResponseOptions {
         languages,
         voice_activity_events: streaming_features.enable_voice_activity_events,
+        speech_timeouts: streaming_features
+            .voice_activity_timeout
+            .map(|t| SpeechTimeouts {
+                start: positive_secs(t.speech_start_timeout.as_ref()),
+                end: positive_secs(t.speech_end_timeout.as_ref()),
+            })
+            .unwrap_or_default(),
     };
     Ok((accepted, options))
 }
@@ -185,13 +209,13 @@ fn decoding(
     let gateway = match encoding {
         AudioEncoding::Linear16 => Some(Encoding::Linear16),
         AudioEncoding::Mulaw => Some(Encoding::Mulaw),
+        AudioEncoding::Alaw => Some(Encoding::Alaw),
         AudioEncoding::Flac => Some(Encoding::Flac),
         AudioEncoding::Amr => Some(Encoding::Amr),
         AudioEncoding::AmrWb => Some(Encoding::AmrWb),
         AudioEncoding::OggOpus => Some(Encoding::OggOpus),
         AudioEncoding::WebmOpus => Some(Encoding::WebmOpus),
-        AudioEncoding::Alaw
-        | AudioEncoding::Mp3
+        AudioEncoding::Mp3
         | AudioEncoding::Mp4Aac
         | AudioEncoding::M4aAac
         | AudioEncoding::MovAac => None,
@@ -207,6 +231,7 @@ fn decoding(
     let synth = match encoding {
         AudioEncoding::Linear16 => Some(SynthEncoding::Linear16),
         AudioEncoding::Mulaw => Some(SynthEncoding::Mulaw),
+        AudioEncoding::Alaw => Some(SynthEncoding::Alaw),
         _ => None,
     };
     let bytes_per_second = match gateway {
@@ -222,8 +247,7 @@ fn decoding(
                 per_channel
             }
         }
-        // A-law: one byte per sample; the compressed containers: a nominal 128 kbit/s.
-        None if encoding == AudioEncoding::Alaw => f64::from(rate) * f64::from(channels),
+        // The compressed containers: a nominal 128 kbit/s.
         None => 16_000.0,
     };
     Ok((synth, bytes_per_second))

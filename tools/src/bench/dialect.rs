@@ -121,7 +121,10 @@ impl BenchDialect {
         );
         let ok = match self {
             BenchDialect::Native | BenchDialect::Deepgram => true,
-            BenchDialect::OpenAi => (linear16 && rate == 24_000) || (!linear16 && rate == 8_000),
+            BenchDialect::OpenAi => {
+                (linear16 && rate == 24_000)
+                    || (format.encoding == SynthEncoding::Mulaw && rate == 8_000)
+            }
             BenchDialect::Jambonz | BenchDialect::Vosk => linear16,
         };
         if ok {
@@ -146,6 +149,7 @@ impl BenchDialect {
                 match format.encoding {
                     SynthEncoding::Linear16 => "linear16",
                     SynthEncoding::Mulaw => "mulaw",
+                    SynthEncoding::Alaw => "alaw",
                 },
                 format.sample_rate_hz
             ),
@@ -168,7 +172,8 @@ impl BenchDialect {
             BenchDialect::OpenAi => {
                 let format = match format.encoding {
                     SynthEncoding::Linear16 => json!({"type": "audio/pcm", "rate": 24_000}),
-                    SynthEncoding::Mulaw => json!({"type": "audio/pcmu"}),
+                    // `check_format` admits no other encoding for OpenAI.
+                    SynthEncoding::Mulaw | SynthEncoding::Alaw => json!({"type": "audio/pcmu"}),
                 };
                 json!({"type": "session.update", "session": {"type": "transcription",
                     "audio": {"input": {"format": format}}}})

@@ -1,7 +1,8 @@
 //! `voxgate bench --direct`: the same sessions straight to the emulator over gRPC, with no gateway
-//! — the ceiling the gateway is measured against. Each session is one `StreamingRecognize` call
-//! made with the googleapis `SpeechClient`, configured exactly as the gateway configures its own
-//! calls (the gateway's `config_request`), fed by the same pacer, its finals checked the same way.
+//! — the ceiling the gateway is measured against. Each session is one `StreamingRecognize` call of
+//! Speech v1 or v2 (`--api`), made with the gateway's own [`SpeechApi`] — the same first request,
+//! audio requests, metadata and reading of responses as the gateway's calls — fed by the same
+//! pacer, its finals checked the same way.
 //!
 //! The call is opened when the session starts streaming, not during the ramp: an idle call would
 //! hit the recogniser's audio timeout, and here there is no supervisor to restart it.
@@ -10,13 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::speech_client::SpeechClient;
+use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use voxgate_actors::audio::{AudioFormat, Encoding};
 use voxgate_actors::protocol::StartConfig;
-use voxgate_actors::recognizer::google_v1::convert::{config_request, duration_ms};
+use voxgate_actors::recognizer::google_v1::{ApiEvent, SpeechApi, StreamClock, V1};
+use voxgate_actors::recognizer::google_v2::{RecognizerPath, V2};
 
 use super::measure::{FinalChecker, SessionOutcome};
 use super::pacer::{Entry, Sink};
@@ -102,6 +104,7 @@ fn start_config(shared: &Shared) -> StartConfig {
             encoding: match format.encoding {
                 SynthEncoding::Linear16 => Encoding::Linear16,
                 SynthEncoding::Mulaw => Encoding::Mulaw,
+                SynthEncoding::Alaw => Encoding::Alaw,
             },
             sample_rate_hz: format.sample_rate_hz,
         },
@@ -115,8 +118,75 @@ fn start_config(shared: &Shared) -> StartConfig {
     }
 }
 
-/// Runs one session of `plan` as a direct call.
+/// Which Speech API version `--direct` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectApi {
+    V1,
+    V2,
+}
+
+impl DirectApi {
+    /// `v1` or `v2`.
+    pub fn parse(name: &str) -> Result<DirectApi, String> {
+        match name {
+            "v1" => Ok(DirectApi::V1),
+            "v2" => Ok(DirectApi::V2),
+            other => Err(format!("{other:?}: expected v1 or v2")),
+        }
+    }
+}
+
+/// The recognizer a v2 call names: the emulator's default location and the implicit recognizer.
+fn bench_recognizer() -> RecognizerPath {
+    RecognizerPath {
+        project: "voxgate-bench".to_string(),
+        location: "global".to_string(),
+        recognizer: "_".to_string(),
+    }
+}
+
+/// Runs one session of `plan` as a direct call of `api`.
 pub async fn direct_session(
+    shared: &Shared,
+    pool: &ChannelPool,
+    plan: Arc<Plan>,
+    api: DirectApi,
+) -> SessionOutcome {
+    match api {
+        DirectApi::V1 => session_on(&V1, shared, pool, plan).await,
+        DirectApi::V2 => match V2::new(&bench_recognizer()) {
+            Ok(v2) => session_on(&v2, shared, pool, plan).await,
+            Err(e) => SessionOutcome {
+                failure: Some(e),
+                ..SessionOutcome::default()
+            },
+        },
+    }
+}
+
+/// Opens a call of `api` on `channel` whose audio comes from `audio`.
+async fn open_call<A: SpeechApi>(
+    api: &A,
+    channel: Channel,
+    config: &StartConfig,
+    audio: mpsc::Receiver<Vec<u8>>,
+) -> Result<tonic::Streaming<A::Response>, tonic::Status> {
+    let requests = futures_util::stream::iter([api.config_request(config)])
+        .chain(ReceiverStream::new(audio).map(|frame| A::audio_request(&frame)));
+    let mut request = tonic::Request::new(requests);
+    api.add_metadata(&mut request);
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static(A::PATH);
+    grpc.streaming(request, path, tonic_prost::ProstCodec::default())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn session_on<A: SpeechApi>(
+    api: &A,
     shared: &Shared,
     pool: &ChannelPool,
     plan: Arc<Plan>,
@@ -136,16 +206,14 @@ pub async fn direct_session(
     let mut checker = FinalChecker::new(&shared.script, &plan);
     let lease = pool.lease();
     let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
-    // The queue is empty: the configuration fits.
-    let _ = requests.try_send(config_request(&start_config(shared)));
-    let mut client = SpeechClient::new(lease.0.channel.clone());
+    let config = start_config(shared);
     let opened = tokio::time::timeout(
         OPEN_TIMEOUT,
-        client.streaming_recognize(ReceiverStream::new(queue)),
+        open_call(api, lease.0.channel.clone(), &config, queue),
     )
     .await;
     let mut responses = match opened {
-        Ok(Ok(response)) => response.into_inner(),
+        Ok(Ok(responses)) => responses,
         Ok(Err(status)) => {
             outcome.failure = Some(format!("open: {:?}", status.code()));
             return outcome;
@@ -157,6 +225,8 @@ pub async fn direct_session(
     };
     let (entry, handle) = Entry::new(Sink::Grpc(Some(requests)), plan.clone(), false);
     shared.pacer.register(entry);
+    // One stream from the start of the audio: its times are the session's.
+    let mut previous_final_end_ms = 0;
     let result: Result<(), String> = loop {
         let message = match tokio::time::timeout(READ_TIMEOUT, responses.message()).await {
             Err(_) => {
@@ -170,18 +240,21 @@ pub async fn direct_session(
         match message {
             Ok(Some(response)) => {
                 let at_us = shared.pacer.now_us();
-                for result in response.results.iter().filter(|r| r.is_final) {
-                    let Some(best) = result.alternatives.first() else {
-                        checker.on_final("", std::iter::empty::<(u64, u64)>(), at_us);
+                let clock = StreamClock {
+                    origin_ms: 0,
+                    previous_final_end_ms,
+                    language: &config.language_code,
+                };
+                for event in api.events(response, clock) {
+                    let ApiEvent::Result(transcript) = event else {
                         continue;
                     };
-                    let words = best.words.iter().map(|w| {
-                        (
-                            duration_ms(w.start_time.as_ref()),
-                            duration_ms(w.end_time.as_ref()),
-                        )
-                    });
-                    checker.on_final(&best.transcript, words, at_us);
+                    if !transcript.is_final {
+                        continue;
+                    }
+                    previous_final_end_ms = transcript.end_ms;
+                    let words = transcript.words.iter().map(|w| (w.start_ms, w.end_ms));
+                    checker.on_final(&transcript.transcript, words, at_us);
                 }
             }
             Ok(None) => break Ok(()),

@@ -11,7 +11,8 @@
 //! - `ws`: the bench's own minimal WebSocket client (frames encoded once, sent with one write).
 //! - `dialect`: the client side of each protocol the bench speaks (`--dialect`).
 //! - `pacer`: real-time pacing — one ticker per group of sessions, not one timer per session.
-//! - `load`: one session through the gateway; `direct`: one session straight to the emulator.
+//! - `load`: one session through the gateway; [`direct`]: one session straight to the emulator
+//!   (Speech v1 or v2, `--api`).
 //! - [`measure`]: the check of each final, latency samples, percentiles, totals.
 //! - `process`: CPU and RSS of the server (and emulator) from `/proc`, the gateway's gauges.
 //! - [`run`]: a run's phases (baseline, ramp, idle, streaming, after) and readings.
@@ -27,7 +28,7 @@
 
 mod balancer;
 pub mod dialect;
-mod direct;
+pub mod direct;
 mod follow;
 mod load;
 pub mod measure;
@@ -46,6 +47,7 @@ mod ws;
 use std::path::PathBuf;
 
 use dialect::BenchDialect;
+use direct::DirectApi;
 use measure::Percentiles;
 use report::{DialectComparison, Report};
 use run::{RunSpec, Target};
@@ -96,6 +98,10 @@ pub struct LoadArgs {
     /// The emulator for --direct.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
+    /// The Speech API version --direct calls: `v1` or `v2` (the emulator serves both). Through a
+    /// gateway, its `[google] api` decides.
+    #[arg(long, default_value = "v1", value_parser = DirectApi::parse)]
+    pub api: DirectApi,
     /// Concurrent sessions (with --churn: concurrent slots, each opening session after session).
     #[arg(long, default_value_t = 100)]
     pub sessions: u64,
@@ -130,7 +136,7 @@ pub struct LoadArgs {
     /// Sample rate, Hz.
     #[arg(long, default_value_t = 16_000)]
     pub rate: u32,
-    /// `linear16` or `mulaw`.
+    /// `linear16`, `mulaw` or `alaw` (the gateway must take it: alaw needs Google v2).
     #[arg(long, default_value = "linear16", value_parser = parse_encoding)]
     pub encoding: SynthEncoding,
     /// The server's pid, to read its CPU time and RSS from /proc (the gateway, or with --direct
@@ -159,7 +165,7 @@ pub struct LoadArgs {
 }
 
 fn parse_encoding(name: &str) -> Result<SynthEncoding, String> {
-    SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16 or mulaw"))
+    SynthEncoding::parse(name).ok_or_else(|| format!("{name:?}: expected linear16, mulaw or alaw"))
 }
 
 impl LoadArgs {
@@ -168,6 +174,7 @@ impl LoadArgs {
         let target = if self.direct {
             Target::Direct {
                 endpoint: self.endpoint.clone(),
+                api: self.api,
             }
         } else {
             let format = self.format();

@@ -17,9 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
-    streaming_recognize_request::StreamingRequest, StreamingRecognizeRequest,
-};
 use tokio::sync::{mpsc, oneshot};
 
 use super::script::{Plan, Script};
@@ -44,8 +41,9 @@ pub enum FrameSet {
 /// Where a session's frames go.
 pub enum Sink {
     Ws(Arc<WsWriter>),
-    /// The call's request queue; dropped (half-closing the call) after the last frame.
-    Grpc(Option<mpsc::Sender<StreamingRecognizeRequest>>),
+    /// The call's audio queue (each frame becomes a request of the call's API version); dropped
+    /// (half-closing the call) after the last frame.
+    Grpc(Option<mpsc::Sender<Vec<u8>>>),
 }
 
 /// What the ticker reports when it is done with a session.
@@ -157,19 +155,14 @@ impl Entry {
                 let frame = &frames[(loop_frame % frames.len() as u64) as usize];
                 writer.send(frame)
             }
-            (Sink::Grpc(Some(requests)), FrameSet::Raw(script)) => {
-                let request = StreamingRecognizeRequest {
-                    streaming_request: Some(StreamingRequest::AudioContent(
-                        script.frame_audio(loop_frame).to_vec(),
-                    )),
-                };
-                requests.try_send(request).map_err(|e| match e {
+            (Sink::Grpc(Some(requests)), FrameSet::Raw(script)) => requests
+                .try_send(script.frame_audio(loop_frame).to_vec())
+                .map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => {
                         "the emulator is not reading (request queue full)".to_string()
                     }
                     mpsc::error::TrySendError::Closed(_) => "the call ended early".to_string(),
-                })
-            }
+                }),
             _ => Err("internal: sink and frames of different kinds".to_string()),
         }
     }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::dialect::BenchDialect;
+use super::direct::DirectApi;
 use super::measure::Percentiles;
 use super::process::GatewayMetrics;
 use super::run::{ProcReadings, RunResult, Target};
@@ -162,7 +163,14 @@ impl Report {
                     other => other.name(),
                 },
             ),
-            Target::Direct { endpoint } => ("direct", endpoint.clone(), "grpc"),
+            Target::Direct { endpoint, api } => (
+                "direct",
+                endpoint.clone(),
+                match api {
+                    DirectApi::V1 => "grpc",
+                    DirectApi::V2 => "grpc-v2",
+                },
+            ),
         };
         let decision = Percentiles::of_micros(&mut totals.decision_us);
         let added = match (decision, baseline) {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::dialect::BenchDialect;
-use super::direct::{self, ChannelPool};
+use super::direct::{self, ChannelPool, DirectApi};
 use super::load;
 use super::measure::Totals;
 use super::pacer::{FrameSet, Pacer};
@@ -45,8 +45,8 @@ pub enum Target {
         base64: bool,
         dialect: BenchDialect,
     },
-    /// An emulator (or any Speech v1 server) at `http://HOST:PORT`.
-    Direct { endpoint: String },
+    /// An emulator (or any Speech server) at `http://HOST:PORT`, called with API version `api`.
+    Direct { endpoint: String, api: DirectApi },
 }
 
 /// Everything a run is given.
@@ -207,7 +207,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         Target::Direct { .. } => None,
     };
     let pool = match &spec.target {
-        Target::Direct { endpoint } => Some(Arc::new(ChannelPool::new(endpoint)?)),
+        Target::Direct { endpoint, .. } => Some(Arc::new(ChannelPool::new(endpoint)?)),
         Target::Gateway { .. } => None,
     };
     let metrics = |addr: Option<SocketAddr>| async move {
@@ -267,8 +267,8 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
                     (Target::Gateway { url, .. }, _) => {
                         load::gateway_session(&shared, url, k, plan).await
                     }
-                    (Target::Direct { .. }, Some(pool)) => {
-                        direct::direct_session(&shared, pool, plan).await
+                    (Target::Direct { api, .. }, Some(pool)) => {
+                        direct::direct_session(&shared, pool, plan, *api).await
                     }
                     (Target::Direct { .. }, None) => break,
                 };

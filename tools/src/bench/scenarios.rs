@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::dialect::BenchDialect;
+use super::direct::DirectApi;
 use super::report::Report;
 use super::run::{self, RunSpec, Target};
 use super::script::ScriptFormat;
@@ -274,6 +275,7 @@ fn run_load(args: &ScenarioArgs, name: &str, load: Load) -> Result<Vec<(String, 
             load,
             Target::Direct {
                 endpoint: format!("http://{}", emu.addr),
+                api: DirectApi::V1,
             },
             emu.pid(),
             None,

@@ -91,6 +91,7 @@ impl ScriptFormat {
         match self.encoding {
             SynthEncoding::Linear16 => "LINEAR16",
             SynthEncoding::Mulaw => "MULAW",
+            SynthEncoding::Alaw => "ALAW",
         }
     }
 }
@@ -238,6 +239,7 @@ impl Script {
         let silence = match format.encoding {
             SynthEncoding::Linear16 => 0u8,
             SynthEncoding::Mulaw => 0xFF,
+            SynthEncoding::Alaw => voxgate_actors::audio::alaw::encode_sample(0),
         };
         audio.resize(total_samples as usize * sample_bytes, silence);
         let frames = total_samples / frame_samples;

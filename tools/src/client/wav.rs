@@ -107,9 +107,10 @@ fn parse_fmt(body: &[u8]) -> Result<AudioFormat, String> {
     let encoding = match (tag, bits) {
         (1, 16) => Encoding::Linear16,
         (7, 8) => Encoding::Mulaw,
+        (6, 8) => Encoding::Alaw,
         _ => {
             return Err(format!(
-                "WAV format tag {tag} with {bits}-bit samples is not supported; use 16-bit PCM or 8-bit μ-law"
+                "WAV format tag {tag} with {bits}-bit samples is not supported; use 16-bit PCM, 8-bit μ-law or 8-bit A-law"
             ))
         }
     };

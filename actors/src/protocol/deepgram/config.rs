@@ -156,7 +156,7 @@ pub fn parse_query(query: &str, max_phrases: usize) -> Result<DeepgramConfig, Qu
     let Some(encoding_name) = encoding else {
         return refuse(
             "encoding is required by this server (containerized audio is not detected): \
-             use encoding=linear16, mulaw, flac, opus, ogg-opus, webm-opus, amr-nb or amr-wb \
+             use encoding=linear16, mulaw, alaw, flac, opus, ogg-opus, webm-opus, amr-nb or amr-wb \
              with sample_rate"
                 .to_string(),
         );
@@ -164,6 +164,7 @@ pub fn parse_query(query: &str, max_phrases: usize) -> Result<DeepgramConfig, Qu
     let encoding = match encoding_name.as_str() {
         "linear16" => Encoding::Linear16,
         "mulaw" => Encoding::Mulaw,
+        "alaw" => Encoding::Alaw,
         "flac" => Encoding::Flac,
         "opus" | "ogg-opus" => Encoding::OggOpus,
         "webm-opus" => Encoding::WebmOpus,

@@ -30,11 +30,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::audio::alaw;
 use crate::audio::{AudioFormat, Encoding};
 use crate::messages::{AudioAcked, Transcript};
 use crate::protocol::dialect::{quote, Close, Dialect, Inbound, SessionEnd, WebhookRequest};
 use crate::protocol::native::is_language_tag;
-use crate::protocol::openai::alaw;
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 pub use frames::Envelope;
 use frames::{Frame, StreamStart};

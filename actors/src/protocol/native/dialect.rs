@@ -10,7 +10,7 @@ use super::{
     RECONNECT_CLOSE_CODE, RECONNECT_CLOSE_REASON,
 };
 use crate::audio::Encoding;
-use crate::messages::{AudioAcked, Transcript};
+use crate::messages::{AudioAcked, SpeechActivity, Transcript, VoiceActivity};
 use crate::multichannel::MAX_CHANNELS;
 use crate::protocol::dialect::{
     Close, Dialect, Inbound, Move, Progress, SessionEnd, WebhookRequest,
@@ -77,7 +77,7 @@ pub fn transcript_message(
 }
 
 /// `channels` of `start`: 1 to [`MAX_CHANNELS`], and more than one only for audio that can be
-/// split by sample (LINEAR16, MULAW).
+/// split by sample (the uncompressed encodings: LINEAR16, MULAW, ALAW).
 fn check_channels(channels: usize, encoding: Encoding) -> Result<(), Rejection> {
     if !(1..=MAX_CHANNELS).contains(&channels) {
         return Err(Rejection::new(
@@ -85,11 +85,11 @@ fn check_channels(channels: usize, encoding: Encoding) -> Result<(), Rejection> 
             format!("channels must be 1 to {MAX_CHANNELS}, not {channels}"),
         ));
     }
-    if channels > 1 && !matches!(encoding, Encoding::Linear16 | Encoding::Mulaw) {
+    if channels > 1 && !encoding.is_uncompressed() {
         return Err(Rejection::new(
             ErrorCode::InvalidConfig,
             format!(
-                "{} audio cannot carry {channels} interleaved channels; LINEAR16 and MULAW can",
+                "{} audio cannot carry {channels} interleaved channels; LINEAR16, MULAW and ALAW can",
                 encoding.as_str()
             ),
         ));
@@ -191,6 +191,15 @@ impl Dialect for NativeDialect {
         out.push(transcript_message(transcript, Some(channel), None).to_json());
     }
 
+    fn voice_activity(&mut self, event: &VoiceActivity, out: &mut Vec<String>) {
+        let at_ms = event.at_ms;
+        let message = match event.activity {
+            SpeechActivity::Started => ServerMessage::SpeechStarted { at_ms },
+            SpeechActivity::Ended => ServerMessage::SpeechEnded { at_ms },
+        };
+        out.push(message.to_json());
+    }
+
     fn ack(&mut self, ack: &AudioAcked, out: &mut Vec<String>) {
         out.push(
             ServerMessage::Ack {
@@ -226,6 +235,7 @@ impl Dialect for NativeDialect {
                 audio_seconds: end.audio_ms as f64 / 1000.0,
                 results: end.summary.results,
                 restarts: end.summary.restarts,
+                billed_ms: end.summary.billed_ms,
             }
             .to_json(),
         );

@@ -83,6 +83,9 @@ pub struct StartRequest {
     pub endpointing: Option<String>,
     #[serde(default)]
     pub denoise: Option<bool>,
+    /// `speech_started` / `speech_ended` messages as the upstream hears voice activity.
+    #[serde(default)]
+    pub voice_activity_events: Option<bool>,
 }
 
 impl StartRequest {
@@ -161,6 +164,7 @@ impl StartRequest {
                 profanity_filter: self.profanity_filter.unwrap_or(false),
                 endpointing: self.endpointing.as_deref().map(endpointing).transpose()?,
                 denoise: self.denoise.unwrap_or(false),
+                voice_activity_events: self.voice_activity_events.unwrap_or(false),
             },
         })
     }
@@ -413,7 +417,7 @@ pub(crate) fn fields<T: serde::de::DeserializeOwned>(
 }
 
 /// The configuration keys a query string may carry (the fields of `start`).
-const QUERY_CONFIG_KEYS: [&str; 12] = [
+const QUERY_CONFIG_KEYS: [&str; 13] = [
     "encoding",
     "sample_rate_hz",
     "language_code",
@@ -426,6 +430,7 @@ const QUERY_CONFIG_KEYS: [&str; 12] = [
     "profanity_filter",
     "endpointing",
     "denoise",
+    "voice_activity_events",
 ];
 
 /// The non-empty, trimmed items of a comma-separated query value.
@@ -456,16 +461,7 @@ pub fn parse_query_config(query: &str) -> Result<Option<StartRequest>, Rejection
         match key {
             "encoding" => set_once(&mut encoding, key, value)?,
             "sample_rate_hz" => {
-                let rate = value.parse::<u32>().map_err(|_| {
-                    Rejection::new(
-                        ErrorCode::InvalidMessage,
-                        format!(
-                            "query parameter sample_rate_hz `{}` is not a number",
-                            quote(&value)
-                        ),
-                    )
-                })?;
-                set_once(&mut sample_rate_hz, key, rate)?;
+                set_once(&mut sample_rate_hz, key, query_number(key, &value)?)?;
             }
             "language_code" => set_once(&mut request.language_code, key, value)?,
             "model" => set_once(&mut request.model, key, value)?,
@@ -486,6 +482,11 @@ pub fn parse_query_config(query: &str) -> Result<Option<StartRequest>, Rejection
             }
             "endpointing" => set_once(&mut request.endpointing, key, value)?,
             "denoise" => set_once(&mut request.denoise, key, query_bool(key, &value)?)?,
+            "voice_activity_events" => set_once(
+                &mut request.voice_activity_events,
+                key,
+                query_bool(key, &value)?,
+            )?,
             _ => request
                 .phrases
                 .get_or_insert_with(Vec::new)
@@ -524,6 +525,16 @@ fn set_once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), Rejectio
     }
     *slot = Some(value);
     Ok(())
+}
+
+/// A whole number in a query string.
+fn query_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Rejection> {
+    value.parse::<T>().map_err(|_| {
+        Rejection::new(
+            ErrorCode::InvalidMessage,
+            format!("query parameter {key} `{}` is not a number", quote(value)),
+        )
+    })
 }
 
 /// `true`/`false`/`1`/`0` (any case) in a query string.
@@ -591,6 +602,10 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         resume_token: Option<String>,
     },
+    /// The upstream heard speech begin at `at_ms` (session clock; `voice_activity_events`).
+    SpeechStarted { at_ms: u64 },
+    /// The upstream heard speech end at `at_ms` (session clock; `voice_activity_events`).
+    SpeechEnded { at_ms: u64 },
     /// Something the client should know that does not end the session.
     Warning { code: String, message: String },
     /// An error; the close that may follow is given by the code.
@@ -615,7 +630,17 @@ pub enum ServerMessage {
         audio_seconds: f64,
         results: u64,
         restarts: u64,
+        /// Audio the upstream billed for this session, summed over its streams (Google v2's
+        /// `total_billed_duration`); absent when it billed none or reports none (v1, the
+        /// offline engine).
+        #[serde(skip_serializing_if = "is_zero")]
+        billed_ms: u64,
     },
+}
+
+/// For `skip_serializing_if`.
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl ServerMessage {

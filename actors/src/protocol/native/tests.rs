@@ -324,7 +324,7 @@ fn features_parse_from_start_and_query_and_are_checked() {
     let config = validated(
         r#"{"type":"start","encoding":"LINEAR16","sample_rate_hz":16000,
             "language_codes":["en-US","fr-FR"],"profanity_filter":true,
-            "endpointing":"Short","denoise":true}"#,
+            "endpointing":"Short","denoise":true,"voice_activity_events":true}"#,
     )
     .expect("valid");
     assert_eq!(config.language_code, "en-US");
@@ -335,11 +335,12 @@ fn features_parse_from_start_and_query_and_are_checked() {
             profanity_filter: true,
             endpointing: Some(Endpointing::Short),
             denoise: true,
+            voice_activity_events: true,
         }
     );
     let query = parse_query_config(
         "encoding=LINEAR16&sample_rate_hz=16000&language_codes=de-DE,%20en-GB\
-         &profanity_filter=1&endpointing=supershort&denoise=false",
+         &profanity_filter=1&endpointing=supershort&denoise=false&voice_activity_events=true",
     )
     .expect("parses")
     .expect("configures")
@@ -349,6 +350,7 @@ fn features_parse_from_start_and_query_and_are_checked() {
     assert_eq!(query.features.alternative_language_codes, vec!["en-GB"]);
     assert_eq!(query.features.endpointing, Some(Endpointing::Supershort));
     assert!(query.features.profanity_filter && !query.features.denoise);
+    assert!(query.features.voice_activity_events);
     assert_eq!(
         validated(r#"{"type":"start","encoding":"LINEAR16","sample_rate_hz":16000}"#)
             .map(|c| c.features),
@@ -463,10 +465,31 @@ fn ready_ack_warning_closed_serialise_with_exact_fields() {
             audio_ms: 2500,
             audio_seconds: 2.5,
             results: 3,
-            restarts: 1
+            restarts: 1,
+            billed_ms: 0,
         }),
         json!({"type":"closed","session_id":"s1","audio_ms":2500,"audio_seconds":2.5,
                "results":3,"restarts":1})
+    );
+    assert_eq!(
+        json_of(&ServerMessage::Closed {
+            session_id: "s1".into(),
+            audio_ms: 2500,
+            audio_seconds: 2.5,
+            results: 3,
+            restarts: 0,
+            billed_ms: 3000,
+        }),
+        json!({"type":"closed","session_id":"s1","audio_ms":2500,"audio_seconds":2.5,
+               "results":3,"restarts":0,"billed_ms":3000})
+    );
+    assert_eq!(
+        json_of(&ServerMessage::SpeechStarted { at_ms: 120 }),
+        json!({"type":"speech_started","at_ms":120})
+    );
+    assert_eq!(
+        json_of(&ServerMessage::SpeechEnded { at_ms: 980 }),
+        json!({"type":"speech_ended","at_ms":980})
     );
 }
 

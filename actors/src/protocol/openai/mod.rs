@@ -21,7 +21,6 @@
 //!
 //! Wire formats in [`events`]; unit tests in `tests.rs`, property tests of the parser in `fuzz.rs`.
 
-pub mod alaw;
 pub mod events;
 
 use bytes::Bytes;
@@ -312,7 +311,7 @@ impl OpenAiDialect {
                 self.appended_ms += data.len() as u64 / self.format.bytes_per_ms();
                 self.appended_since_commit += data.len() as u64;
                 let data = match self.format {
-                    InputFormat::Pcma => Bytes::from(alaw::to_linear16(&data)),
+                    InputFormat::Pcma => Bytes::from(crate::audio::alaw::to_linear16(&data)),
                     InputFormat::Pcm24k | InputFormat::Pcmu => data,
                 };
                 actions.push(Inbound::Audio {

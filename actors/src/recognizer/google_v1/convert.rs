@@ -20,11 +20,14 @@ use crate::audio::Encoding;
 use crate::messages::{StreamFailure, Transcript, WordTiming};
 use crate::protocol::StartConfig;
 
-/// Google's enum value for an encoding.
+/// Google's enum value for an encoding. v1 has no A-law: a v1 upstream refuses `ALAW` at `start`
+/// (`Honoured::check`), so it never reaches here; were it to, Google would refuse the unspecified
+/// encoding rather than misread the audio.
 pub fn google_encoding(encoding: Encoding) -> AudioEncoding {
     match encoding {
         Encoding::Linear16 => AudioEncoding::Linear16,
         Encoding::Mulaw => AudioEncoding::Mulaw,
+        Encoding::Alaw => AudioEncoding::EncodingUnspecified,
         Encoding::Flac => AudioEncoding::Flac,
         Encoding::OggOpus => AudioEncoding::OggOpus,
         Encoding::WebmOpus => AudioEncoding::WebmOpus,

@@ -207,6 +207,24 @@ impl<A: SpeechApi> GoogleRecognizer<A> {
         }
     }
 
+    /// Voice activity goes to the supervisor only when the session asked for it (Google sends
+    /// none otherwise; this keeps a recognizer that does from reaching the client unasked).
+    fn report_voice_activity(&self, activity: SpeechActivity, at_ms: u64) {
+        if self
+            .contract
+            .request()
+            .config
+            .features
+            .voice_activity_events
+        {
+            self.contract
+                .report(RecognizerEventKind::VoiceActivity(VoiceActivity {
+                    activity,
+                    at_ms,
+                }));
+        }
+    }
+
     fn on_response(&mut self, response: A::Response, ctx: &mut Context<Self>) {
         let clock = StreamClock {
             origin_ms: self.contract.origin_ms(),
@@ -234,12 +252,20 @@ impl<A: SpeechApi> GoogleRecognizer<A> {
                         .report(RecognizerEventKind::EndOfSingleUtterance);
                 }
                 ApiEvent::BilledMs(total) => {
+                    // Cumulative per stream: the increase is what this response adds.
                     let added = total.saturating_sub(self.billed_ms);
                     self.billed_ms = self.billed_ms.max(total);
-                    METRICS.billed_audio_seconds.inc_by(added as f64 / 1_000.0);
+                    if added > 0 {
+                        METRICS.billed_audio_seconds.inc_by(added as f64 / 1_000.0);
+                        self.contract.report(RecognizerEventKind::Billed(added));
+                    }
                 }
-                // Not passed to the client yet (docs/google.md).
-                ApiEvent::SpeechStarted(_) | ApiEvent::SpeechEnded(_) => {}
+                ApiEvent::SpeechStarted(at_ms) => {
+                    self.report_voice_activity(SpeechActivity::Started, at_ms)
+                }
+                ApiEvent::SpeechEnded(at_ms) => {
+                    self.report_voice_activity(SpeechActivity::Ended, at_ms)
+                }
                 ApiEvent::Failed(failure) => self.contract.end(Err(failure), ctx),
             }
         }

@@ -546,6 +546,8 @@ async fn end_of_single_utterance_half_closes() {
             RecognizerEventKind::Ended(Ok(())) => "ended_ok",
             RecognizerEventKind::Ended(Err(_)) => "ended_err",
             RecognizerEventKind::Busy(_) => "busy",
+            RecognizerEventKind::VoiceActivity(_) => "voice_activity",
+            RecognizerEventKind::Billed(_) => "billed",
         })
         .collect();
     assert_eq!(

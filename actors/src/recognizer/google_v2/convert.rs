@@ -35,6 +35,7 @@ pub fn google_encoding(encoding: Encoding) -> AudioEncoding {
     match encoding {
         Encoding::Linear16 => AudioEncoding::Linear16,
         Encoding::Mulaw => AudioEncoding::Mulaw,
+        Encoding::Alaw => AudioEncoding::Alaw,
         Encoding::Flac => AudioEncoding::Flac,
         Encoding::OggOpus => AudioEncoding::OggOpus,
         Encoding::WebmOpus => AudioEncoding::WebmOpus,
@@ -110,6 +111,7 @@ pub fn config_request(config: &StartConfig, recognizer: &str) -> StreamingRecogn
                 config_mask: None,
                 streaming_features: Some(StreamingRecognitionFeatures {
                     interim_results: config.interim_results,
+                    enable_voice_activity_events: config.features.voice_activity_events,
                     endpointing_sensitivity: config
                         .features
                         .endpointing

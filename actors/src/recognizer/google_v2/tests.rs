@@ -59,18 +59,18 @@ fn features_map_onto_v2_fields_and_are_absent_unless_asked() {
     let recognition = plain.config.clone().expect("config");
     assert_eq!(recognition.denoiser_config, None);
     assert!(!recognition.features.expect("features").profanity_filter);
+    let plain_streaming = plain.streaming_features.expect("features");
     assert_eq!(
-        plain
-            .streaming_features
-            .expect("features")
-            .endpointing_sensitivity,
+        plain_streaming.endpointing_sensitivity,
         EndpointingSensitivity::Unspecified as i32
     );
+    assert!(!plain_streaming.enable_voice_activity_events);
     let asked = request(Features {
         alternative_language_codes: vec!["fr-FR".into(), "de-DE".into()],
         profanity_filter: true,
         endpointing: Some(Endpointing::Supershort),
         denoise: true,
+        voice_activity_events: true,
     });
     let recognition = asked.config.clone().expect("config");
     assert_eq!(recognition.language_codes, vec!["en-US", "fr-FR", "de-DE"]);
@@ -79,13 +79,12 @@ fn features_map_onto_v2_fields_and_are_absent_unless_asked() {
         recognition.denoiser_config.map(|d| d.denoise_audio),
         Some(true)
     );
+    let asked_streaming = asked.streaming_features.expect("features");
     assert_eq!(
-        asked
-            .streaming_features
-            .expect("features")
-            .endpointing_sensitivity,
+        asked_streaming.endpointing_sensitivity,
         EndpointingSensitivity::Supershort as i32
     );
+    assert!(asked_streaming.enable_voice_activity_events);
 }
 
 #[test]

@@ -17,7 +17,7 @@
 //! the output sample `k` is always the input's value at time `k / 16000 s` — no delay to account
 //! for. 16 kHz LINEAR16 passes through untouched.
 
-use crate::audio::{mulaw, AudioFormat, Encoding};
+use crate::audio::{alaw, mulaw, AudioFormat, Encoding};
 
 /// The sample rate every engine works at: client audio is converted to it.
 pub const ENGINE_RATE_HZ: u32 = 16_000;
@@ -152,13 +152,13 @@ impl Resampler {
 
 /// Why a stream's audio cannot be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the local engine decodes LINEAR16 and MULAW audio only, not {0} (use the google backend)")]
+#[error("the local engine decodes LINEAR16, MULAW and ALAW audio only, not {0} (use the google backend)")]
 pub struct UnsupportedEncoding(pub &'static str);
 
 /// One stream's conversion from its declared format to 16 kHz samples.
 #[derive(Debug)]
 pub struct AudioConverter {
-    /// LINEAR16 or MULAW.
+    /// LINEAR16, MULAW or ALAW.
     encoding: Encoding,
     /// A LINEAR16 byte waiting for its pair.
     carry: Option<u8>,
@@ -204,6 +204,9 @@ impl AudioConverter {
             Encoding::Mulaw => self
                 .decoded
                 .extend(bytes.iter().map(|&b| mulaw::decode_sample(b))),
+            Encoding::Alaw => self
+                .decoded
+                .extend(bytes.iter().map(|&b| alaw::decode_sample(b))),
             _ => {
                 let mut rest = bytes;
                 if let Some(low) = self.carry.take() {
@@ -364,6 +367,15 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], 0);
         assert!((i32::from(out[1]) - 1_000).abs() < 64);
+
+        let Ok(mut c) = AudioConverter::new(format(Encoding::Alaw, 16_000)) else {
+            panic!("ALAW is supported");
+        };
+        let mut out = Vec::new();
+        c.push(&[0xD5, alaw::encode_sample(-1_000)], &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], 8, "A-law's smallest step");
+        assert!((i32::from(out[1]) + 1_000).abs() < 64);
 
         let refused = AudioConverter::new(format(Encoding::OggOpus, 48_000));
         assert_eq!(refused.err(), Some(UnsupportedEncoding("OGG_OPUS")));

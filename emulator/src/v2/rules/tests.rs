@@ -73,7 +73,11 @@ fn configs_are_checked_like_google() {
     assert_eq!(accepted.synth, Some(SynthEncoding::Linear16));
     assert_eq!(options.languages, vec!["en-US", "fr-FR"]);
     let alaw = accept_config(&streaming(AudioEncoding::Alaw, 8_000, &["en-US"]));
-    assert_eq!(alaw.map(|(c, _)| c.bytes_per_second).ok(), Some(8_000.0));
+    assert_eq!(
+        alaw.map(|(c, _)| (c.bytes_per_second, c.synth)).ok(),
+        Some((8_000.0, Some(SynthEncoding::Alaw))),
+        "A-law is decoded"
+    );
     let mut no_decoding = streaming(AudioEncoding::Linear16, 16_000, &["en-US"]);
     if let Some(config) = no_decoding.config.as_mut() {
         config.decoding_config = None;

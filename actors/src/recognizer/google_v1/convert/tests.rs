@@ -68,7 +68,13 @@ fn no_phrases_no_context_and_encodings_map_by_name() {
         .speech_contexts
         .is_empty());
     for e in Encoding::ALL {
-        assert_eq!(google_encoding(e).as_str_name(), e.as_str());
+        let name = google_encoding(e).as_str_name();
+        if e == Encoding::Alaw {
+            // v1 has no A-law (refused at `start` for v1); never sent as something else.
+            assert_eq!(name, "ENCODING_UNSPECIFIED");
+        } else {
+            assert_eq!(name, e.as_str());
+        }
     }
 }
 
