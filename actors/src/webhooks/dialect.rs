@@ -11,7 +11,9 @@ use bytes::Bytes;
 use super::event::Ending;
 use super::{SessionWebhooks, Webhooks};
 use crate::messages::{AudioAcked, Transcript};
-use crate::protocol::dialect::{Close, Dialect, Inbound, Progress, SessionEnd, WebhookRequest};
+use crate::protocol::dialect::{
+    CallEvent, Close, Dialect, Inbound, Progress, SessionEnd, WebhookRequest,
+};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
 /// A dialect whose results may also be posted.
@@ -90,6 +92,14 @@ impl Dialect for WebhookDialect {
                 // The session must not start: its results would go nowhere.
                 actions.truncate(first);
                 return Err(rejection);
+            }
+        }
+        let mut events = Vec::new();
+        self.inner.take_call_events(&mut events);
+        // (Before `ready` there is no session to post for: the call has not started.)
+        if let Some(session) = &mut self.session {
+            for event in events {
+                session.call_event(event);
             }
         }
         parsed
@@ -182,6 +192,14 @@ impl Dialect for WebhookDialect {
             session.end(ending);
         }
         close
+    }
+
+    fn outlives_socket(&self) -> bool {
+        self.inner.outlives_socket()
+    }
+
+    fn take_call_events(&mut self, events: &mut Vec<CallEvent>) {
+        self.inner.take_call_events(events)
     }
 
     fn webhook_request(&self) -> Option<WebhookRequest> {

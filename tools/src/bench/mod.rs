@@ -22,6 +22,8 @@
 //!   latency).
 //! - `resume`: `voxgate bench resume`, sessions whose connections are cut and resumed (the resume
 //!   gap).
+//! - `telephony`: `--dialect twilio`, calls whose finals come by webhook to a receiver the bench
+//!   starts.
 
 pub mod dialect;
 mod direct;
@@ -36,6 +38,7 @@ mod scenarios;
 pub mod script;
 mod shared;
 mod speech;
+mod telephony;
 mod ws;
 
 use std::path::PathBuf;
@@ -108,7 +111,9 @@ pub struct LoadArgs {
     pub base64: bool,
     /// Speak a vendor dialect (deepgram, openai, jambonz, vosk) on its path of --url's gateway,
     /// after a native run of the same load on the same gateway, and compare the server's CPU per
-    /// session-minute (native binary; native base64 for openai, whose audio is base64).
+    /// session-minute (native binary; native base64 for openai, whose audio is base64). `twilio`:
+    /// phone calls (both tracks, μ-law 8 kHz) whose finals come by webhook to a receiver the
+    /// bench starts on loopback; no native run (see docs/benchmarks.md).
     #[arg(long, default_value = "native", value_parser = BenchDialect::parse)]
     pub dialect: BenchDialect,
     /// Ask for final results only (no interim results).
@@ -257,7 +262,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 Err("some sessions did not resume with every final exactly once".into())
             }
         }
-        None if args.load.dialect != BenchDialect::Native && !args.load.direct => {
+        None if !matches!(args.load.dialect, BenchDialect::Native | BenchDialect::Twilio)
+            && !args.load.direct =>
+        {
             let native = run_load(&args.load.native_twin())?;
             let dialect = run_load(&args.load)?;
             let comparison = DialectComparison::new(args.load.dialect, native, dialect);

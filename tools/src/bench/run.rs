@@ -28,6 +28,7 @@ use super::pacer::{FrameSet, Pacer};
 use super::process::{self, GatewayMetrics, ProcSample};
 use super::script::{Script, ScriptFormat};
 use super::shared::{Shared, SharedParts};
+use super::telephony::WebhookRouter;
 use super::ws::WsUrl;
 
 /// How long after the last session the "after" readings are taken (the server drops its actors
@@ -192,6 +193,10 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         Target::Direct { .. } => BenchDialect::Native,
     };
     let start_frame = dialect.start(&spec.format, spec.interim);
+    let webhooks = match dialect {
+        BenchDialect::Twilio => Some(WebhookRouter::start()?),
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(SharedParts {
         plan_secs: spec.churn_secs.unwrap_or(spec.duration_secs),
         script,
@@ -201,6 +206,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         go: go_rx,
         start_frame,
         dialect,
+        webhooks,
     }));
     let metrics_addr: Option<SocketAddr> = match &spec.target {
         Target::Gateway { url, .. } => Some(url.addr),
