@@ -99,11 +99,28 @@ fn every_dialect_is_benched_beside_a_native_run() {
 #[test]
 fn twilio_calls_are_benched_with_finals_by_webhook() {
     let emu = emulator(&[]);
-    let loopback = "allow = [\"http://127.0.0.1:\"]\n[dialects.twilio]\nallow_unsigned = true";
-    let gw = telephony_gateway(&emu, &[], loopback);
+    // The receiver's port must be known to the gateway's allow-list before the bench starts it:
+    // one the system hands out now (free again once this listener is dropped).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"));
+    let allow =
+        format!("allow = [\"http://127.0.0.1:{port}/\"]\n[dialects.twilio]\nallow_unsigned = true");
+    let gw = telephony_gateway(&emu, &[], &allow);
     let url = format!("ws://{}/v1/listen", gw.addr);
     let pid = gw.pid().to_string();
-    let extra = ["--encoding", "mulaw", "--rate", "8000", "--frame-ms", "20"];
+    let listen = format!("127.0.0.1:{port}");
+    let extra = [
+        "--encoding",
+        "mulaw",
+        "--rate",
+        "8000",
+        "--frame-ms",
+        "20",
+        "--webhook-listen",
+        &listen,
+    ];
     let report = bench_dialect(&url, &pid, "twilio", &extra);
     assert_eq!(report["framing"], "twilio", "{report}");
     assert_eq!(report["sessions_ok"], 8, "{report}");
@@ -113,7 +130,10 @@ fn twilio_calls_are_benched_with_finals_by_webhook() {
         report["finals_expected"].as_u64().is_some_and(|n| n >= 16),
         "two tracks of 8 calls: {report}"
     );
-    assert_eq!(report["finals_received"], report["finals_expected"], "{report}");
+    assert_eq!(
+        report["finals_received"], report["finals_expected"],
+        "{report}"
+    );
     assert!(report["decision_latency_ms"]["p99"].is_number(), "{report}");
     assert!(
         report["server"]["cpu_secs_per_session_minute"].is_number(),

@@ -174,7 +174,11 @@ async fn the_last_finals_outlive_the_socket() {
     assert!(!digits.is_empty(), "{ctx}");
     // The first digit follows chunk 25: 26 chunks of 20 ms on the session clock.
     assert_eq!(
-        (&digits[0]["digit"], &digits[0]["track"], &digits[0]["time_ms"]),
+        (
+            &digits[0]["digit"],
+            &digits[0]["track"],
+            &digits[0]["time_ms"]
+        ),
         (&json!("5"), &json!("inbound"), &json!(520)),
         "{ctx}"
     );

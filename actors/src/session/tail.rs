@@ -95,7 +95,9 @@ impl TailLink {
 
 /// Starts a tail in front of `session` on the current arbiter: the pipeline's links (and, for a
 /// multichannel session, where its channels' results go) point at it.
-pub fn start(session: Recipient<Relayed>) -> (TailLink, SessionLinks, Recipient<ChannelTranscript>) {
+pub fn start(
+    session: Recipient<Relayed>,
+) -> (TailLink, SessionLinks, Recipient<ChannelTranscript>) {
     let handled = Rc::new(Cell::new(0));
     let handover = Rc::new(RefCell::new(None));
     let tail = Tail {
@@ -197,8 +199,13 @@ impl Tail {
                     limit.as_secs_f64()
                 );
                 tracing::warn!(session_id = %handover.session_id, "{message}");
-                METRICS.errors.with_label_values(&[ErrorCode::Internal.as_str()]).inc();
-                handover.dialect.error(ErrorCode::Internal, &message, &mut Vec::new());
+                METRICS
+                    .errors
+                    .with_label_values(&[ErrorCode::Internal.as_str()])
+                    .inc();
+                handover
+                    .dialect
+                    .error(ErrorCode::Internal, &message, &mut Vec::new());
                 act.end(ctx);
             }
         });
@@ -232,7 +239,10 @@ impl Tail {
                     "warning after the socket's close: {}", warning.message);
             }
             Report::Error(error) => {
-                METRICS.errors.with_label_values(&[error.code.as_str()]).inc();
+                METRICS
+                    .errors
+                    .with_label_values(&[error.code.as_str()])
+                    .inc();
                 tracing::info!(session_id = %handover.session_id, code = error.code.as_str(),
                     "error after the socket's close: {}", error.message);
                 dialect.error(error.code, &error.message, &mut unread);

@@ -91,8 +91,14 @@ pub struct TestReceiver {
 }
 
 impl TestReceiver {
+    /// A receiver on 127.0.0.1, on a port of the system's choosing.
     pub fn start() -> std::io::Result<TestReceiver> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        TestReceiver::start_on("127.0.0.1:0")
+    }
+
+    /// A receiver on `addr` (a gateway's `[webhooks] allow` names it when the port is fixed).
+    pub fn start_on(addr: &str) -> std::io::Result<TestReceiver> {
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

@@ -116,6 +116,10 @@ pub struct LoadArgs {
     /// bench starts on loopback; no native run (see docs/benchmarks.md).
     #[arg(long, default_value = "native", value_parser = BenchDialect::parse)]
     pub dialect: BenchDialect,
+    /// `--dialect twilio`: where the bench's webhook receiver listens; the gateway's `[webhooks]
+    /// allow` must name it (`http://127.0.0.1:PORT/`).
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    pub webhook_listen: String,
     /// Ask for final results only (no interim results).
     #[arg(long)]
     pub finals_only: bool,
@@ -194,6 +198,7 @@ impl LoadArgs {
             loop_secs: self.loop_secs,
             server_pid: self.server_pid,
             emulator_pid: self.emulator_pid,
+            webhook_listen: self.webhook_listen.clone(),
         })
     }
 }
@@ -262,8 +267,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 Err("some sessions did not resume with every final exactly once".into())
             }
         }
-        None if !matches!(args.load.dialect, BenchDialect::Native | BenchDialect::Twilio)
-            && !args.load.direct =>
+        None if !matches!(
+            args.load.dialect,
+            BenchDialect::Native | BenchDialect::Twilio
+        ) && !args.load.direct =>
         {
             let native = run_load(&args.load.native_twin())?;
             let dialect = run_load(&args.load)?;

@@ -71,6 +71,8 @@ pub struct RunSpec {
     pub loop_secs: f64,
     pub server_pid: Option<u32>,
     pub emulator_pid: Option<u32>,
+    /// Where the bench's webhook receiver listens (`--dialect twilio`).
+    pub webhook_listen: String,
 }
 
 /// The readings of one process at the run's phase boundaries.
@@ -194,7 +196,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
     };
     let start_frame = dialect.start(&spec.format, spec.interim);
     let webhooks = match dialect {
-        BenchDialect::Twilio => Some(WebhookRouter::start()?),
+        BenchDialect::Twilio => Some(WebhookRouter::start(&spec.webhook_listen)?),
         _ => None,
     };
     let shared = Arc::new(Shared::new(SharedParts {

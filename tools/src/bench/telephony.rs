@@ -8,8 +8,8 @@
 //! measured to its arrival on the socket.
 //!
 //! The gateway must accept unsigned streams (`[dialects.twilio] allow_unsigned = true`) and
-//! post to loopback (`[webhooks] secret`, `allow = ["http://127.0.0.1:"]`); see
-//! `docs/benchmarks.md`.
+//! post to the receiver (`[webhooks] secret`, `allow = ["http://127.0.0.1:PORT/"]` with the port
+//! of `--webhook-listen`); see `docs/benchmarks.md`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,10 +41,10 @@ pub struct WebhookRouter {
 }
 
 impl WebhookRouter {
-    /// A receiver on loopback and the task that routes what it gets (until the runtime ends).
-    pub fn start() -> Result<Arc<WebhookRouter>, String> {
-        let receiver =
-            TestReceiver::start().map_err(|e| format!("webhook receiver on 127.0.0.1:0: {e}"))?;
+    /// A receiver on `listen` and the task that routes what it gets (until the runtime ends).
+    pub fn start(listen: &str) -> Result<Arc<WebhookRouter>, String> {
+        let receiver = TestReceiver::start_on(listen)
+            .map_err(|e| format!("webhook receiver on {listen}: {e}"))?;
         let router = Arc::new(WebhookRouter {
             receiver,
             sessions: Mutex::new(HashMap::new()),

@@ -41,7 +41,10 @@ pub enum Frame {
     /// A mark the application placed (bidirectional streams) has been played.
     Mark { name: String },
     /// A key pressed on the phone (Twilio names the track it was heard on).
-    Dtmf { digit: String, track: Option<String> },
+    Dtmf {
+        digit: String,
+        track: Option<String>,
+    },
     /// The provider reports a problem with the stream (Telnyx `error`).
     ProviderError { detail: String },
     /// The stream ended.

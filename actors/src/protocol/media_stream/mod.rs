@@ -284,7 +284,10 @@ impl MediaStreamDialect {
 
     /// The session clock, ms: the audio received on the furthest track.
     fn clock_ms(&self) -> u64 {
-        let rate = self.start.as_ref().map_or(8_000, |s| u64::from(s.sample_rate.max(1)));
+        let rate = self
+            .start
+            .as_ref()
+            .map_or(8_000, |s| u64::from(s.sample_rate.max(1)));
         self.samples.iter().max().copied().unwrap_or(0) * 1000 / rate
     }
 
@@ -296,7 +299,12 @@ impl MediaStreamDialect {
             Outcome::Duplicate => ("duplicate", 1),
             Outcome::Late => ("late", 1),
         };
-        tracing::debug!(dialect = self.envelope.name(), reason, n, "media stream frames skipped");
+        tracing::debug!(
+            dialect = self.envelope.name(),
+            reason,
+            n,
+            "media stream frames skipped"
+        );
         METRICS
             .media_frames_skipped
             .with_label_values(&[self.envelope.name(), reason])

@@ -27,10 +27,14 @@ fn media(envelope: Envelope, sequence: u64, track: &str, payload: &[u8]) -> Stri
     let payload = BASE64.encode(payload);
     let sequence = sequence.to_string();
     match envelope {
-        Envelope::Twilio => json!({"event": "media", "sequenceNumber": sequence, "streamSid": "MZ1",
-            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}}),
-        Envelope::Telnyx => json!({"event": "media", "sequence_number": sequence, "stream_id": "ST1",
-            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}}),
+        Envelope::Twilio => {
+            json!({"event": "media", "sequenceNumber": sequence, "streamSid": "MZ1",
+            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}})
+        }
+        Envelope::Telnyx => {
+            json!({"event": "media", "sequence_number": sequence, "stream_id": "ST1",
+            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}})
+        }
     }
     .to_string()
 }
@@ -76,7 +80,10 @@ fn a_twilio_stream_configures_streams_and_stops() {
     assert_eq!(config.format.encoding, Encoding::Mulaw);
     assert_eq!(config.format.sample_rate_hz, 8_000);
     assert_eq!(config.language_code, "en-US");
-    let actions = run(&mut twilio, &media(Envelope::Twilio, 2, "inbound", &[1, 2, 3]));
+    let actions = run(
+        &mut twilio,
+        &media(Envelope::Twilio, 2, "inbound", &[1, 2, 3]),
+    );
     assert_eq!(audio(&actions.unwrap_or_default()), vec![vec![1, 2, 3]]);
     let outbound = run(&mut twilio, &media(Envelope::Twilio, 3, "outbound", &[9]));
     assert_eq!(
@@ -303,8 +310,7 @@ fn telnyx_frames_are_put_back_in_order_and_stop_lets_the_rest_go() {
     assert_eq!(audio(&actions), [vec![6]]);
     assert_eq!(actions.last(), Some(&Inbound::Stop));
 
-    let mut unordered =
-        MediaStreamDialect::new(Envelope::Telnyx, "en-US", "").reorder_window(0);
+    let mut unordered = MediaStreamDialect::new(Envelope::Telnyx, "en-US", "").reorder_window(0);
     assert!(run(&mut unordered, &telnyx_start("PCMU", 8000)).is_ok());
     let late = run(&mut unordered, &media(Envelope::Telnyx, 3, "inbound", &[3]));
     let early = run(&mut unordered, &media(Envelope::Telnyx, 2, "inbound", &[2]));
@@ -321,8 +327,16 @@ fn a_dtmf_digit_is_a_call_event_on_the_session_clock() {
     let tracks = ["inbound", "outbound"];
     assert!(run(&mut twilio, &twilio_start("audio/x-mulaw", 8000, &tracks)).is_ok());
     // 100 ms inbound, 50 ms outbound: the clock is the furthest track.
-    assert!(run(&mut twilio, &media(Envelope::Twilio, 2, "inbound", &[0xff; 800])).is_ok());
-    assert!(run(&mut twilio, &media(Envelope::Twilio, 3, "outbound", &[0xff; 400])).is_ok());
+    assert!(run(
+        &mut twilio,
+        &media(Envelope::Twilio, 2, "inbound", &[0xff; 800])
+    )
+    .is_ok());
+    assert!(run(
+        &mut twilio,
+        &media(Envelope::Twilio, 3, "outbound", &[0xff; 400])
+    )
+    .is_ok());
     let dtmf = json!({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "4",
         "dtmf": {"track": "inbound_track", "digit": "7"}});
     assert_eq!(
