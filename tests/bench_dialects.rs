@@ -1,13 +1,13 @@
 //! `voxgate bench --dialect` keeps working for every dialect: against a real gateway in front of
 //! a real emulator, each run holds its sessions with every final exact, natively and through the
-//! dialect, and reports both runs' server CPU per session-minute. Small runs, asserting only that
+//! dialect, and reports both runs' server CPU per session-minute; Twilio calls get every final of
+//! both tracks by webhook at the bench's own receiver. Small runs, asserting only that
 //! the harness works — never speed (figures are for `docs/benchmarks.md`).
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::process::{emulator, gateway};
+use common::process::{emulator, gateway, voxgate_stdout};
+use common::telephony::telephony_gateway;
 use serde_json::Value;
 
 /// `voxgate bench --dialect DIALECT EXTRA… --json` against `url`; the comparison it prints.
@@ -29,19 +29,7 @@ fn bench_dialect(url: &str, server_pid: &str, dialect: &str, extra: &[&str]) -> 
         server_pid,
     ];
     args.extend_from_slice(extra);
-    let output = Command::new(env!("CARGO_BIN_EXE_voxgate"))
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run voxgate {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "voxgate {args:?}: {:?}",
-        output.status
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = voxgate_stdout(&args);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"))
 }
 
@@ -103,4 +91,52 @@ fn every_dialect_is_benched_beside_a_native_run() {
             }
         }
     });
+}
+
+/// `--dialect twilio`: calls with both tracks (μ-law 8 kHz, 20 ms frames) whose finals come by
+/// webhook to the receiver the bench starts: every call held, every final of both tracks
+/// delivered and exact, the latency and CPU figures present.
+#[test]
+fn twilio_calls_are_benched_with_finals_by_webhook() {
+    let emu = emulator(&[]);
+    // The receiver's port must be known to the gateway's allow-list before the bench starts it:
+    // one the system hands out now (free again once this listener is dropped).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"));
+    let allow =
+        format!("allow = [\"http://127.0.0.1:{port}/\"]\n[dialects.twilio]\nallow_unsigned = true");
+    let gw = telephony_gateway(&emu, &[], &allow);
+    let url = format!("ws://{}/v1/listen", gw.addr);
+    let pid = gw.pid().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let extra = [
+        "--encoding",
+        "mulaw",
+        "--rate",
+        "8000",
+        "--frame-ms",
+        "20",
+        "--webhook-listen",
+        &listen,
+    ];
+    let report = bench_dialect(&url, &pid, "twilio", &extra);
+    assert_eq!(report["framing"], "twilio", "{report}");
+    assert_eq!(report["sessions_ok"], 8, "{report}");
+    assert_eq!(report["transcript_errors"], 0, "{report}");
+    assert_eq!(report["word_time_errors"], 0, "{report}");
+    assert!(
+        report["finals_expected"].as_u64().is_some_and(|n| n >= 16),
+        "two tracks of 8 calls: {report}"
+    );
+    assert_eq!(
+        report["finals_received"], report["finals_expected"],
+        "{report}"
+    );
+    assert!(report["decision_latency_ms"]["p99"].is_number(), "{report}");
+    assert!(
+        report["server"]["cpu_secs_per_session_minute"].is_number(),
+        "{report}"
+    );
 }

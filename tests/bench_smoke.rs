@@ -6,27 +6,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::process::{emulator, gateway};
+use common::process::{emulator, gateway, voxgate_stdout as voxgate};
 use serde_json::Value;
-
-/// Runs `voxgate ARGS…`, expects success, returns stdout.
-fn voxgate(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_voxgate"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run voxgate {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "voxgate {args:?} failed: {:?}",
-        output.status
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn report(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("bench printed no JSON ({e}): {stdout}"))

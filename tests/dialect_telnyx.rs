@@ -127,3 +127,29 @@ async fn l16_is_decoded_and_refusals_leave_a_good_call_unaffected() {
     assert!(texts.contains(&(caller.clone(), agent)), "{texts:?}");
     assert!(texts.contains(&(caller, String::new())), "{texts:?}");
 }
+
+/// Frames out of order and some twice (Telnyx does not promise order) are put back in order
+/// and the copies skipped; and Telnyx hangs up right after `stop` — here without even a Close
+/// frame — while the last utterance of each track is still being recognised: every final is
+/// posted anyway, exact, before `session.ended`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disordered_frames_and_the_last_finals_after_a_dropped_connection() {
+    let emulator = emulator(&[]);
+    let receiver = receiver();
+    let gateway = telephony_gateway(&emulator, &[receiver.url("/hook")], "");
+    let Ok(mut ws) = open_telnyx(&gateway, &format!("token={KEY}")).await else {
+        panic!("refused");
+    };
+    let mut call = Call::new(Envelope::Telnyx);
+    call.disorder = true;
+    send_text(&mut ws, &call.start("PCMU", 8_000, &[], json!({}))).await;
+    let caller = mulaw_ending_mid_utterance(CALLER);
+    let agent = mulaw_ending_mid_utterance(AGENT);
+    call.play(&mut ws, &[("inbound", &caller), ("outbound", &agent)], 160)
+        .await;
+    stop_and_hang_up(ws, &mut call, HangUp::Drop).await;
+    let bodies = wait_ended(&receiver, 1).await;
+    let events: Vec<&serde_json::Value> = bodies.iter().collect();
+    let ctx = format!("{events:#?}");
+    assert_call_complete(&events, &[("inbound", CALLER), ("outbound", AGENT)], &ctx);
+}

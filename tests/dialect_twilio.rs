@@ -144,6 +144,46 @@ async fn a_failing_then_stalling_receiver_never_slows_the_call() {
     assert_tracks(&events, &[("inbound", CALLER), ("outbound", AGENT)], "");
 }
 
+/// Twilio sends `stop` and closes its socket at once, while the last utterance of each track is
+/// still being recognised: those finals are posted anyway, exact, before `session.ended`
+/// (reason `closed`, the summary counting them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_finals_outlive_the_socket() {
+    let emulator = emulator(&[]);
+    let receiver = receiver();
+    let token = format!("[dialects.twilio]\nauth_token = \"{AUTH_TOKEN}\"");
+    let gateway = telephony_gateway(&emulator, &[receiver.url("/hook")], &token);
+    let mut ws = opened(&gateway).await;
+    let mut call = Call::new(Envelope::Twilio);
+    let start = call.start("audio/x-mulaw", 8_000, &["inbound", "outbound"], json!({}));
+    send_text(&mut ws, &start).await;
+    let caller = mulaw_ending_mid_utterance(CALLER);
+    let agent = mulaw_ending_mid_utterance(AGENT);
+    call.play(&mut ws, &[("inbound", &caller), ("outbound", &agent)], 160)
+        .await;
+    stop_and_hang_up(ws, &mut call, HangUp::CloseFrame).await;
+    let bodies = wait_ended(&receiver, 1).await;
+    let events: Vec<&serde_json::Value> = bodies.iter().collect();
+    let ctx = format!("{events:#?}");
+    assert_call_complete(&events, &[("inbound", CALLER), ("outbound", AGENT)], &ctx);
+    let digits: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "call.dtmf")
+        .copied()
+        .collect();
+    assert!(!digits.is_empty(), "{ctx}");
+    // The first digit follows chunk 25: 26 chunks of 20 ms on the session clock.
+    assert_eq!(
+        (
+            &digits[0]["digit"],
+            &digits[0]["track"],
+            &digits[0]["time_ms"]
+        ),
+        (&json!("5"), &json!("inbound"), &json!(520)),
+        "{ctx}"
+    );
+}
+
 /// The documented refusals: a bad or missing signature and a gateway without an auth token get
 /// HTTP 401; bad JSON closes with 1007, a codec other than μ-law with 1003, and a call URL
 /// outside the allow-list with 1008 — while a good call beside them is transcribed.

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub webhook_dropped: IntCounterVec,
     /// Webhook events waiting for delivery now.
     pub webhook_queued: IntGauge,
+    /// Media-stream frames skipped, by dialect and reason (`duplicate`, `late`), and sequence
+    /// numbers given up on (`missing`).
+    pub media_frames_skipped: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -146,6 +149,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "voxgate_webhook_queued",
             "Webhook events waiting for delivery",
         )?,
+        media_frames_skipped: IntCounterVec::new(
+            Opts::new(
+                "voxgate_media_frames_skipped_total",
+                "Media-stream frames skipped (duplicate, late) and sequence numbers given up on (missing)",
+            ),
+            &["dialect", "reason"],
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.sessions_active.clone()))?;
@@ -173,6 +183,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.webhook_retries.clone()))?;
     m.registry.register(Box::new(m.webhook_dropped.clone()))?;
     m.registry.register(Box::new(m.webhook_queued.clone()))?;
+    m.registry
+        .register(Box::new(m.media_frames_skipped.clone()))?;
     Ok(m)
 }
 

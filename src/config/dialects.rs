@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use voxgate_actors::protocol::deepgram::DeepgramSettings;
 use voxgate_actors::protocol::jambonz::JambonzSettings;
-use voxgate_actors::protocol::media_stream::{TelnyxSettings, TwilioSettings};
+use voxgate_actors::protocol::media_stream::{TelnyxSettings, TwilioSettings, MAX_REORDER_FRAMES};
 use voxgate_actors::protocol::openai::OpenAiSettings;
 use voxgate_actors::protocol::vosk::VoskSettings;
 
@@ -63,6 +63,10 @@ impl DialectsSettings {
             (
                 "dialects.telnyx.language_code",
                 language(&self.telnyx.language_code),
+            ),
+            (
+                "dialects.telnyx.reorder_frames",
+                self.telnyx.reorder_frames <= MAX_REORDER_FRAMES,
             ),
         ];
         checks.extend(self.vosk.checks());

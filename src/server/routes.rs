@@ -286,7 +286,8 @@ async fn telnyx_stream(
         Envelope::Telnyx,
         &settings.language_code,
         req.query_string(),
-    );
+    )
+    .reorder_window(settings.reorder_frames);
     open_session(
         &req,
         payload,

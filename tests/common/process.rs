@@ -116,6 +116,23 @@ pub fn gateway(emulator: &Process, env: &[(&str, &str)]) -> Process {
     )
 }
 
+/// Runs the `voxgate` command to its end (`voxgate bench …`), expects success, returns stdout.
+pub fn voxgate_stdout(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run voxgate {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "voxgate {args:?} failed: {:?}",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// What a client saw on its socket.
 #[derive(Debug, Default)]
 pub struct Received {

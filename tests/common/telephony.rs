@@ -10,6 +10,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use voxgate_actors::protocol::media_stream::Envelope;
 use voxgate_actors::webhooks::test_receiver::{Delivery, TestReceiver};
+use voxgate_emulator::synth;
 
 use super::dialect::{emulator_env, gateway_with, send_text, Socket};
 use super::process::Process;
@@ -99,7 +100,7 @@ pub fn track_text(events: &[&Value], track: &str) -> String {
 /// Checks each `(track, spoken text)`'s finals equal the words of the text, exactly.
 pub fn assert_tracks(events: &[&Value], tracks: &[(&str, &str)], ctx: &str) {
     for (track, text) in tracks {
-        let words = voxgate_emulator::synth::expected_words(text).join(" ");
+        let words = synth::expected_words(text).join(" ");
         assert_eq!(track_text(events, track), words, "track {track}: {ctx}");
     }
 }
@@ -121,6 +122,9 @@ pub async fn wait_ended(receiver: &TestReceiver, n: usize) -> Vec<Value> {
 pub struct Call {
     pub envelope: Envelope,
     sequence: u64,
+    /// [`Call::play`] sends neighbouring frames swapped and some twice, as a provider that does
+    /// not keep order might.
+    pub disorder: bool,
 }
 
 impl Call {
@@ -128,6 +132,7 @@ impl Call {
         Call {
             envelope,
             sequence: 0,
+            disorder: false,
         }
     }
 
@@ -179,28 +184,34 @@ impl Call {
         let chunks = longest.div_ceil(chunk_bytes) as u64;
         // Five chunks (100 ms) per tick: real time without a timer per 20 ms.
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let mut frames = Vec::new();
         for chunk in 0..chunks {
-            if chunk % 5 == 0 {
-                ticker.tick().await;
-            }
             let at = chunk as usize * chunk_bytes;
             for (track, audio) in tracks {
                 if let Some(part) = audio.get(at..(at + chunk_bytes).min(audio.len())) {
                     if !part.is_empty() {
-                        let frame = self.media(track, chunk, part);
-                        send_text(ws, &frame).await;
+                        frames.push(self.media(track, chunk, part));
                     }
                 }
             }
             if chunk % 50 == 25 {
-                let mark = self.frame("mark", json!({"mark": {"name": format!("m{chunk}")}}));
-                send_text(ws, &mark).await;
-                let dtmf = self.frame(
-                    "dtmf",
-                    json!({"dtmf": {"track": "inbound_track",
-                    "digit": "5"}}),
-                );
-                send_text(ws, &dtmf).await;
+                frames.push(self.frame("mark", json!({"mark": {"name": format!("m{chunk}")}})));
+                let dtmf = json!({"dtmf": {"track": "inbound_track", "digit": "5"}});
+                frames.push(self.frame("dtmf", dtmf));
+            }
+            if chunk % 5 == 4 || chunk + 1 == chunks {
+                ticker.tick().await;
+                if self.disorder {
+                    for pair in frames.chunks_mut(2) {
+                        pair.reverse();
+                    }
+                    if let Some(again) = frames.first().cloned() {
+                        frames.push(again);
+                    }
+                }
+                for frame in frames.drain(..) {
+                    send_text(ws, &frame).await;
+                }
             }
         }
     }
@@ -220,4 +231,48 @@ impl Call {
             Envelope::Telnyx => json!({"event": "connected", "version": "1.0.0"}).to_string(),
         }
     }
+}
+
+/// `text` as 8 kHz μ-law, cut at the end of its last word: no pause follows, so the last
+/// utterance is still being recognised when the audio ends (its final needs the half-close).
+pub fn mulaw_ending_mid_utterance(text: &str) -> Vec<u8> {
+    let encoded =
+        voxgate_emulator::synth::encode_with_timeline(text, 8_000, synth::SynthEncoding::Mulaw);
+    let end = encoded.utterance_ends.last().copied().unwrap_or(0) as usize;
+    let mut audio = encoded.audio;
+    audio.truncate(end);
+    audio
+}
+
+/// How a provider leaves right after `stop`.
+pub enum HangUp {
+    /// A Close frame, then the TCP connection goes, without waiting for voxgate's Close.
+    CloseFrame,
+    /// The TCP connection goes, with no Close frame at all.
+    Drop,
+}
+
+/// Sends `stop` and hangs up at once, as Twilio and Telnyx do.
+pub async fn stop_and_hang_up(mut ws: Socket, call: &mut Call, how: HangUp) {
+    send_text(&mut ws, &call.stop()).await;
+    if let HangUp::CloseFrame = how {
+        let _ = ws.close(None).await;
+    }
+    drop(ws);
+}
+
+/// One call's events: in order, each track's finals exact, and `session.ended` last with reason
+/// `closed` and a summary counting every final.
+pub fn assert_call_complete(events: &[&Value], tracks: &[(&str, &str)], ctx: &str) {
+    assert_in_order(events);
+    assert_tracks(events, tracks, ctx);
+    let finals = events
+        .iter()
+        .filter(|e| e["type"] == "transcript.final")
+        .count() as u64;
+    let last = events.last().copied().cloned().unwrap_or_default();
+    assert_eq!(last["type"], "session.ended", "{ctx}");
+    assert_eq!(last["reason"], "closed", "{ctx}");
+    assert_eq!(last["summary"]["results"].as_u64(), Some(finals), "{ctx}");
+    assert_eq!(last["summary"]["events_dropped"], 0, "{ctx}");
 }

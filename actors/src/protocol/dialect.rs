@@ -113,6 +113,16 @@ pub struct WebhookRequest {
     pub tracks: Vec<String>,
 }
 
+/// Something that happened on a call besides its audio (a key pressed), posted to the webhooks
+/// of a session that posts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEvent {
+    /// The event's `type` (`call.dtmf`).
+    pub kind: &'static str,
+    /// Its own fields (the common ones are added when it is posted).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
 /// One client protocol, as seen by the session. Every method that produces client messages pushes
 /// their JSON text onto `out`, in order; the session writes them (within its backlog limit).
 pub trait Dialect {
@@ -212,6 +222,16 @@ pub trait Dialect {
 
     /// After the client's stop every result was delivered: the last messages and the Close frame.
     fn closed(&mut self, end: SessionEnd<'_>, out: &mut Vec<String>) -> Close;
+
+    /// Whether the session's results leave by another way than its socket (a telephony media
+    /// stream's webhooks): then the session finishes after the socket goes — the upstream streams
+    /// are half-closed, the last results delivered and the end posted (`session::tail`).
+    fn outlives_socket(&self) -> bool {
+        false
+    }
+
+    /// Call events read from the client's frames since last asked (for the webhooks).
+    fn take_call_events(&mut self, _events: &mut Vec<CallEvent>) {}
 
     /// Whether (and where) the session's results are to be posted to webhooks, as known once the
     /// client configured the session; `None` (the default): not posted.

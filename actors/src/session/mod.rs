@@ -8,7 +8,8 @@
 //! Every line of socket handling is in this folder: this file is the actor; beside it
 //! [`upgrade`](mod@upgrade) (the handshake, admission and what the server hands a session),
 //! [`fragments`] (fragmented messages put back together), [`resume`] (resume tokens' state and the
-//! clock of a resumed session), and the byte-level helpers
+//! clock of a resumed session), [`tail`] (what finishes a session whose results outlive its
+//! socket: a telephony call's last finals after the provider hung up), and the byte-level helpers
 //! [`frame_limit`] (oversized frames, from their header), [`read_gate`] (read-ahead budget and
 //! pacing), [`outgoing`] (the backlog of a client that does not read, and the transcript as a
 //! client message) and [`input_rate`] (how fast a client may send). `actix-web-actors` is
@@ -34,6 +35,7 @@ mod input_rate;
 mod outgoing;
 mod read_gate;
 pub mod resume;
+mod tail;
 mod upgrade;
 
 use std::rc::Rc;
@@ -65,6 +67,7 @@ use input_rate::InputRate;
 use outgoing::{frame_len, OutgoingMeter};
 use read_gate::ReadGate;
 use resume::{resumable_encoding, ResumeClock, ResumeConfig, ResumeTokens};
+use tail::{Departed, Handover, Relayed, Report, TailLink};
 pub use upgrade::{
     check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
 };
@@ -136,6 +139,9 @@ pub struct Session {
     pipeline: Option<PipelineHandle>,
     /// A multichannel session's per-channel audio (`crate::multichannel`).
     channel_audio: Option<Recipient<ChannelAudioIn>>,
+    /// Between the pipeline and this session when the dialect's results outlive the socket
+    /// ([`tail`]); taken when the session hands over to it.
+    tail: Option<TailLink>,
     /// Cancelled when the session is configured.
     start_timer: Option<SpawnHandle>,
     /// Any frame at all (heartbeat).
@@ -200,6 +206,7 @@ impl Session {
             phase: Phase::AwaitingStart,
             pipeline: None,
             channel_audio: None,
+            tail: None,
             start_timer: None,
             last_seen: now,
             last_activity: now,
@@ -357,13 +364,21 @@ impl Session {
             "session configured"
         );
         let me = ctx.address();
-        let links = SessionLinks {
-            transcripts: me.clone().recipient(),
-            voice_activity: me.clone().recipient(),
-            acks: me.clone().recipient(),
-            warnings: me.clone().recipient(),
-            errors: me.clone().recipient(),
-            finished: me.clone().recipient(),
+        let (links, channel_transcripts) = if self.dialect.outlives_socket() {
+            let (tail, links, channel_transcripts) =
+                tail::start(me.clone().recipient(), me.clone().recipient());
+            self.tail = Some(tail);
+            (links, channel_transcripts)
+        } else {
+            let links = SessionLinks {
+                transcripts: me.clone().recipient(),
+                voice_activity: me.clone().recipient(),
+                acks: me.clone().recipient(),
+                warnings: me.clone().recipient(),
+                errors: me.clone().recipient(),
+                finished: me.clone().recipient(),
+            };
+            (links, me.recipient())
         };
         self.signature = Some(SignatureCheck::new(config.format.encoding));
         if self.resume_tokens.is_some()
@@ -398,7 +413,7 @@ impl Session {
                 self.id.clone(),
                 config.clone(),
                 links,
-                me.recipient(),
+                channel_transcripts,
             ) {
                 Some((pipeline, channel_audio)) => {
                     self.channel_audio = Some(channel_audio);
@@ -511,7 +526,7 @@ impl Session {
         if self.last_seen.elapsed() > duration_secs(self.settings.client_timeout_secs) {
             tracing::info!(session_id = %self.id, "nothing from the client for {} s; dropping it",
                 self.settings.client_timeout_secs);
-            self.stop_pipeline();
+            self.release();
             self.write_close(
                 ctx,
                 Some(ws::CloseReason {
@@ -850,14 +865,62 @@ impl Actor for Session {
 }
 
 impl Session {
-    /// Stops the pipeline and gives the permits back; idempotent.
+    /// Stops the pipeline (or hands it to the tail) and gives the permits back; idempotent.
     fn release(&mut self) {
+        self.hand_over();
         self.stop_pipeline();
         self.permit = None;
         if self.counted_active {
             self.counted_active = false;
             METRICS.sessions_active.dec();
             tracing::info!(session_id = %self.id, audio_ms = self.acked_ms, "session ended");
+        }
+    }
+
+    /// A session whose results outlive its socket, going while its pipeline runs: the tail
+    /// finishes its business (the last results, the end) with its dialect, pipeline and permit.
+    fn hand_over(&mut self) {
+        if !matches!(self.phase, Phase::Streaming | Phase::Ending(_)) {
+            return;
+        }
+        if self.pipeline.is_none() {
+            return;
+        }
+        let Some(tail) = self.tail.take() else {
+            return;
+        };
+        let Some(pipeline) = self.pipeline.take() else {
+            return;
+        };
+        tail.hand_over(Handover {
+            dialect: std::mem::replace(&mut self.dialect, Box::new(Departed)),
+            pipeline,
+            permit: self.permit.take(),
+            session_id: self.id.clone(),
+            stopped: matches!(self.phase, Phase::Ending(_)),
+            acked_ms: self.acked_ms,
+            limit: duration_secs(self.idle_timeout_secs),
+        });
+    }
+}
+
+impl Handler<Relayed> for Session {
+    type Result = ();
+
+    /// A report through the tail: counted as handled, then as if straight from the pipeline.
+    /// After the handover the tail delivers it itself.
+    fn handle(&mut self, Relayed(report): Relayed, ctx: &mut Self::Context) {
+        let Some(tail) = &self.tail else {
+            return;
+        };
+        tail.handled();
+        match report {
+            Report::Transcript(m) => Handler::<Transcript>::handle(self, m, ctx),
+            Report::ChannelTranscript(m) => Handler::<ChannelTranscript>::handle(self, m, ctx),
+            Report::Acked(m) => Handler::<AudioAcked>::handle(self, m, ctx),
+            Report::Warning(m) => Handler::<PipelineWarning>::handle(self, m, ctx),
+            Report::Error(m) => Handler::<PipelineError>::handle(self, m, ctx),
+            Report::Finished(m) => Handler::<PipelineFinished>::handle(self, m, ctx),
         }
     }
 }

@@ -12,7 +12,7 @@ use super::event::Ending;
 use super::{SessionWebhooks, Webhooks};
 use crate::messages::{AudioAcked, Transcript, VoiceActivity};
 use crate::protocol::dialect::{
-    Close, Dialect, Inbound, Move, Progress, SessionEnd, WebhookRequest,
+    CallEvent, Close, Dialect, Inbound, Move, Progress, SessionEnd, WebhookRequest,
 };
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 
@@ -92,6 +92,14 @@ impl Dialect for WebhookDialect {
                 // The session must not start: its results would go nowhere.
                 actions.truncate(first);
                 return Err(rejection);
+            }
+        }
+        let mut events = Vec::new();
+        self.inner.take_call_events(&mut events);
+        // (Before `ready` there is no session to post for: the call has not started.)
+        if let Some(session) = &mut self.session {
+            for event in events {
+                session.call_event(event);
             }
         }
         parsed
@@ -194,6 +202,14 @@ impl Dialect for WebhookDialect {
             session.end(ending);
         }
         close
+    }
+
+    fn outlives_socket(&self) -> bool {
+        self.inner.outlives_socket()
+    }
+
+    fn take_call_events(&mut self, events: &mut Vec<CallEvent>) {
+        self.inner.take_call_events(events)
     }
 
     fn webhook_request(&self) -> Option<WebhookRequest> {

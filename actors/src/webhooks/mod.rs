@@ -15,15 +15,14 @@
 //! - [`signature`]: signing (and verifying, for receivers and tests).
 //! - [`delivery`]: the per-session, per-receiver queue and its retrying task.
 //! - [`dialect`](mod@dialect): the dialect wrapper.
-//! - `test_receiver` (tests and `test-util`): a real HTTP receiver on loopback that can fail and
-//!   stall on command.
+//! - [`test_receiver`]: a real HTTP receiver on loopback that can fail and stall on command, for
+//!   the tests and for `voxgate bench --dialect twilio` (which times each final's arrival at it).
 
 mod delivery;
 pub mod dialect;
 pub mod event;
 pub mod settings;
 pub mod signature;
-#[cfg(any(test, feature = "test-util"))]
 pub mod test_receiver;
 #[cfg(test)]
 mod tests;
@@ -35,7 +34,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::messages::Transcript;
-use crate::protocol::dialect::WebhookRequest;
+use crate::protocol::dialect::{CallEvent, WebhookRequest};
 use crate::recognizer::google_auth::http::CredentialsHttp;
 use crate::recognizer::google_auth::trust::TrustRoots;
 pub use delivery::DropReason;
@@ -190,6 +189,11 @@ impl SessionWebhooks {
         };
         self.posted += 1;
         self.post(kind, event::transcript(transcript, channel, &track));
+    }
+
+    /// Something that happened on the call (a DTMF digit).
+    pub fn call_event(&mut self, event: CallEvent) {
+        self.post(event.kind, event.fields);
     }
 
     /// Audio acknowledged so far (for the summary of a disconnected session).

@@ -1,12 +1,13 @@
-//! A real HTTP webhook receiver on 127.0.0.1:0 for tests (this crate's and the end-to-end ones):
-//! it records every request, answers 200 — or, on command, fails with a status or stalls (reads
-//! the request and never answers) — and lets an async test wait for the deliveries it expects.
-//! Plain threads and blocking sockets: it runs beside any runtime and holds none of its workers.
+//! A real HTTP webhook receiver on 127.0.0.1:0 for tests (this crate's and the end-to-end ones)
+//! and for the telephony bench: it records every request with the instant it arrived, answers
+//! 200 — or, on command, fails with a status or stalls (reads the request and never answers) —
+//! and lets an async caller wait for the deliveries it expects. Plain threads and blocking
+//! sockets: it runs beside any runtime and holds none of its workers.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -28,6 +29,8 @@ pub struct Delivery {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the whole request had been read.
+    pub received_at: Instant,
 }
 
 impl Delivery {
@@ -88,8 +91,14 @@ pub struct TestReceiver {
 }
 
 impl TestReceiver {
+    /// A receiver on 127.0.0.1, on a port of the system's choosing.
     pub fn start() -> std::io::Result<TestReceiver> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        TestReceiver::start_on("127.0.0.1:0")
+    }
+
+    /// A receiver on `addr` (a gateway's `[webhooks] allow` names it when the port is fixed).
+    pub fn start_on(addr: &str) -> std::io::Result<TestReceiver> {
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -121,6 +130,25 @@ impl TestReceiver {
 
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.shared.lock().deliveries.clone()
+    }
+
+    /// The deliveries from the `from`-th on (those that arrived since a caller last looked).
+    pub fn deliveries_from(&self, from: usize) -> Vec<Delivery> {
+        self.shared
+            .lock()
+            .deliveries
+            .get(from..)
+            .map(<[Delivery]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Waits until a request arrives after the `seen`-th change (or `within` passes); returns
+    /// the number of changes so far.
+    pub async fn changed_after(&self, seen: usize, within: Duration) -> usize {
+        let mut rx = self.shared.changed.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|n| *n > seen)).await;
+        let changes = *rx.borrow();
+        changes
     }
 
     /// Waits until `done` holds of the deliveries (or `within` passes); returns them.
@@ -222,5 +250,6 @@ fn read_request(stream: &mut TcpStream) -> Option<Delivery> {
         path,
         headers,
         body,
+        received_at: Instant::now(),
     })
 }

@@ -2,7 +2,8 @@
 //! (`docs/protocol.md`) and the vendor dialects (`docs/dialects.md`). Per dialect: the path and
 //! query, the first message, how audio, keep-alives and the end are framed, and what a server
 //! message means to a bench session ([`Event`]). Everything is encoded once per run, so a dialect
-//! costs the bench no more per frame than the native protocol does.
+//! costs the bench no more per frame than the native protocol does. Twilio's calls get their
+//! finals by webhook instead (`super::telephony`).
 
 use std::borrow::Cow;
 
@@ -22,6 +23,8 @@ pub enum BenchDialect {
     OpenAi,
     Jambonz,
     Vosk,
+    /// Twilio Media Streams: both tracks, finals by webhook.
+    Twilio,
 }
 
 /// What a server message means to a bench session.
@@ -95,9 +98,10 @@ impl BenchDialect {
             "openai" => BenchDialect::OpenAi,
             "jambonz" => BenchDialect::Jambonz,
             "vosk" => BenchDialect::Vosk,
+            "twilio" => BenchDialect::Twilio,
             other => {
                 return Err(format!(
-                    "{other:?}: expected native, deepgram, openai, jambonz or vosk"
+                    "{other:?}: expected native, deepgram, openai, jambonz, vosk or twilio"
                 ))
             }
         })
@@ -110,6 +114,7 @@ impl BenchDialect {
             BenchDialect::OpenAi => "openai",
             BenchDialect::Jambonz => "jambonz",
             BenchDialect::Vosk => "vosk",
+            BenchDialect::Twilio => "twilio",
         }
     }
 
@@ -126,6 +131,7 @@ impl BenchDialect {
                     || (format.encoding == SynthEncoding::Mulaw && rate == 8_000)
             }
             BenchDialect::Jambonz | BenchDialect::Vosk => linear16,
+            BenchDialect::Twilio => !linear16 && rate == 8_000,
         };
         if ok {
             return Ok(());
@@ -134,6 +140,10 @@ impl BenchDialect {
             BenchDialect::OpenAi => {
                 "--dialect openai carries LINEAR16 at 24000 Hz (--rate 24000) or MULAW at 8000 Hz \
                  (--encoding mulaw --rate 8000)"
+                    .to_string()
+            }
+            BenchDialect::Twilio => {
+                "--dialect twilio carries MULAW at 8000 Hz (--encoding mulaw --rate 8000)"
                     .to_string()
             }
             other => format!("--dialect {} carries LINEAR16 only", other.name()),
@@ -156,6 +166,7 @@ impl BenchDialect {
             BenchDialect::OpenAi => "/openai/v1/realtime?intent=transcription".to_string(),
             BenchDialect::Jambonz => "/jambonz".to_string(),
             BenchDialect::Vosk => "/vosk".to_string(),
+            BenchDialect::Twilio => "/twilio".to_string(),
         }
     }
 
@@ -168,7 +179,8 @@ impl BenchDialect {
                 "sample_rate_hz": format.sample_rate_hz,
                 "interim_results": interim,
             }),
-            BenchDialect::Deepgram => return None,
+            // Each call's `start` names its session (`telephony::start_frame`).
+            BenchDialect::Deepgram | BenchDialect::Twilio => return None,
             BenchDialect::OpenAi => {
                 let format = match format.encoding {
                     SynthEncoding::Linear16 => json!({"type": "audio/pcm", "rate": 24_000}),
@@ -194,7 +206,10 @@ impl BenchDialect {
     pub fn ready_at_open(self) -> bool {
         matches!(
             self,
-            BenchDialect::Deepgram | BenchDialect::Jambonz | BenchDialect::Vosk
+            BenchDialect::Deepgram
+                | BenchDialect::Jambonz
+                | BenchDialect::Vosk
+                | BenchDialect::Twilio
         )
     }
 
@@ -207,6 +222,7 @@ impl BenchDialect {
                 json!({"type": "input_audio_buffer.append", "audio": encode()})
             }
             BenchDialect::Native if base64 => json!({"type": "audio", "content": encode()}),
+            BenchDialect::Twilio => return super::telephony::media_frames(audio),
             _ => return ws::client_frame_bytes(ws::BINARY, audio),
         };
         ws::client_frame_bytes(ws::TEXT, text.to_string().as_bytes())
@@ -230,6 +246,7 @@ impl BenchDialect {
             BenchDialect::OpenAi => br#"{"type":"transcription_session.update","session":{}}"#,
             BenchDialect::Jambonz => br#"{"type":"stop"}"#,
             BenchDialect::Vosk => br#"{"eof" : 1}"#,
+            BenchDialect::Twilio => br#"{"event":"stop","streamSid":"MZ-bench","stop":{}}"#,
         };
         ws::client_frame_bytes(ws::TEXT, stop)
     }
@@ -237,7 +254,10 @@ impl BenchDialect {
     /// The server's Close 1000 ends the session normally without an [`Event::Ending`] before it
     /// (jambonz and vosk close right after their last results).
     pub fn closes_without_ending(self) -> bool {
-        matches!(self, BenchDialect::Jambonz | BenchDialect::Vosk)
+        matches!(
+            self,
+            BenchDialect::Jambonz | BenchDialect::Vosk | BenchDialect::Twilio
+        )
     }
 
     /// The client closes once its last final has come (the server never ends an OpenAI session).
@@ -265,10 +285,13 @@ impl BenchDialect {
                 other => return Err(format!("unexpected message type {other:?}")),
             });
         }
+        if self == BenchDialect::Twilio {
+            return Err("the server wrote to a Twilio stream, which reads nothing".to_string());
+        }
         let m: Value = serde_json::from_slice(text_bytes).map_err(invalid)?;
         let kind = m["type"].as_str().unwrap_or_default();
         Ok(match self {
-            BenchDialect::Native => Event::Other,
+            BenchDialect::Native | BenchDialect::Twilio => Event::Other,
             BenchDialect::Deepgram => match kind {
                 "Results" if m["is_final"] == true => {
                     let alternative = &m["channel"]["alternatives"][0];
@@ -395,6 +418,8 @@ mod tests {
         };
         assert!(BenchDialect::OpenAi.check_format(&mulaw).is_ok());
         assert!(BenchDialect::Vosk.check_format(&mulaw).is_err());
+        assert!(BenchDialect::Twilio.check_format(&mulaw).is_ok());
+        assert!(BenchDialect::Twilio.check_format(&FORMAT).is_err());
         assert_eq!(
             BenchDialect::Deepgram.path("/v1/listen", &FORMAT, true),
             "/deepgram/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000&interim_results=true"

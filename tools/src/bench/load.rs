@@ -2,7 +2,9 @@
 //! wait for `ready` (or what the dialect has for it), hand the socket's sending half to the
 //! [`Pacer`](super::pacer::Pacer), then read everything the server says — checking each final
 //! against the plan as it arrives — until `closed` (or the dialect's end) and the closing
-//! handshake. What each dialect's messages mean is in [`super::dialect`].
+//! handshake. What each dialect's messages mean is in [`super::dialect`]. A Twilio call's finals
+//! come by webhook instead: after its socket's close the session reads them from the bench's
+//! receiver ([`super::telephony`]), one checker per track.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::measure::{FinalChecker, SessionOutcome};
 use super::pacer::{Entry, EntryHandle, Sink};
 use super::script::Plan;
 use super::shared::Shared;
+use super::telephony;
 use super::ws::{self, ServerFrame, WsUrl, WsWriter};
 
 /// Connecting and the handshake may take this long (a server busy accepting thousands).
@@ -36,6 +39,9 @@ pub async fn gateway_session(
 ) -> SessionOutcome {
     let mut outcome = SessionOutcome::default();
     let mut checker = FinalChecker::new(&shared.script, &plan);
+    // A call's second track says the same words.
+    let mut outbound = FinalChecker::new(&shared.script, &plan);
+    let mut webhook_events = shared.webhooks.as_ref().map(|w| w.register(key));
     let mut session = GatewaySession {
         shared,
         plan: plan.clone(),
@@ -43,7 +49,14 @@ pub async fn gateway_session(
         closed_seen: false,
         client_closed: false,
     };
-    let result = session.run(url, key, &mut checker, &mut outcome).await;
+    let mut result = session.run(url, key, &mut checker, &mut outcome).await;
+    if let (Some(router), Some(events), Ok(())) =
+        (&shared.webhooks, webhook_events.as_mut(), &result)
+    {
+        let to_us = |at| shared.pacer.us_at(at);
+        let tracks = [&mut checker, &mut outbound];
+        result = telephony::collect(router, key, events, to_us, tracks).await;
+    }
     if !outcome.ready {
         shared.settle();
     }
@@ -59,6 +72,11 @@ pub async fn gateway_session(
     outcome.audio_secs = (log.frames_sent * shared.script.format.frame_ms) as f64 / 1000.0;
     let completed = result.is_ok() && log.completed;
     checker.finish(&log.marks_us, completed, &mut outcome);
+    if webhook_events.is_some() {
+        let mut second = SessionOutcome::default();
+        outbound.finish(&log.marks_us, completed, &mut second);
+        outcome.add_track(second);
+    }
     outcome.failure = match result {
         Err(reason) => Some(reason),
         Ok(()) => log.error,
@@ -90,7 +108,9 @@ impl GatewaySession<'_> {
             .map_err(|_| "connect: timed out".to_string())??;
         let (mut read, write) = socket.into_split();
         let writer = Arc::new(WsWriter::new(write));
-        if let Some(start) = &self.shared.start_frame {
+        if let Some(webhooks) = &self.shared.webhooks {
+            writer.send(&telephony::start_frame(key, &webhooks.url()))?;
+        } else if let Some(start) = &self.shared.start_frame {
             writer.send(start)?;
         }
         if self.shared.dialect.ready_at_open() {

@@ -91,6 +91,18 @@ pub struct SessionOutcome {
     pub ready: bool,
 }
 
+impl SessionOutcome {
+    /// Adds what a second track of the same session measured (a call's outbound track).
+    pub fn add_track(&mut self, track: SessionOutcome) {
+        self.finals_expected += track.finals_expected;
+        self.finals_received += track.finals_received;
+        self.transcript_errors += track.transcript_errors;
+        self.word_time_errors += track.word_time_errors;
+        self.decision_us.extend(track.decision_us);
+        self.word_us.extend(track.word_us);
+    }
+}
+
 /// Checks a session's finals, in order, against its plan, and keeps their arrival instants.
 pub struct FinalChecker<'a> {
     script: &'a Script,

@@ -25,6 +25,8 @@
 //!   gap).
 //! - `rolling`: `voxgate bench rolling`, a rolling restart of several instances behind HAProxy
 //!   (`balancer`) under load, each session following its server (`follow`).
+//! - `telephony`: `--dialect twilio`, calls whose finals come by webhook to a receiver the bench
+//!   starts.
 
 mod balancer;
 pub mod dialect;
@@ -42,6 +44,7 @@ mod scenarios;
 pub mod script;
 mod shared;
 mod speech;
+mod telephony;
 mod ws;
 
 use std::path::PathBuf;
@@ -124,9 +127,15 @@ pub struct LoadArgs {
     pub base64: bool,
     /// Speak a vendor dialect (deepgram, openai, jambonz, vosk) on its path of --url's gateway,
     /// after a native run of the same load on the same gateway, and compare the server's CPU per
-    /// session-minute (native binary; native base64 for openai, whose audio is base64).
+    /// session-minute (native binary; native base64 for openai, whose audio is base64). `twilio`:
+    /// phone calls (both tracks, μ-law 8 kHz) whose finals come by webhook to a receiver the
+    /// bench starts on loopback; no native run (see docs/benchmarks.md).
     #[arg(long, default_value = "native", value_parser = BenchDialect::parse)]
     pub dialect: BenchDialect,
+    /// `--dialect twilio`: where the bench's webhook receiver listens; the gateway's `[webhooks]
+    /// allow` must name it (`http://127.0.0.1:PORT/`).
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    pub webhook_listen: String,
     /// Ask for final results only (no interim results).
     #[arg(long)]
     pub finals_only: bool,
@@ -206,6 +215,7 @@ impl LoadArgs {
             loop_secs: self.loop_secs,
             server_pid: self.server_pid,
             emulator_pid: self.emulator_pid,
+            webhook_listen: self.webhook_listen.clone(),
         })
     }
 }
@@ -287,7 +297,11 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 Err("the rolling restart failed sessions or an instance".into())
             }
         }
-        None if args.load.dialect != BenchDialect::Native && !args.load.direct => {
+        None if !matches!(
+            args.load.dialect,
+            BenchDialect::Native | BenchDialect::Twilio
+        ) && !args.load.direct =>
+        {
             let native = run_load(&args.load.native_twin())?;
             let dialect = run_load(&args.load)?;
             let comparison = DialectComparison::new(args.load.dialect, native, dialect);

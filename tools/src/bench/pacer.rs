@@ -228,6 +228,11 @@ impl Pacer {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// `instant` as microseconds since the run's epoch (0 before it).
+    pub fn us_at(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
     /// Starts one ticker per group (in the current runtime).
     pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let n = self.groups.len() as u32;

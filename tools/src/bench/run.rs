@@ -28,6 +28,7 @@ use super::pacer::{FrameSet, Pacer};
 use super::process::{self, GatewayMetrics, ProcSample};
 use super::script::{Script, ScriptFormat};
 use super::shared::{Shared, SharedParts};
+use super::telephony::WebhookRouter;
 use super::ws::WsUrl;
 
 /// How long after the last session the "after" readings are taken (the server drops its actors
@@ -70,6 +71,8 @@ pub struct RunSpec {
     pub loop_secs: f64,
     pub server_pid: Option<u32>,
     pub emulator_pid: Option<u32>,
+    /// Where the bench's webhook receiver listens (`--dialect twilio`).
+    pub webhook_listen: String,
 }
 
 /// The readings of one process at the run's phase boundaries.
@@ -192,6 +195,10 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         Target::Direct { .. } => BenchDialect::Native,
     };
     let start_frame = dialect.start(&spec.format, spec.interim);
+    let webhooks = match dialect {
+        BenchDialect::Twilio => Some(WebhookRouter::start(&spec.webhook_listen)?),
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(SharedParts {
         plan_secs: spec.churn_secs.unwrap_or(spec.duration_secs),
         script,
@@ -201,6 +208,7 @@ async fn run_async(spec: RunSpec, script: Arc<Script>) -> Result<RunResult, Stri
         go: go_rx,
         start_frame,
         dialect,
+        webhooks,
     }));
     let metrics_addr: Option<SocketAddr> = match &spec.target {
         Target::Gateway { url, .. } => Some(url.addr),

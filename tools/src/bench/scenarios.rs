@@ -255,6 +255,7 @@ fn spec(
         loop_secs: 60.0,
         server_pid: Some(server),
         emulator_pid: emulator,
+        webhook_listen: "127.0.0.1:0".to_string(),
     }
 }
 

@@ -13,6 +13,7 @@ use super::dialect::BenchDialect;
 use super::measure::Collector;
 use super::pacer::Pacer;
 use super::script::{Plan, Script};
+use super::telephony::WebhookRouter;
 
 /// Consecutive sessions start this many utterances apart in the script (so finals of different
 /// sessions do not coincide).
@@ -36,6 +37,8 @@ pub struct Shared {
     pub start_frame: Option<Bytes>,
     /// The protocol gateway sessions speak.
     pub dialect: BenchDialect,
+    /// Where calls whose finals come by webhook (Twilio) get them.
+    pub webhooks: Option<Arc<WebhookRouter>>,
     /// Sessions that are ready, or failed before being ready.
     settled: AtomicU64,
     /// Notified when `settled` grows.
@@ -55,6 +58,7 @@ pub struct SharedParts {
     pub go: watch::Receiver<bool>,
     pub start_frame: Option<Bytes>,
     pub dialect: BenchDialect,
+    pub webhooks: Option<Arc<WebhookRouter>>,
     /// Seconds of audio per plan.
     pub plan_secs: f64,
 }
@@ -74,6 +78,7 @@ impl Shared {
             go: parts.go,
             start_frame: parts.start_frame,
             dialect: parts.dialect,
+            webhooks: parts.webhooks,
             settled: AtomicU64::new(0),
             settled_changed: Notify::new(),
         }

@@ -40,14 +40,25 @@ pub enum Frame {
     Media { track: String, payload: Bytes },
     /// A mark the application placed (bidirectional streams) has been played.
     Mark { name: String },
-    /// A key pressed on the phone.
-    Dtmf { digit: String },
+    /// A key pressed on the phone (Twilio names the track it was heard on).
+    Dtmf {
+        digit: String,
+        track: Option<String>,
+    },
     /// The provider reports a problem with the stream (Telnyx `error`).
     ProviderError { detail: String },
     /// The stream ended.
     Stop,
     /// An event type voxgate does not use.
     Other { event: String },
+}
+
+/// A frame and its place in the stream (Twilio `sequenceNumber`, Telnyx `sequence_number`;
+/// `connected` has none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Numbered {
+    pub sequence: Option<u64>,
+    pub frame: Frame,
 }
 
 /// What `start` says about the stream.
@@ -157,6 +168,8 @@ struct NameFields {
 struct DigitFields {
     #[serde(default)]
     digit: String,
+    #[serde(default)]
+    track: Option<String>,
 }
 
 /// The object under `key` of a frame, read as `T`.
@@ -172,7 +185,7 @@ fn part<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads one text frame of `envelope`.
-pub fn parse(envelope: Envelope, text: &str) -> Result<Frame, Rejection> {
+pub fn parse(envelope: Envelope, text: &str) -> Result<Numbered, Rejection> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         Rejection::new(
             ErrorCode::InvalidJson,
@@ -205,7 +218,16 @@ pub fn parse(envelope: Envelope, text: &str) -> Result<Frame, Rejection> {
             .unwrap_or_default()
             .to_string()
     };
-    Ok(match event.as_str() {
+    let sequence_key = match envelope {
+        Envelope::Twilio => "sequenceNumber",
+        Envelope::Telnyx => "sequence_number",
+    };
+    // A number that does not read as one is as good as none: the frame is taken as it comes.
+    let sequence = frame
+        .get(sequence_key)
+        .and_then(|v| serde_json::from_value::<Number>(v.clone()).ok())
+        .and_then(|n| n.value());
+    let frame = match event.as_str() {
         "connected" => Frame::Connected,
         "start" => {
             let stream_id = top_stream_id(&frame);
@@ -265,9 +287,13 @@ pub fn parse(envelope: Envelope, text: &str) -> Result<Frame, Rejection> {
         "mark" => Frame::Mark {
             name: part::<NameFields>(&mut frame, "mark", &event)?.name,
         },
-        "dtmf" => Frame::Dtmf {
-            digit: part::<DigitFields>(&mut frame, "dtmf", &event)?.digit,
-        },
+        "dtmf" => {
+            let dtmf: DigitFields = part(&mut frame, "dtmf", &event)?;
+            Frame::Dtmf {
+                digit: dtmf.digit,
+                track: dtmf.track,
+            }
+        }
         "error" => Frame::ProviderError {
             detail: quote(
                 &frame
@@ -278,5 +304,6 @@ pub fn parse(envelope: Envelope, text: &str) -> Result<Frame, Rejection> {
         },
         "stop" => Frame::Stop,
         _ => Frame::Other { event },
-    })
+    };
+    Ok(Numbered { sequence, frame })
 }

@@ -14,7 +14,13 @@
 //!   (`language_code`).
 //! - each track (`inbound`, `outbound`) is a channel of the session (`crate::multichannel`): its
 //!   own pipeline and upstream streams, its results tagged with the track in the webhook events.
-//! - `mark`, `dtmf` and `connected` count as activity; `stop` flushes the pipeline and closes.
+//! - `mark`, `dtmf` and `connected` count as activity; a `dtmf` digit is also posted as a
+//!   `call.dtmf` webhook event with the time on the session clock. Marks are the provider's
+//!   echoes of marks the application placed (voxgate places none and echoes nothing).
+//! - `stop` flushes the pipeline and closes; the session outlives the provider's socket
+//!   ([`Dialect::outlives_socket`]) so the last finals are posted after it hangs up.
+//! - Telnyx frames are put back in `sequence_number` order within a small window ([`reorder`],
+//!   `[dialects.telnyx] reorder_frames`); duplicates and late frames are skipped and counted.
 //!
 //! Frames in [`frames`], Twilio's handshake signature in [`signature`]; unit tests in `tests.rs`,
 //! property tests of everything read from the provider in `fuzz.rs`.
@@ -22,6 +28,7 @@
 pub mod frames;
 #[cfg(test)]
 mod fuzz;
+pub mod reorder;
 pub mod signature;
 #[cfg(test)]
 mod tests;
@@ -33,11 +40,20 @@ use serde_json::{json, Map, Value};
 use crate::audio::alaw;
 use crate::audio::{AudioFormat, Encoding};
 use crate::messages::{AudioAcked, Transcript};
-use crate::protocol::dialect::{quote, Close, Dialect, Inbound, SessionEnd, WebhookRequest};
+use crate::metrics::METRICS;
+use crate::protocol::dialect::{
+    quote, CallEvent, Close, Dialect, Inbound, SessionEnd, WebhookRequest,
+};
 use crate::protocol::native::is_language_tag;
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
 pub use frames::Envelope;
-use frames::{Frame, StreamStart};
+use frames::{Frame, Numbered, StreamStart};
+use reorder::{Outcome, Reorder};
+
+/// Frames a Telnyx stream may hold back while waiting for a missing one (`reorder_frames`).
+pub const DEFAULT_REORDER_FRAMES: usize = 5;
+/// The largest `reorder_frames` accepted: 10 s of 20 ms frames.
+pub const MAX_REORDER_FRAMES: usize = 500;
 
 /// `[dialects.twilio]`.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -93,6 +109,9 @@ pub struct TelnyxSettings {
     pub enabled: bool,
     /// The language of calls whose stream URL names none (`language_code` query parameter).
     pub language_code: String,
+    /// Frames held back, at most, to put out-of-order frames back in `sequence_number` order
+    /// (0: frames are taken as they come).
+    pub reorder_frames: usize,
 }
 
 impl Default for TelnyxSettings {
@@ -100,6 +119,7 @@ impl Default for TelnyxSettings {
         TelnyxSettings {
             enabled: true,
             language_code: "en-US".into(),
+            reorder_frames: DEFAULT_REORDER_FRAMES,
         }
     }
 }
@@ -132,6 +152,12 @@ pub struct MediaStreamDialect {
     codec: Codec,
     /// Each channel's track, in channel order.
     tracks: Vec<String>,
+    /// Telnyx: frames put back in order (`None`: taken as they come).
+    reorder: Option<Reorder<Frame>>,
+    /// Samples received per channel: the session clock of a `dtmf`.
+    samples: Vec<u64>,
+    /// Events for the webhooks, until the session takes them.
+    call_events: Vec<CallEvent>,
 }
 
 impl MediaStreamDialect {
@@ -148,7 +174,21 @@ impl MediaStreamDialect {
             start: None,
             codec: Codec::Mulaw,
             tracks: Vec::new(),
+            reorder: match envelope {
+                Envelope::Twilio => None,
+                Envelope::Telnyx => Some(Reorder::new(DEFAULT_REORDER_FRAMES)),
+            },
+            samples: Vec::new(),
+            call_events: Vec::new(),
         }
+    }
+
+    /// Holds at most `frames` frames to put a Telnyx stream back in order (0: no reordering).
+    pub fn reorder_window(mut self, frames: usize) -> MediaStreamDialect {
+        if self.envelope == Envelope::Telnyx {
+            self.reorder = Some(Reorder::new(frames));
+        }
+        self
     }
 
     /// A parameter of the call: Twilio's custom parameters, else the stream URL's query.
@@ -242,6 +282,106 @@ impl MediaStreamDialect {
         })
     }
 
+    /// The session clock, ms: the audio received on the furthest track.
+    fn clock_ms(&self) -> u64 {
+        let rate = self
+            .start
+            .as_ref()
+            .map_or(8_000, |s| u64::from(s.sample_rate.max(1)));
+        self.samples.iter().max().copied().unwrap_or(0) * 1000 / rate
+    }
+
+    /// Skipped or given-up frames, counted.
+    fn count(&self, outcome: Outcome) {
+        let (reason, n) = match outcome {
+            Outcome::Taken { missing: 0 } => return,
+            Outcome::Taken { missing } => ("missing", missing),
+            Outcome::Duplicate => ("duplicate", 1),
+            Outcome::Late => ("late", 1),
+        };
+        tracing::debug!(
+            dialect = self.envelope.name(),
+            reason,
+            n,
+            "media stream frames skipped"
+        );
+        METRICS
+            .media_frames_skipped
+            .with_label_values(&[self.envelope.name(), reason])
+            .inc_by(n);
+    }
+
+    /// One frame, in stream order.
+    fn take(&mut self, frame: Frame, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
+        match frame {
+            Frame::Start(start) => {
+                if self.start.is_some() {
+                    return Err(Rejection::new(
+                        ErrorCode::AlreadyStarted,
+                        "a second `start` on one stream",
+                    ));
+                }
+                actions.push(Inbound::Configure(self.configure(start)?));
+                self.samples = vec![0; self.tracks.len()];
+            }
+            Frame::Media { track, payload } => {
+                let track = track_name(&track);
+                if self.start.is_none() {
+                    // The session answers audio before `start` with its refusal.
+                    actions.push(Inbound::Audio {
+                        data: payload,
+                        audio_id: None,
+                    });
+                } else if let Some(channel) = self.tracks.iter().position(|t| *t == track) {
+                    let sample_bytes = match self.codec {
+                        Codec::Mulaw | Codec::Alaw => 1,
+                        Codec::L16BigEndian => 2,
+                    };
+                    if let Some(samples) = self.samples.get_mut(channel) {
+                        *samples += (payload.len() / sample_bytes) as u64;
+                    }
+                    let data = self.decode(payload);
+                    actions.push(if self.tracks.len() == 1 {
+                        Inbound::Audio {
+                            data,
+                            audio_id: None,
+                        }
+                    } else {
+                        Inbound::ChannelAudio { channel, data }
+                    });
+                }
+                // Media of a track the stream did not announce is not transcribed.
+            }
+            Frame::Dtmf { digit, track } => {
+                actions.push(Inbound::KeepAlive);
+                let mut fields = Map::new();
+                fields.insert("digit".into(), json!(digit));
+                fields.insert(
+                    "track".into(),
+                    json!(track_name(track.as_deref().unwrap_or("inbound"))),
+                );
+                fields.insert("time_ms".into(), json!(self.clock_ms()));
+                self.call_events.push(CallEvent {
+                    kind: "call.dtmf",
+                    fields,
+                });
+            }
+            Frame::Connected | Frame::Mark { .. } => actions.push(Inbound::KeepAlive),
+            Frame::ProviderError { detail } => {
+                tracing::warn!(
+                    dialect = self.envelope.name(),
+                    "the provider reports: {detail}"
+                );
+            }
+            Frame::Stop => actions.push(Inbound::Stop),
+            Frame::Other { event } => {
+                tracing::debug!(dialect = self.envelope.name(), event = %quote(&event),
+                    "media stream event ignored");
+            }
+        }
+        Ok(())
+    }
+
     /// A payload in the stream's codec as the pipeline's audio.
     fn decode(&self, payload: Bytes) -> Bytes {
         match self.codec {
@@ -271,53 +411,28 @@ impl Dialect for MediaStreamDialect {
     }
 
     fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
-        match frames::parse(self.envelope, text)? {
-            Frame::Start(start) => {
-                if self.start.is_some() {
-                    return Err(Rejection::new(
-                        ErrorCode::AlreadyStarted,
-                        "a second `start` on one stream",
-                    ));
-                }
-                actions.push(Inbound::Configure(self.configure(start)?));
+        let Numbered { sequence, frame } = frames::parse(self.envelope, text)?;
+        let mut ready = Vec::new();
+        match (&mut self.reorder, sequence) {
+            // Nothing follows `stop`: whatever is held goes first.
+            (Some(reorder), _) if matches!(frame, Frame::Stop) => {
+                reorder.flush(&mut ready);
+                ready.push(frame);
             }
-            Frame::Media { track, payload } => {
-                let track = track_name(&track);
-                if self.start.is_none() {
-                    // The session answers audio before `start` with its refusal.
-                    actions.push(Inbound::Audio {
-                        data: payload,
-                        audio_id: None,
-                    });
-                } else if let Some(channel) = self.tracks.iter().position(|t| *t == track) {
-                    let data = self.decode(payload);
-                    actions.push(if self.tracks.len() == 1 {
-                        Inbound::Audio {
-                            data,
-                            audio_id: None,
-                        }
-                    } else {
-                        Inbound::ChannelAudio { channel, data }
-                    });
-                }
-                // Media of a track the stream did not announce is not transcribed.
+            (Some(reorder), Some(sequence)) => {
+                let outcome = reorder.push(sequence, frame, &mut ready);
+                self.count(outcome);
             }
-            Frame::Connected | Frame::Mark { .. } | Frame::Dtmf { .. } => {
-                actions.push(Inbound::KeepAlive)
-            }
-            Frame::ProviderError { detail } => {
-                tracing::warn!(
-                    dialect = self.envelope.name(),
-                    "the provider reports: {detail}"
-                );
-            }
-            Frame::Stop => actions.push(Inbound::Stop),
-            Frame::Other { event } => {
-                tracing::debug!(dialect = self.envelope.name(), event = %quote(&event),
-                    "media stream event ignored");
-            }
+            _ => ready.push(frame),
+        }
+        for frame in ready {
+            self.take(frame, actions)?;
         }
         Ok(())
+    }
+
+    fn take_call_events(&mut self, events: &mut Vec<CallEvent>) {
+        events.append(&mut self.call_events);
     }
 
     fn binary(&mut self, _data: Bytes) -> Result<Inbound, Rejection> {
@@ -345,6 +460,12 @@ impl Dialect for MediaStreamDialect {
 
     fn closed(&mut self, _end: SessionEnd<'_>, _out: &mut Vec<String>) -> Close {
         Close::normal("closed")
+    }
+
+    /// The provider reads nothing back and hangs up right after `stop`: the last finals are
+    /// delivered by webhook after the socket closed.
+    fn outlives_socket(&self) -> bool {
+        true
     }
 
     fn webhook_request(&self) -> Option<WebhookRequest> {

@@ -22,13 +22,19 @@ fn telnyx_start(encoding: &str, rate: u32) -> String {
     .to_string()
 }
 
-fn media(envelope: Envelope, track: &str, payload: &[u8]) -> String {
+/// A `media` frame numbered `sequence` (the stream's `start` is 1).
+fn media(envelope: Envelope, sequence: u64, track: &str, payload: &[u8]) -> String {
     let payload = BASE64.encode(payload);
+    let sequence = sequence.to_string();
     match envelope {
-        Envelope::Twilio => json!({"event": "media", "sequenceNumber": "2", "streamSid": "MZ1",
-            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}}),
-        Envelope::Telnyx => json!({"event": "media", "sequence_number": "2", "stream_id": "ST1",
-            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}}),
+        Envelope::Twilio => {
+            json!({"event": "media", "sequenceNumber": sequence, "streamSid": "MZ1",
+            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}})
+        }
+        Envelope::Telnyx => {
+            json!({"event": "media", "sequence_number": sequence, "stream_id": "ST1",
+            "media": {"track": track, "chunk": "1", "timestamp": "5", "payload": payload}})
+        }
     }
     .to_string()
 }
@@ -74,9 +80,12 @@ fn a_twilio_stream_configures_streams_and_stops() {
     assert_eq!(config.format.encoding, Encoding::Mulaw);
     assert_eq!(config.format.sample_rate_hz, 8_000);
     assert_eq!(config.language_code, "en-US");
-    let actions = run(&mut twilio, &media(Envelope::Twilio, "inbound", &[1, 2, 3]));
+    let actions = run(
+        &mut twilio,
+        &media(Envelope::Twilio, 2, "inbound", &[1, 2, 3]),
+    );
     assert_eq!(audio(&actions.unwrap_or_default()), vec![vec![1, 2, 3]]);
-    let outbound = run(&mut twilio, &media(Envelope::Twilio, "outbound", &[9]));
+    let outbound = run(&mut twilio, &media(Envelope::Twilio, 3, "outbound", &[9]));
     assert_eq!(
         outbound,
         Ok(vec![]),
@@ -120,8 +129,8 @@ fn both_tracks_are_two_channels() {
     let tracks = ["inbound", "outbound"];
     assert!(run(&mut twilio, &twilio_start("audio/x-mulaw", 8000, &tracks)).is_ok());
     assert_eq!(twilio.channels(), 2);
-    let inbound = run(&mut twilio, &media(Envelope::Twilio, "inbound", &[1]));
-    let outbound = run(&mut twilio, &media(Envelope::Twilio, "outbound", &[2]));
+    let inbound = run(&mut twilio, &media(Envelope::Twilio, 2, "inbound", &[1]));
+    let outbound = run(&mut twilio, &media(Envelope::Twilio, 3, "outbound", &[2]));
     assert_eq!(
         (inbound, outbound),
         (
@@ -200,6 +209,8 @@ fn refusals_name_the_problem() {
         run(&mut telnyx, &telnyx_start("G722", 16000)),
         Err(ErrorCode::UnsupportedEncoding)
     );
+    // (A fresh stream: on the first, a second frame numbered 1 would be skipped as late.)
+    let mut telnyx = MediaStreamDialect::new(Envelope::Telnyx, "en-US", "");
     assert_eq!(
         run(&mut telnyx, &telnyx_start("PCMU", 16000)),
         Err(ErrorCode::UnsupportedSampleRate)
@@ -237,10 +248,10 @@ fn telnyx_codecs_are_decoded_for_the_pipeline() {
     );
     let actions = run(
         &mut pcmu,
-        &media(Envelope::Telnyx, "inbound", &[0xff, 0x7f]),
+        &media(Envelope::Telnyx, 2, "inbound", &[0xff, 0x7f]),
     );
     assert_eq!(audio(&actions.unwrap_or_default()), vec![vec![0xff, 0x7f]]);
-    let actions = run(&mut pcmu, &media(Envelope::Telnyx, "outbound", &[0x01]));
+    let actions = run(&mut pcmu, &media(Envelope::Telnyx, 3, "outbound", &[0x01]));
     assert_eq!(audio(&actions.unwrap_or_default()), vec![vec![0x01]]);
 
     let mut l16 = MediaStreamDialect::new(Envelope::Telnyx, "en-US", "");
@@ -249,7 +260,7 @@ fn telnyx_codecs_are_decoded_for_the_pipeline() {
             if c.format.encoding == Encoding::Linear16 && c.format.sample_rate_hz == 16_000));
     let actions = run(
         &mut l16,
-        &media(Envelope::Telnyx, "inbound", &[0x12, 0x34, 0xab, 0xcd]),
+        &media(Envelope::Telnyx, 2, "inbound", &[0x12, 0x34, 0xab, 0xcd]),
     );
     assert_eq!(
         audio(&actions.unwrap_or_default()),
@@ -260,7 +271,7 @@ fn telnyx_codecs_are_decoded_for_the_pipeline() {
     assert!(run(&mut pcma, &telnyx_start("PCMA", 8000)).is_ok());
     let actions = run(
         &mut pcma,
-        &media(Envelope::Telnyx, "inbound", &[0xd5, 0x55]),
+        &media(Envelope::Telnyx, 2, "inbound", &[0xd5, 0x55]),
     );
     assert_eq!(
         audio(&actions.unwrap_or_default()),
@@ -282,4 +293,66 @@ fn the_provider_reads_nothing_but_the_close() {
     );
     assert_eq!(twilio.error(ErrorCode::UnknownType, "x", &mut out), None);
     assert!(out.is_empty());
+}
+
+#[test]
+fn telnyx_frames_are_put_back_in_order_and_stop_lets_the_rest_go() {
+    let mut telnyx = MediaStreamDialect::new(Envelope::Telnyx, "en-US", "");
+    assert!(run(&mut telnyx, &telnyx_start("PCMU", 8000)).is_ok());
+    let mut got = Vec::new();
+    for (sequence, byte) in [(3, 3u8), (2, 2), (2, 2), (4, 4), (6, 6)] {
+        let frame = media(Envelope::Telnyx, sequence, "inbound", &[byte]);
+        got.extend(audio(&run(&mut telnyx, &frame).unwrap_or_default()));
+    }
+    assert_eq!(got, [vec![2], vec![3], vec![4]], "6 waits for 5; 2 once");
+    let stop = json!({"event": "stop", "sequence_number": "8", "stream_id": "ST1"});
+    let actions = run(&mut telnyx, &stop.to_string()).unwrap_or_default();
+    assert_eq!(audio(&actions), [vec![6]]);
+    assert_eq!(actions.last(), Some(&Inbound::Stop));
+
+    let mut unordered = MediaStreamDialect::new(Envelope::Telnyx, "en-US", "").reorder_window(0);
+    assert!(run(&mut unordered, &telnyx_start("PCMU", 8000)).is_ok());
+    let late = run(&mut unordered, &media(Envelope::Telnyx, 3, "inbound", &[3]));
+    let early = run(&mut unordered, &media(Envelope::Telnyx, 2, "inbound", &[2]));
+    assert_eq!(
+        [late, early].map(|a| audio(&a.unwrap_or_default())),
+        [vec![vec![3]], vec![vec![2]]],
+        "window 0: taken as they come"
+    );
+}
+
+#[test]
+fn a_dtmf_digit_is_a_call_event_on_the_session_clock() {
+    let mut twilio = MediaStreamDialect::new(Envelope::Twilio, "en-US", "");
+    let tracks = ["inbound", "outbound"];
+    assert!(run(&mut twilio, &twilio_start("audio/x-mulaw", 8000, &tracks)).is_ok());
+    // 100 ms inbound, 50 ms outbound: the clock is the furthest track.
+    assert!(run(
+        &mut twilio,
+        &media(Envelope::Twilio, 2, "inbound", &[0xff; 800])
+    )
+    .is_ok());
+    assert!(run(
+        &mut twilio,
+        &media(Envelope::Twilio, 3, "outbound", &[0xff; 400])
+    )
+    .is_ok());
+    let dtmf = json!({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "4",
+        "dtmf": {"track": "inbound_track", "digit": "7"}});
+    assert_eq!(
+        run(&mut twilio, &dtmf.to_string()),
+        Ok(vec![Inbound::KeepAlive])
+    );
+    let mut events = Vec::new();
+    twilio.take_call_events(&mut events);
+    let expected = json!({"digit": "7", "track": "inbound", "time_ms": 100});
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.kind, Value::Object(e.fields.clone())))
+            .collect::<Vec<_>>(),
+        [("call.dtmf", expected)]
+    );
+    twilio.take_call_events(&mut events);
+    assert_eq!(events.len(), 1, "taken once");
 }
