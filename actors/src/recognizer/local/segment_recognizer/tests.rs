@@ -8,7 +8,6 @@ use super::*;
 use crate::audio::{AudioFormat, Encoding};
 use crate::protocol::StartConfig;
 use crate::recognizer::local::decoded::DecodedSegment;
-use crate::recognizer::local::moonshine;
 use crate::recognizer::local::scheduler::{
     DecoderLoader, Scheduler, SchedulerSettings, SegmentDecoder,
 };
