@@ -92,6 +92,16 @@ async fn wait(browser: &mut Browser, condition: &str, secs: u64) {
         .await;
 }
 
+/// Waits until the page shows an error, saves a screenshot and checks the error says `words`.
+async fn shows_error(browser: &mut Browser, words: &str, screenshot: &str) {
+    wait(browser, "document.body.dataset.state === 'error'", 20).await;
+    browser.screenshot(&artefact(screenshot)).await;
+    let error = browser
+        .eval("document.getElementById('error').textContent")
+        .await;
+    assert!(error.as_str().is_some_and(|e| e.contains(words)), "{error}");
+}
+
 /// Opens the page and starts the microphone; returns once the server said `ready`.
 async fn start_microphone(browser: &mut Browser) {
     wait(browser, "document.body.dataset.state === 'idle'", 20).await;
@@ -185,19 +195,12 @@ async fn the_page_says_when_the_server_stops() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status:?}");
-    wait(&mut browser, "document.body.dataset.state === 'error'", 20).await;
-    browser
-        .screenshot(&artefact("web_page_server_stopped.png"))
-        .await;
-    let error = browser
-        .eval("document.getElementById('error').textContent")
-        .await;
-    assert!(
-        error
-            .as_str()
-            .is_some_and(|e| e.contains("The server is shutting down")),
-        "{error}"
-    );
+    shows_error(
+        &mut browser,
+        "The server is shutting down",
+        "web_page_server_stopped.png",
+    )
+    .await;
 }
 
 /// The server is SIGKILLed mid-utterance and started again on the same address (sharing the
@@ -316,19 +319,12 @@ async fn the_page_explains_a_denied_microphone() {
     .await;
     wait(&mut browser, "document.body.dataset.state === 'idle'", 20).await;
     browser.eval("document.getElementById('mic').click()").await;
-    wait(&mut browser, "document.body.dataset.state === 'error'", 20).await;
-    browser
-        .screenshot(&artefact("web_page_microphone_denied.png"))
-        .await;
-    let error = browser
-        .eval("document.getElementById('error').textContent")
-        .await;
-    assert!(
-        error
-            .as_str()
-            .is_some_and(|e| e.contains("Microphone access was denied")),
-        "{error}"
-    );
+    shows_error(
+        &mut browser,
+        "Microphone access was denied",
+        "web_page_microphone_denied.png",
+    )
+    .await;
     let status = browser
         .eval("document.getElementById('status').textContent")
         .await;
