@@ -11,7 +11,7 @@ use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use voxgate_actors::audio::Encoding;
-use voxgate_actors::settings::LocalEngineKind;
+use voxgate_actors::settings::{GoogleApi, LocalEngineKind};
 
 use super::gatekeeper::Gatekeeper;
 use crate::config::{Backend, Config};
@@ -93,7 +93,10 @@ impl Offer {
                 }
                 Backend::Google => (
                     "google",
-                    "google-speech-v1",
+                    match config.google.api {
+                        GoogleApi::V1 => "google-speech-v1",
+                        GoogleApi::V2 => "google-speech-v2",
+                    },
                     GOOGLE_MODELS
                         .iter()
                         .map(|&(id, label)| ModelChoice { id, label })
@@ -115,12 +118,22 @@ impl Offer {
             engine,
             models,
             languages,
-            encodings: Encoding::ALL.iter().map(|e| e.as_str()).collect(),
+            encodings: Encoding::ALL
+                .iter()
+                .filter(|&&e| e != Encoding::Alaw || alaw_accepted(config))
+                .map(|e| e.as_str())
+                .collect(),
             sample_rate_hz: 16_000,
             credential_required: true,
             version: env!("CARGO_PKG_VERSION"),
         }
     }
+}
+
+/// Whether `start` takes A-law audio here: Google v1 has no A-law (the Google backends and the
+/// embedded emulator follow `[google] api`); the local engine decodes it.
+fn alaw_accepted(config: &Config) -> bool {
+    config.recognizer.backend == Backend::Local || config.google.api == GoogleApi::V2
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -160,5 +173,24 @@ mod tests {
 
         config.recognizer.backend = Backend::Emulator;
         assert_eq!(Offer::from_config(&config).backend, "emulator");
+    }
+
+    /// `ALAW` is offered only where `start` takes it: not by Google v1.
+    #[test]
+    fn alaw_is_offered_where_it_is_accepted() {
+        let mut config = Config::default();
+        assert!(Offer::from_config(&config).encodings.contains(&"ALAW"));
+        for backend in [Backend::Google, Backend::Emulator] {
+            config.recognizer.backend = backend;
+            config.google.api = GoogleApi::V1;
+            let v1 = Offer::from_config(&config);
+            assert!(!v1.encodings.contains(&"ALAW"), "{v1:?}");
+            assert!(v1.encodings.contains(&"MULAW"), "{v1:?}");
+            config.google.api = GoogleApi::V2;
+            assert!(Offer::from_config(&config).encodings.contains(&"ALAW"));
+        }
+        assert_eq!(Offer::from_config(&config).backend, "emulator");
+        config.recognizer.backend = Backend::Google;
+        assert_eq!(Offer::from_config(&config).engine, "google-speech-v2");
     }
 }
