@@ -53,9 +53,20 @@ pub async fn start(config: &Config) -> Result<RunningBackend, String> {
     let mut google = config.google.clone();
     let mut emulator = None;
     let credentials = match config.recognizer.backend {
-        Backend::Google => Credentials::from_settings(&google)
-            .await
-            .map_err(|e| e.to_string())?,
+        Backend::Google => {
+            let credentials = Credentials::from_settings(&google)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Speech v2: `[google] project`, else the one the credentials name.
+            if google.api == GoogleApi::V2 && google.project.is_none() {
+                let project = credentials.project().ok_or_else(|| {
+                    format!("google.project: {}", crate::config::V2_PROJECT_REQUIRED)
+                })?;
+                tracing::info!(project, "Speech v2 project from the credentials");
+                google.project = Some(project.to_string());
+            }
+            credentials
+        }
         Backend::Local => return start_local(config).await,
         Backend::Emulator => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -453,3 +453,40 @@ async fn credentials_are_never_logged() {
     );
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// Speech v2 without `[google] project`: the project comes from the key file's `project_id`
+/// (the session is transcribed exactly), and a key file that names none stops the gateway at
+/// start-up with an error naming `google.project`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_v2_takes_the_project_from_the_key_file() {
+    let google = Rehearsal::start(&[]);
+    let v2 = [("VOXGATE_GOOGLE__API", "v2")];
+    let key = google.key_file(&google.account_json, "gateway.json");
+    let gateway = google.gateway(&key, true, &v2);
+    let expected = speech(3);
+    let (rx, _) = talk(&gateway.addr, &expected.audio).await;
+    assert_exact(&rx, &expected, "v2 session, project from the key file");
+
+    let mut nameless: Value = serde_json::from_str(&google.account_json).expect("key file is JSON");
+    if let Some(fields) = nameless.as_object_mut() {
+        fields.remove("project_id");
+    }
+    let nameless = google.key_file(&nameless.to_string(), "no-project.json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_voxgate"));
+    command
+        .args(["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
+        .env("VOXGATE_RECOGNIZER__BACKEND", "google")
+        .envs(google.gateway_env(&nameless, true, &v2));
+    // Waited for on a thread, so that a gateway that does not stop fails the test.
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(command.output());
+    });
+    let output = exited
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the gateway stops")
+        .expect("run voxgate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("google.project"), "{stderr}");
+}

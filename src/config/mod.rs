@@ -224,6 +224,11 @@ pub struct ConfigError(pub String);
 
 const ENV_PREFIX: &str = "VOXGATE_";
 
+/// Why Speech v2 on Google needs a project, for the error when none is known.
+pub const V2_PROJECT_REQUIRED: &str = "required with api = \"v2\" and backend = \"google\" \
+     when the credentials name none (the recognizer is \
+     projects/{project}/locations/{location}/recognizers/{recognizer})";
+
 impl Config {
     /// Reads `path` (when `required` is false a missing file means "all defaults"), then applies
     /// `VOXGATE_<SECTION>__<KEY>` variables from `env`, then validates.
@@ -271,14 +276,15 @@ impl Config {
                 )));
             }
         }
+        // With ADC the credentials may name the project: checked once they are found
+        // (backend.rs); without credentials nothing else can.
         let calls_google_v2 = google.api == voxgate_actors::settings::GoogleApi::V2
-            && self.recognizer.backend == Backend::Google;
+            && self.recognizer.backend == Backend::Google
+            && google.auth == voxgate_actors::settings::GoogleAuth::None;
         if calls_google_v2 && google.project.is_none() {
-            return Err(ConfigError(
-                "google.project: required with api = \"v2\" and backend = \"google\" (the \
-                 recognizer is projects/{project}/locations/{location}/recognizers/{recognizer})"
-                    .to_string(),
-            ));
+            return Err(ConfigError(format!(
+                "google.project: {V2_PROJECT_REQUIRED}"
+            )));
         }
         Ok(())
     }

@@ -92,13 +92,21 @@ fn invalid_value_is_named() {
     assert!(err.map(|e| e.0).unwrap_or_default().contains("NOPE"));
 }
 
-/// `[google] api = "v2"` calling Google needs a project; the recognizer path's parts are checked;
-/// the location picks the regional endpoint unless the endpoint is set.
+/// `[google] api = "v2"` calling Google needs a project — from the config when there are no
+/// credentials to name one (with ADC it is checked once they are found, tests/e2e_google_auth.rs);
+/// the recognizer path's parts are checked; the location picks the regional endpoint unless the
+/// endpoint is set.
 #[test]
 fn google_v2_keys_are_checked() {
     let v2 = "[recognizer]\nbackend = \"google\"\n[google]\napi = \"v2\"\n";
-    let err = load_str(v2, &[]).err().map(|e| e.0);
+    let err = load_str(&format!("{v2}auth = \"none\"\n"), &[])
+        .err()
+        .map(|e| e.0);
     assert!(err.unwrap_or_default().contains("google.project"));
+    assert!(
+        load_str(v2, &[]).is_ok(),
+        "with ADC the credentials may name it"
+    );
     let with_project = load_str(&format!("{v2}project = \"p\"\nlocation = \"eu\"\n"), &[]);
     let google = with_project.map(|c| c.google).map_err(|e| e.0);
     assert_eq!(

@@ -10,6 +10,10 @@
 //! 3. The metadata server of Google Cloud (Compute Engine, GKE, Cloud Run…), at
 //!    `$GCE_METADATA_HOST` or 169.254.169.254, probed with a short deadline.
 //!
+//! A key file also names a Google Cloud project — a service account's `project_id`, gcloud user
+//! credentials' `quota_project_id` — which Speech v2 uses when `[google] project` is not set
+//! ([`Found::project`]). The metadata server's project is not read: on Google Cloud, set it.
+//!
 //! Each key file's `token_uri` is honoured (Google's own is the default), so a key file made by
 //! `voxgate emulator make-credentials` points the gateway at the emulator's token endpoint.
 
@@ -38,6 +42,8 @@ enum KeyFile {
     ServiceAccount {
         client_email: String,
         private_key: String,
+        #[serde(default)]
+        project_id: Option<String>,
         #[serde(default = "google_token_uri")]
         token_uri: String,
     },
@@ -45,6 +51,8 @@ enum KeyFile {
         client_id: String,
         client_secret: String,
         refresh_token: String,
+        #[serde(default)]
+        quota_project_id: Option<String>,
         #[serde(default = "google_token_uri")]
         token_uri: String,
     },
@@ -54,8 +62,14 @@ fn google_token_uri() -> String {
     GOOGLE_TOKEN_URI.to_string()
 }
 
+/// What ADC found: where tokens come from, and the project the credentials name, if any.
+pub struct Found {
+    pub tokens: Arc<dyn FetchToken>,
+    pub project: Option<String>,
+}
+
 /// Finds credentials in ADC's order; the error names every place looked at.
-pub async fn find(http: Arc<CredentialsHttp>) -> Result<Arc<dyn FetchToken>, CredentialsError> {
+pub async fn find(http: Arc<CredentialsHttp>) -> Result<Found, CredentialsError> {
     if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
         let path = PathBuf::from(path);
         return key_file(&path, http).map_err(|e| {
@@ -73,7 +87,10 @@ pub async fn find(http: Arc<CredentialsHttp>) -> Result<Arc<dyn FetchToken>, Cre
     let metadata = Metadata::new(http.clone());
     let probe = metadata.probe().await;
     match probe {
-        Ok(()) => Ok(Arc::new(metadata)),
+        Ok(()) => Ok(Found {
+            tokens: Arc::new(metadata),
+            project: None,
+        }),
         Err(why) => Err(CredentialsError(format!(
             "no Google Application Default Credentials: GOOGLE_APPLICATION_CREDENTIALS is not set, \
              there is no {}, and no metadata server answered at {} ({why}). Set \
@@ -100,7 +117,7 @@ fn gcloud_adc_file() -> Option<PathBuf> {
 }
 
 /// The credentials of a key file. Errors say what is wrong, never quoting a secret.
-fn key_file(path: &Path, http: Arc<CredentialsHttp>) -> Result<Arc<dyn FetchToken>, String> {
+fn key_file(path: &Path, http: Arc<CredentialsHttp>) -> Result<Found, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
     let key: KeyFile = serde_json::from_str(&text).map_err(|e| {
         format!(
@@ -113,25 +130,33 @@ fn key_file(path: &Path, http: Arc<CredentialsHttp>) -> Result<Arc<dyn FetchToke
         KeyFile::ServiceAccount {
             client_email,
             private_key,
+            project_id,
             token_uri,
-        } => Ok(Arc::new(ServiceAccount::new(
-            client_email,
-            &private_key,
-            token_uri,
-            http,
-        )?)),
+        } => Ok(Found {
+            tokens: Arc::new(ServiceAccount::new(
+                client_email,
+                &private_key,
+                token_uri,
+                http,
+            )?),
+            project: project_id.filter(|p| !p.is_empty()),
+        }),
         KeyFile::AuthorizedUser {
             client_id,
             client_secret,
             refresh_token,
+            quota_project_id,
             token_uri,
-        } => Ok(Arc::new(AuthorizedUser {
-            client_id,
-            client_secret,
-            refresh_token,
-            token_uri,
-            http,
-        })),
+        } => Ok(Found {
+            tokens: Arc::new(AuthorizedUser {
+                client_id,
+                client_secret,
+                refresh_token,
+                token_uri,
+                http,
+            }),
+            project: quota_project_id.filter(|p| !p.is_empty()),
+        }),
     }
 }
 

@@ -252,6 +252,8 @@ pub struct Credentials {
     tokens: Option<Arc<TokenCache>>,
     /// The `x-goog-user-project` header, if configured.
     quota_project: Option<MetadataValue<Ascii>>,
+    /// The project the credentials name (a key file's), for Speech v2's recognizer path.
+    project: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -265,6 +267,7 @@ impl fmt::Debug for Credentials {
                     .map(|_| "application default credentials"),
             )
             .field("quota_project", &self.quota_project)
+            .field("project", &self.project)
             .finish()
     }
 }
@@ -278,6 +281,7 @@ impl Credentials {
         Credentials {
             tokens: None,
             quota_project: None,
+            project: None,
         }
     }
 
@@ -294,6 +298,7 @@ impl Credentials {
                 invalidated: AtomicBool::new(false),
             })),
             quota_project: parse_quota_project(quota_project)?,
+            project: None,
         })
     }
 
@@ -305,26 +310,34 @@ impl Credentials {
             GoogleAuth::None => Ok(Credentials {
                 tokens: None,
                 quota_project,
+                project: None,
             }),
             GoogleAuth::Adc => {
                 let trust = TrustRoots::from_settings(settings)?;
                 let http = Arc::new(CredentialsHttp::new(&trust, TOKEN_REQUEST_TIMEOUT)?);
                 let runtime = FetchRuntime::new()?;
-                let fetcher = runtime
+                let found = runtime
                     .run(adc::find(http))
                     .await
                     .map_err(CredentialsError)??;
                 Ok(Credentials {
                     tokens: Some(Arc::new(TokenCache {
-                        fetcher,
+                        fetcher: found.tokens,
                         runtime,
                         current: tokio::sync::Mutex::new(None),
                         invalidated: AtomicBool::new(false),
                     })),
                     quota_project,
+                    project: found.project,
                 })
             }
         }
+    }
+
+    /// The Google Cloud project the credentials name (a service-account key's `project_id`,
+    /// gcloud user credentials' `quota_project_id`), if any.
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
     }
 
     /// Google rejected a token (`UNAUTHENTICATED`): the next call fetches a new one rather than
