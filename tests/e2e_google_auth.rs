@@ -358,6 +358,19 @@ async fn an_untrusted_certificate_is_a_clear_error() {
     assert!(cut_short);
 }
 
+/// Runs `command` (a `voxgate serve` that must refuse to start) to its end; its output. Waited
+/// for on a thread, so that a gateway that does not stop fails the test.
+fn exits_at_start(mut command: Command) -> std::process::Output {
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(command.output());
+    });
+    exited
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the gateway stops")
+        .expect("run voxgate")
+}
+
 /// Credentials that cannot be used stop the gateway at start-up with an error naming them.
 #[test]
 fn unusable_credentials_stop_the_gateway_at_start() {
@@ -371,15 +384,7 @@ fn unusable_credentials_stop_the_gateway_at_start() {
             .args(["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
             .env("VOXGATE_RECOGNIZER__BACKEND", "google")
             .env("GOOGLE_APPLICATION_CREDENTIALS", path);
-        // Waited for on a thread, so that a gateway that does not stop fails the test.
-        let (done, exited) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(command.output());
-        });
-        let output = exited
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the gateway stops")
-            .expect("run voxgate");
+        let output = exits_at_start(command);
         let (status, stderr) = (output.status, String::from_utf8_lossy(&output.stderr));
         assert!(!status.success());
         let named = format!("GOOGLE_APPLICATION_CREDENTIALS={}", path.display());
@@ -477,15 +482,7 @@ async fn speech_v2_takes_the_project_from_the_key_file() {
         .args(["serve", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
         .env("VOXGATE_RECOGNIZER__BACKEND", "google")
         .envs(google.gateway_env(&nameless, true, &v2));
-    // Waited for on a thread, so that a gateway that does not stop fails the test.
-    let (done, exited) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(command.output());
-    });
-    let output = exited
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the gateway stops")
-        .expect("run voxgate");
+    let output = exits_at_start(command);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("google.project"), "{stderr}");
