@@ -53,13 +53,7 @@ impl Streamed {
     }
 
     fn finals(&self) -> String {
-        self.messages
-            .iter()
-            .filter(|m| m["type"] == "transcript" && m["is_final"] == true)
-            .filter_map(|m| m["transcript"].as_str())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ")
+        final_text(&self.messages)
     }
 }
 
@@ -128,17 +122,11 @@ async fn cluster_with_clients(
     let emulator = emulator(&[]);
     let settings = [
         ("VOXGATE_AUTH__TOKEN_SECRET", SECRET),
-        ("VOXGATE_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
-        ("VOXGATE_AUTH__ANONYMOUS", "true"),
         // Long: an instance that exits while its sessions still stream did not wait for it.
         ("VOXGATE_SERVER__SHUTDOWN_GRACE_SECS", "60"),
     ];
-    let gateways: Vec<Process> = (0..3).map(|_| gateway(&emulator, &settings)).collect();
+    let (gateways, haproxy) = three_behind_haproxy(&dir, &emulator, &settings).await;
     let addrs: Vec<&str> = gateways.iter().map(|g| g.addr.as_str()).collect();
-    let haproxy = start_haproxy(&dir, &addrs);
-    haproxy
-        .wait_for_up(&["voxgate1", "voxgate2", "voxgate3"])
-        .await;
     let url = format!("ws://{}/v1/listen", haproxy.addr);
     let mut clients = Vec::new();
     for i in 0..CLIENTS {

@@ -80,18 +80,11 @@ async fn haproxy_spreads_sessions_passes_client_addresses_and_skips_a_draining_i
     // One session per client address: HAProxy's own address would exceed it at once, so every
     // session below succeeding shows each instance saw the client's address.
     let settings = [
-        ("VOXGATE_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
-        // Clients behind a proxy are not local: voxgate wants that said (or API keys).
-        ("VOXGATE_AUTH__ANONYMOUS", "true"),
         ("VOXGATE_SESSION__MAX_SESSIONS_PER_IP", "1"),
         ("VOXGATE_SERVER__SHUTDOWN_GRACE_SECS", "60"),
     ];
-    let gateways: Vec<Process> = (0..3).map(|_| gateway(&emulator, &settings)).collect();
+    let (gateways, haproxy) = three_behind_haproxy(&dir, &emulator, &settings).await;
     let addrs: Vec<&str> = gateways.iter().map(|g| g.addr.as_str()).collect();
-    let haproxy = start_haproxy(&dir, &addrs);
-    haproxy
-        .wait_for_up(&["voxgate1", "voxgate2", "voxgate3"])
-        .await;
 
     // Six clients, six addresses: least connections gives each instance two.
     let mut sessions = Vec::new();

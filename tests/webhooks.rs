@@ -9,22 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::dialect::*;
-use common::process::emulator;
+use common::process::{emulator, final_text};
 use common::telephony::*;
 use serde_json::{json, Value};
 use voxgate_emulator::synth;
 
 const TEXT: &str = "native clients may post their finals. to a webhook as well";
-
-fn finals(messages: &[Value]) -> String {
-    messages
-        .iter()
-        .filter(|m| m["type"] == "transcript" && m["is_final"] == true)
-        .filter_map(|m| m["transcript"].as_str())
-        .filter(|t| !t.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// One native session: start (with or without `webhook`), speech at real time, stop.
 async fn native_session(addr: &str, webhook: bool) -> (Vec<Value>, Option<(u16, String)>) {
@@ -60,7 +50,7 @@ async fn a_native_client_may_post_its_finals() {
     let (posting, quiet) = tokio::join!(native_session(&addr, true), native_session(&addr, false));
     for (messages, close) in [&posting, &quiet] {
         assert_eq!(close.as_ref().map(|c| c.0), Some(1000), "{messages:?}");
-        assert_eq!(finals(messages), synth::expected_words(TEXT).join(" "));
+        assert_eq!(final_text(messages), synth::expected_words(TEXT).join(" "));
     }
     let bodies = wait_ended(&receiver, 1).await;
     let session_id = posting.0[0]["session_id"].as_str().unwrap_or_default();
@@ -71,7 +61,7 @@ async fn a_native_client_may_post_its_finals() {
     );
     let events = of_session(&bodies, session_id);
     assert_in_order(&events);
-    assert_eq!(track_text(&events, "mono"), finals(&posting.0));
+    assert_eq!(track_text(&events, "mono"), final_text(&posting.0));
     let ended = events.last().copied().cloned().unwrap_or_default();
     assert_eq!(ended["type"], "session.ended");
     assert_eq!(ended["reason"], "closed");

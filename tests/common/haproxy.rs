@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::process::{gateway, Process};
+
 pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
 
 /// How long HAProxy may take to see a change of `/readyz` (its checks run every second).
@@ -27,6 +29,28 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Three `voxgate serve` of `emulator` behind HAProxy as shipped (its socket in `dir`), up in
+/// it. Each trusts HAProxy's address for `X-Forwarded-For` and takes anonymous clients (clients
+/// behind a proxy are not local: voxgate wants that said, or API keys), then `settings`.
+pub async fn three_behind_haproxy(
+    dir: &Path,
+    emulator: &Process,
+    settings: &[(&str, &str)],
+) -> (Vec<Process>, Haproxy) {
+    let mut all = vec![
+        ("VOXGATE_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ("VOXGATE_AUTH__ANONYMOUS", "true"),
+    ];
+    all.extend_from_slice(settings);
+    let gateways: Vec<Process> = (0..3).map(|_| gateway(emulator, &all)).collect();
+    let addrs: Vec<&str> = gateways.iter().map(|g| g.addr.as_str()).collect();
+    let haproxy = start_haproxy(dir, &addrs);
+    haproxy
+        .wait_for_up(&["voxgate1", "voxgate2", "voxgate3"])
+        .await;
+    (gateways, haproxy)
 }
 
 /// A free loopback port: HAProxy cannot report the port of a port-0 bind, so one is picked here.

@@ -147,14 +147,19 @@ impl Received {
 
     /// The final transcripts, joined by spaces.
     pub fn final_text(&self) -> String {
-        self.of_type("transcript")
-            .iter()
-            .filter(|m| m["is_final"] == true)
-            .filter_map(|m| m["transcript"].as_str())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ")
+        final_text(&self.messages)
     }
+}
+
+/// The native final transcripts among `messages`, joined by spaces.
+pub fn final_text(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "transcript" && m["is_final"] == true)
+        .filter_map(|m| m["transcript"].as_str())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Opens `ws://ADDR/v1/listen?QUERY` on a running gateway process.
