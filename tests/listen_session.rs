@@ -307,6 +307,40 @@ async fn pipeline_reports_become_client_messages() {
     server.stop().await;
 }
 
+/// An ack waits (at most `ACK_HOLD`) for the session's next message and leaves just before it;
+/// with nothing after it, it leaves on its own.
+#[actix_rt::test]
+async fn an_ack_leaves_with_the_next_message_or_alone() {
+    let mut server = TestServer::start(test_config()).await;
+    let (mut client, _, pipeline) = server.started_session().await;
+    pipeline.links.acks.do_send(AudioAcked {
+        audio_ms: 500,
+        audio_id: None,
+    });
+    assert_eq!(
+        client.expect_json().await,
+        json!({"type":"ack","audio_ms":500,"final_ms":0})
+    );
+    pipeline.links.acks.do_send(AudioAcked {
+        audio_ms: 1_000,
+        audio_id: None,
+    });
+    pipeline.links.warnings.do_send(PipelineWarning {
+        code: "upstream_restarting",
+        message: "reconnecting".into(),
+    });
+    assert_eq!(
+        client.expect_json().await,
+        json!({"type":"ack","audio_ms":1000,"final_ms":0})
+    );
+    assert_eq!(
+        client.expect_json().await,
+        json!({"type":"warning","code":"upstream_restarting","message":"reconnecting"})
+    );
+    drop(client);
+    server.stop().await;
+}
+
 /// A pipeline error is sent with its code and closes with the code's close code.
 #[actix_rt::test]
 async fn pipeline_errors_close_with_their_code() {

@@ -248,6 +248,9 @@ pub struct GoogleSettings {
     /// connection beyond this.
     pub streams_per_connection: usize,
     pub connect_timeout_secs: f64,
+    /// A connection writes at most once per this many milliseconds: the audio of its streams
+    /// that is ready meanwhile leaves in one write (0 = every frame in a write of its own).
+    pub write_coalesce_ms: f64,
     /// Optional `x-goog-user-project` (quota project).
     pub quota_project: Option<String>,
     /// Extra trust roots (PEM) for the upstream and its token endpoint, beside the public ones:
@@ -266,6 +269,7 @@ impl Default for GoogleSettings {
             auth: GoogleAuth::Adc,
             streams_per_connection: 100,
             connect_timeout_secs: 10.0,
+            write_coalesce_ms: 2.0,
             quota_project: None,
             ca_file: None,
         }

@@ -381,6 +381,10 @@ impl Config {
                 self.google.streams_per_connection >= 1,
             ),
             (
+                "google.write_coalesce_ms",
+                (0.0..=50.0).contains(&self.google.write_coalesce_ms),
+            ),
+            (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs >= 0.0,
             ),

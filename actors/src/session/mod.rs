@@ -75,6 +75,9 @@ pub use upgrade::{
 /// How long the session waits for the client's Close frame after sending its own.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The longest an ack waits for another message to leave with (about a frame of audio).
+pub const ACK_HOLD: Duration = Duration::from_millis(100);
+
 /// Warning code: audio or `finalize` after `stop` was dropped (sent once per session).
 pub const WARNING_AUDIO_AFTER_STOP: &str = "audio_after_stop";
 
@@ -152,6 +155,10 @@ pub struct Session {
     fragments: Reassembler,
     /// Highest `audio_ms` acknowledged by the pipeline (for `closed` and the audio metric).
     acked_ms: u64,
+    /// The dialect's ack messages waiting to leave with the next write ([`Session::hold_ack`]).
+    held_acks: Vec<String>,
+    /// Writes `held_acks` if nothing else does first.
+    ack_timer: Option<SpawnHandle>,
     /// The `audio_after_stop` warning is sent once.
     warned_audio_after_stop: bool,
     /// Set when the shutdown notice arrives.
@@ -212,6 +219,8 @@ impl Session {
             last_activity: now,
             fragments,
             acked_ms: 0,
+            held_acks: Vec::new(),
+            ack_timer: None,
             warned_audio_after_stop: false,
             shutdown: None,
             resume_tokens: params.resume,
@@ -220,10 +229,11 @@ impl Session {
         }
     }
 
-    /// Sends the dialect's messages in order, unless the client has left more than
-    /// `max_outgoing_bytes` unread: then the session ends with `slow_consumer` instead.
+    /// Sends the dialect's messages in order (after any held ack), unless the client has left
+    /// more than `max_outgoing_bytes` unread: then the session ends with `slow_consumer` instead.
     fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, texts: Vec<String>) {
-        for text in texts {
+        let held = self.take_held_acks(ctx);
+        for text in held.into_iter().chain(texts) {
             let waiting = self.outgoing.waiting();
             if waiting + frame_len(text.len()) > self.settings.max_outgoing_bytes as u64 {
                 let message = format!(
@@ -234,18 +244,63 @@ impl Session {
                 self.fail(ctx, ErrorCode::SlowConsumer, &message);
                 return;
             }
-            self.write_text(ctx, text);
+            self.put_text(ctx, text);
         }
     }
 
-    /// Writes a text frame, counted in the backlog but not checked against it.
-    fn write_text(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
+    /// Holds an ack's messages until the session next writes, at most [`ACK_HOLD`]: an ack is
+    /// made as audio leaves for the recogniser, and the result of that audio usually follows
+    /// within milliseconds — together they leave in one write instead of two.
+    fn hold_ack(&mut self, ctx: &mut ws::WebsocketContext<Self>, texts: Vec<String>) {
+        if texts.is_empty() {
+            return;
+        }
+        self.held_acks.extend(texts);
+        if self.ack_timer.is_none() {
+            self.ack_timer = Some(ctx.run_later(ACK_HOLD, |act, ctx| {
+                act.ack_timer = None;
+                if !act.held_acks.is_empty() && act.phase != Phase::Closing {
+                    act.send(ctx, Vec::new());
+                }
+            }));
+        }
+    }
+
+    /// The held ack messages, to be written now; their timer is cancelled (a timer left to fire
+    /// for nothing would wake the session for nothing).
+    fn take_held_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> Vec<String> {
+        if let Some(timer) = self.ack_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        std::mem::take(&mut self.held_acks)
+    }
+
+    /// Writes a text frame (after any held ack), counted in the backlog but not checked against
+    /// it.
+    fn write_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
+        self.write_held_acks(ctx);
+        self.put_text(ctx, text);
+    }
+
+    fn write_held_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        for held in self.take_held_acks(ctx) {
+            self.put_text(ctx, held);
+        }
+    }
+
+    /// Writes a text frame as it is, counted in the backlog.
+    fn put_text(&self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
         self.outgoing.queue(frame_len(text.len()));
         ctx.text(text);
     }
 
-    /// Writes a Close frame, counted in the backlog.
-    fn write_close(&self, ctx: &mut ws::WebsocketContext<Self>, reason: Option<ws::CloseReason>) {
+    /// Writes a Close frame (after any held ack), counted in the backlog.
+    fn write_close(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reason: Option<ws::CloseReason>,
+    ) {
+        self.write_held_acks(ctx);
         let payload = reason
             .as_ref()
             .map_or(0, |r| 2 + r.description.as_ref().map_or(0, String::len));
@@ -1103,7 +1158,7 @@ impl Handler<AudioAcked> for Session {
         self.report_progress(false);
         let mut out = Vec::new();
         self.dialect.ack(&ack, &mut out);
-        self.send(ctx, out);
+        self.hold_ack(ctx, out);
     }
 }
 

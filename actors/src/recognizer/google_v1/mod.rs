@@ -6,7 +6,8 @@
 //! - [`convert`]: configuration, results and errors between voxgate's types and Google v1's.
 //! - [`speech_api`]: what differs between API versions ([`SpeechApi`]; [`V1`] here, v2 in
 //!   `super::google_v2`): the actor and the factory are generic over it.
-//! - [`pool`]: the per-worker-thread pool of HTTP/2 connections to Google.
+//! - [`pool`]: the per-worker-thread pool of HTTP/2 connections to Google, whose sockets
+//!   ([`coalesce`]) gather the audio of a connection's streams into fewer writes.
 //! - credentials come from [`super::google_auth`], shared with the engines of other API versions.
 //!
 //! On start it takes a connection from the worker thread's [`ConnectionPool`], authenticates the
@@ -23,6 +24,7 @@
 //! call cleanly, `Err` with the status otherwise — and stops; on [`CancelStream`] it stops without
 //! one (dropping the call resets the HTTP/2 stream).
 
+pub mod coalesce;
 pub mod convert;
 pub mod pool;
 pub mod speech_api;

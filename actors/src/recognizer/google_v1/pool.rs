@@ -8,6 +8,9 @@
 //! when all are full) and gives it back by dropping it when it stops. Idle channels beyond one are
 //! closed when the next lease is taken, so a burst does not keep its connections forever.
 //!
+//! Each connection's socket is a [`CoalescingStream`]: audio frames of its streams that are ready
+//! within `[google] write_coalesce_ms` of each other leave in one write (see `coalesce`).
+//!
 //! `https://` endpoints use TLS (ALPN h2) with the webpki root certificates, plus those of
 //! `[google] ca_file` ([`TrustRoots`]), and the endpoint's host name as the server name —
 //! certificates are always verified. `http://` endpoints are plaintext (the emulator on loopback).
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
+use super::coalesce::CoalescingConnector;
 use crate::recognizer::google_auth::trust::TrustRoots;
 use crate::settings::GoogleSettings;
 
@@ -27,6 +31,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// TCP keepalive, for connections idle at the HTTP/2 level.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// The longest `[google] write_coalesce_ms` accepted: audio may wait this long before it leaves.
+const MAX_WRITE_COALESCE: Duration = Duration::from_millis(50);
 
 /// The `[google]` endpoint cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +70,8 @@ impl Drop for ChannelLease {
 #[derive(Debug, Clone)]
 pub struct GoogleEndpoint {
     endpoint: Endpoint,
+    /// Opens the connections' sockets (coalescing their writes).
+    connector: CoalescingConnector,
     /// Streams one connection may carry at once.
     streams_per_connection: usize,
 }
@@ -71,8 +79,18 @@ pub struct GoogleEndpoint {
 impl GoogleEndpoint {
     /// Checks the endpoint settings, naming the bad key; connects nothing.
     pub fn new(settings: &GoogleSettings) -> Result<GoogleEndpoint, PoolError> {
+        let coalesce = Duration::try_from_secs_f64(settings.write_coalesce_ms / 1000.0)
+            .ok()
+            .filter(|d| *d <= MAX_WRITE_COALESCE)
+            .ok_or_else(|| {
+                PoolError(format!(
+                    "google.write_coalesce_ms: must be between 0 and {} ms",
+                    MAX_WRITE_COALESCE.as_millis()
+                ))
+            })?;
         Ok(GoogleEndpoint {
             endpoint: endpoint(settings)?,
+            connector: CoalescingConnector::new(TCP_KEEPALIVE, coalesce),
             streams_per_connection: settings.streams_per_connection.max(1),
         })
     }
@@ -82,6 +100,7 @@ impl GoogleEndpoint {
 pub struct ConnectionPool {
     /// How every connection is made (address, TLS, timeouts, keepalive).
     endpoint: Endpoint,
+    connector: CoalescingConnector,
     /// Streams one connection may carry at once.
     streams_per_connection: usize,
     /// Open connections, in the order they were opened (leases prefer the oldest).
@@ -93,6 +112,7 @@ impl ConnectionPool {
     pub fn new(endpoint: &GoogleEndpoint) -> ConnectionPool {
         ConnectionPool {
             endpoint: endpoint.endpoint.clone(),
+            connector: endpoint.connector.clone(),
             streams_per_connection: endpoint.streams_per_connection,
             channels: RefCell::new(Vec::new()),
         }
@@ -118,7 +138,9 @@ impl ConnectionPool {
             Some(c) => c.clone(),
             None => {
                 let c = Rc::new(PooledChannel {
-                    channel: self.endpoint.connect_lazy(),
+                    channel: self
+                        .endpoint
+                        .connect_with_connector_lazy(self.connector.clone()),
                     streams: Cell::new(0),
                 });
                 channels.push(c.clone());
@@ -157,8 +179,6 @@ fn endpoint(settings: &GoogleSettings) -> Result<Endpoint, PoolError> {
         .user_agent(user_agent)
         .map_err(|e| PoolError(format!("user agent: {e}")))?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Some(TCP_KEEPALIVE))
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(false);
