@@ -33,8 +33,8 @@ use tonic::transport::Uri;
 const MAX_GATHERED: usize = 64 * 1024;
 
 /// A connection whose writes are gathered for up to `coalesce` (see the module doc).
-pub struct CoalescingStream<T> {
-    inner: T,
+pub struct CoalescingStream {
+    inner: TokioIo<TcpStream>,
     /// Written by h2, not yet by the socket.
     gathered: BytesMut,
     coalesce: Duration,
@@ -45,8 +45,8 @@ pub struct CoalescingStream<T> {
     timer_armed: bool,
 }
 
-impl<T> CoalescingStream<T> {
-    pub fn new(inner: T, coalesce: Duration) -> CoalescingStream<T> {
+impl CoalescingStream {
+    pub fn new(inner: TokioIo<TcpStream>, coalesce: Duration) -> CoalescingStream {
         CoalescingStream {
             inner,
             gathered: BytesMut::new(),
@@ -58,7 +58,7 @@ impl<T> CoalescingStream<T> {
     }
 }
 
-impl<T: Write + Unpin> CoalescingStream<T> {
+impl CoalescingStream {
     /// Writes everything gathered; `Pending` while the socket is full.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.gathered.is_empty() {
@@ -99,7 +99,7 @@ impl<T: Write + Unpin> CoalescingStream<T> {
     }
 }
 
-impl<T: Read + Unpin> Read for CoalescingStream<T> {
+impl Read for CoalescingStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,7 +109,7 @@ impl<T: Read + Unpin> Read for CoalescingStream<T> {
     }
 }
 
-impl<T: Write + Unpin> Write for CoalescingStream<T> {
+impl Write for CoalescingStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -168,6 +168,16 @@ impl<T: Write + Unpin> Write for CoalescingStream<T> {
     }
 }
 
+impl Drop for CoalescingStream {
+    /// A connection dropped with bytes still gathered (the TLS alert of a failed handshake, a
+    /// GOAWAY) writes them if the socket takes them now: the peer should learn why.
+    fn drop(&mut self) {
+        if !self.gathered.is_empty() {
+            let _ = self.inner.inner().try_write(&self.gathered);
+        }
+    }
+}
+
 /// Opens TCP connections to the endpoint (TCP_NODELAY, keepalive) as [`CoalescingStream`]s.
 #[derive(Debug, Clone)]
 pub struct CoalescingConnector {
@@ -188,12 +198,10 @@ impl CoalescingConnector {
 
 type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
-type Connecting = Pin<
-    Box<dyn Future<Output = Result<CoalescingStream<TokioIo<TcpStream>>, ConnectError>> + Send>,
->;
+type Connecting = Pin<Box<dyn Future<Output = Result<CoalescingStream, ConnectError>> + Send>>;
 
 impl tower_service::Service<Uri> for CoalescingConnector {
-    type Response = CoalescingStream<TokioIo<TcpStream>>;
+    type Response = CoalescingStream;
     type Error = ConnectError;
     type Future = Connecting;
 
@@ -218,7 +226,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// Writes through the stream as h2 does: write, then flush (which may leave bytes gathered).
-    async fn write_and_flush<T: Write + Unpin>(s: &mut CoalescingStream<T>, bytes: &[u8]) {
+    async fn write_and_flush(s: &mut CoalescingStream, bytes: &[u8]) {
         let mut done = 0;
         while done < bytes.len() {
             done += std::future::poll_fn(|cx| Pin::new(&mut *s).poll_write(cx, &bytes[done..]))
@@ -230,7 +238,7 @@ mod tests {
     }
 
     /// Flushes as h2's connection task does after each wake-up, until nothing is gathered.
-    async fn flush_until_written<T: Write + Unpin>(s: &mut CoalescingStream<T>) {
+    async fn flush_until_written(s: &mut CoalescingStream) {
         std::future::poll_fn(|cx| {
             if Pin::new(&mut *s).poll_flush(cx).is_ready() && s.gathered.is_empty() {
                 Poll::Ready(())
@@ -241,7 +249,7 @@ mod tests {
         .await;
     }
 
-    async fn pair(coalesce: Duration) -> (CoalescingStream<TokioIo<TcpStream>>, TcpStream) {
+    async fn pair(coalesce: Duration) -> (CoalescingStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -322,6 +330,19 @@ mod tests {
         );
         let mut got = vec![0u8; 1 + MAX_GATHERED];
         assert!(server.read_exact(&mut got).await.is_ok());
+    }
+
+    /// Dropping the connection writes what is gathered, if the socket takes it.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_connection_writes_what_is_gathered() {
+        let (mut client, mut server) = pair(Duration::from_secs(60)).await;
+        write_and_flush(&mut client, b"x").await;
+        write_and_flush(&mut client, b"alert").await;
+        assert_eq!(&client.gathered[..], b"alert");
+        drop(client);
+        let mut got = Vec::new();
+        assert!(server.read_to_end(&mut got).await.is_ok());
+        assert_eq!(got, b"xalert");
     }
 
     /// Shutting down writes what is gathered first.
