@@ -218,7 +218,10 @@ async fn a_call_delivering_its_last_finals_still_counts_as_active() {
     let ended = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} });
     assert!(ended.await.is_ok(), "voxgate did not answer the Close");
     let active = metric(&gateway.addr, "voxgate_sessions_active").await;
-    assert_eq!(active, 1.0, "the call still delivering its last final counts");
+    assert_eq!(
+        active, 1.0,
+        "the call still delivering its last final counts"
+    );
     let bodies = wait_ended(&receiver, 1).await;
     let events: Vec<&serde_json::Value> = bodies.iter().collect();
     assert_call_complete(&events, &[("inbound", AGENT)], &format!("{events:#?}"));
@@ -226,7 +229,10 @@ async fn a_call_delivering_its_last_finals_still_counts_as_active() {
     // the post arrived it is (all but) gone.
     let settled = Instant::now() + WAIT;
     while metric(&gateway.addr, "voxgate_sessions_active").await != 0.0 {
-        assert!(Instant::now() < settled, "the drained call is still counted");
+        assert!(
+            Instant::now() < settled,
+            "the drained call is still counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -193,8 +193,6 @@ fn env_of<'a>(settings: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         .collect()
 }
 
-/// A counter from the gateway's `/metrics` (summed over its labels), 0 if absent.
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -176,7 +176,11 @@ mod tests {
 
         let app = first_frames(start_config(), 2).await;
         let lengths: Vec<usize> = app.iter().map(|f| f.data.len()).collect();
-        assert_eq!(lengths, vec![3_200; 2], "the [audio] frame_ms default: 100 ms each");
+        assert_eq!(
+            lengths,
+            vec![3_200; 2],
+            "the [audio] frame_ms default: 100 ms each"
+        );
     }
 
     /// The real buffer and supervisor wired together: audio reaches the stream, a final comes

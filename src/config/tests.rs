@@ -110,8 +110,14 @@ fn call_frame_lengths_default_to_20_ms_and_are_checked() {
     let set = load_str("[dialects.telnyx]\nframe_ms = 40\n", &[]).map(|c| c.dialects);
     assert_eq!(set.map(|d| d.telnyx.frame_ms).ok(), Some(40));
     for (toml, key) in [
-        ("[dialects.twilio]\nframe_ms = 5\n", "dialects.twilio.frame_ms"),
-        ("[dialects.telnyx]\nframe_ms = 2000\n", "dialects.telnyx.frame_ms"),
+        (
+            "[dialects.twilio]\nframe_ms = 5\n",
+            "dialects.twilio.frame_ms",
+        ),
+        (
+            "[dialects.telnyx]\nframe_ms = 2000\n",
+            "dialects.telnyx.frame_ms",
+        ),
         (
             "[audio]\nframe_ms = 20\nmax_buffer_ms = 50\n[dialects.jambonz]\nframe_ms = 100\n",
             "dialects.jambonz.frame_ms",

@@ -80,7 +80,11 @@ fn a_twilio_stream_configures_streams_and_stops() {
     assert_eq!(config.format.encoding, Encoding::Mulaw);
     assert_eq!(config.format.sample_rate_hz, 8_000);
     assert_eq!(config.language_code, "en-US");
-    assert_eq!(config.frame_ms, Some(20), "a call's frames are Twilio's 20 ms");
+    assert_eq!(
+        config.frame_ms,
+        Some(20),
+        "a call's frames are Twilio's 20 ms"
+    );
     let actions = run(
         &mut twilio,
         &media(Envelope::Twilio, 2, "inbound", &[1, 2, 3]),
@@ -363,7 +367,10 @@ fn a_dtmf_digit_is_a_call_event_on_the_session_clock() {
 #[test]
 fn a_call_asks_for_the_configured_frame_length() {
     for (envelope, start) in [
-        (Envelope::Twilio, twilio_start("audio/x-mulaw", 8000, &["inbound"])),
+        (
+            Envelope::Twilio,
+            twilio_start("audio/x-mulaw", 8000, &["inbound"]),
+        ),
         (Envelope::Telnyx, telnyx_start("PCMU", 8000)),
     ] {
         let mut dialect = MediaStreamDialect::new(envelope, "en-US", "").frame_ms(60);
