@@ -68,6 +68,7 @@ use outgoing::{frame_len, OutgoingMeter};
 use read_gate::ReadGate;
 use resume::{resumable_encoding, ResumeClock, ResumeConfig, ResumeTokens};
 use tail::{Departed, Handover, Relayed, Report, TailLink};
+use upgrade::ActiveSession;
 pub use upgrade::{
     check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
 };
@@ -112,7 +113,7 @@ pub struct Session {
     /// The session's share of `max_sessions` and its place in `sessions_active`, one thing
     /// ([`ActiveSession`] rides in it); released when the actor stops, or handed to the tail.
     permit: Option<SessionPermit>,
-    /// Whether the session was admitted (a refused one is neither counted nor logged as ended).
+    /// Admitted, and its end not yet logged (a refused one is neither counted nor logged).
     admitted: bool,
     /// The client's wire protocol: reads its frames, writes its messages.
     dialect: Box<dyn Dialect>,
@@ -921,24 +922,6 @@ impl Handler<Relayed> for Session {
             Report::Error(m) => Handler::<PipelineError>::handle(self, m, ctx),
             Report::Finished(m) => Handler::<PipelineFinished>::handle(self, m, ctx),
         }
-    }
-}
-
-/// A session's place in `voxgate_sessions_active`: counted from its admission until this is
-/// dropped with the session's permit — by the session, or by its tail once a call's last results
-/// are delivered — so the gauge and `max_sessions` always count the same sessions.
-struct ActiveSession;
-
-impl ActiveSession {
-    fn count() -> ActiveSession {
-        METRICS.sessions_active.inc();
-        ActiveSession
-    }
-}
-
-impl Drop for ActiveSession {
-    fn drop(&mut self) {
-        METRICS.sessions_active.dec();
     }
 }
 
