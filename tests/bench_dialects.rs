@@ -6,12 +6,23 @@
 
 mod common;
 
-use common::process::{emulator, gateway, voxgate_stdout};
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+
+use common::process::{emulator, gateway, voxgate_stdout_with_stdin};
 use common::telephony::telephony_gateway;
 use serde_json::Value;
 
-/// `voxgate bench --dialect DIALECT EXTRA… --json` against `url`; the comparison it prints.
-fn bench_dialect(url: &str, server_pid: &str, dialect: &str, extra: &[&str]) -> Value {
+/// `voxgate bench --dialect DIALECT EXTRA… --json` against `url` (`stdin` its standard input);
+/// the comparison it prints.
+fn bench_dialect(
+    url: &str,
+    server_pid: &str,
+    dialect: &str,
+    extra: &[&str],
+    stdin: Stdio,
+) -> Value {
     let mut args = vec![
         "bench",
         "--url",
@@ -29,7 +40,7 @@ fn bench_dialect(url: &str, server_pid: &str, dialect: &str, extra: &[&str]) -> 
         server_pid,
     ];
     args.extend_from_slice(extra);
-    let stdout = voxgate_stdout(&args);
+    let stdout = voxgate_stdout_with_stdin(&args, stdin);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"))
 }
 
@@ -52,7 +63,10 @@ fn every_dialect_is_benched_beside_a_native_run() {
             .iter()
             .map(|(dialect, extra)| {
                 let (url, pid) = (&url, &pid);
-                scope.spawn(move || (*dialect, bench_dialect(url, pid, dialect, extra)))
+                scope.spawn(move || {
+                    let comparison = bench_dialect(url, pid, dialect, extra, Stdio::null());
+                    (*dialect, comparison)
+                })
             })
             .collect();
         for handle in handles {
@@ -99,18 +113,19 @@ fn every_dialect_is_benched_beside_a_native_run() {
 #[test]
 fn twilio_calls_are_benched_with_finals_by_webhook() {
     let emu = emulator(&[]);
-    // The receiver's port must be known to the gateway's allow-list before the bench starts it:
-    // one the system hands out now (free again once this listener is dropped).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"));
+    // The receiver's port must be in the gateway's allow-list before the bench starts: the test
+    // binds it and hands the listening socket to the bench as its standard input, so the port
+    // stays taken throughout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no port: {e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("no address: {e}"))
+        .port();
     let allow =
         format!("allow = [\"http://127.0.0.1:{port}/\"]\n[dialects.twilio]\nallow_unsigned = true");
     let gw = telephony_gateway(&emu, &[], &allow);
     let url = format!("ws://{}/v1/listen", gw.addr);
     let pid = gw.pid().to_string();
-    let listen = format!("127.0.0.1:{port}");
     let extra = [
         "--encoding",
         "mulaw",
@@ -119,9 +134,10 @@ fn twilio_calls_are_benched_with_finals_by_webhook() {
         "--frame-ms",
         "20",
         "--webhook-listen",
-        &listen,
+        "stdin",
     ];
-    let report = bench_dialect(&url, &pid, "twilio", &extra);
+    let stdin = Stdio::from(OwnedFd::from(listener));
+    let report = bench_dialect(&url, &pid, "twilio", &extra, stdin);
     assert_eq!(report["framing"], "twilio", "{report}");
     assert_eq!(report["sessions_ok"], 8, "{report}");
     assert_eq!(report["transcript_errors"], 0, "{report}");

@@ -10,8 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::dialect::*;
-use common::process::{emulator, Process};
+use common::process::{emulator, metric, Process};
 use common::telephony::*;
+use futures_util::StreamExt;
 use serde_json::json;
 use voxgate_actors::protocol::media_stream::{signature, Envelope};
 use voxgate_actors::webhooks::test_receiver::Mode;
@@ -54,6 +55,8 @@ async fn call(gateway: &Process, webhook_url: Option<&str>) -> Option<(u16, Stri
 
 /// Both tracks of a call become two channels; each track's finals arrive exact at both the
 /// configured receiver and the call's own (allow-listed), signed, in order, with the call named.
+/// With the default configuration the call's audio went upstream in Twilio's own 20 ms frames
+/// (`[dialects.twilio] frame_ms`), not `[audio] frame_ms`'s 100 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_tracks_are_transcribed_and_posted() {
     let emulator = emulator(&[]);
@@ -91,6 +94,14 @@ async fn both_tracks_are_transcribed_and_posted() {
         assert_eq!(last["reason"], "closed");
         assert_eq!(last["summary"]["events_dropped"], 0);
     }
+    // At least one upstream frame per 20 ms of each track (replays after a stream's turnover
+    // would only add to it); 100 ms frames would be a fifth of this.
+    let twenty_ms_frames = mulaw(CALLER).len() / 160 + mulaw(AGENT).len() / 160;
+    let frames = metric(&gateway.addr, "voxgate_upstream_frames_total").await;
+    assert!(
+        frames >= twenty_ms_frames as f64,
+        "{frames} upstream frames for {twenty_ms_frames} × 20 ms of audio"
+    );
 }
 
 /// A receiver that fails, then stalls, then recovers: the call itself is never held up (it
@@ -182,6 +193,48 @@ async fn the_last_finals_outlive_the_socket() {
         (&json!("5"), &json!("inbound"), &json!(520)),
         "{ctx}"
     );
+}
+
+/// A call whose socket has closed while its last finals are still on their way is still a
+/// session using the gateway: it stays in `voxgate_sessions_active` (as in `max_sessions`) until
+/// its tail has posted `session.ended`, then leaves both. The emulator holds every response back
+/// 2 s, so the last final is still due when voxgate's Close arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_delivering_its_last_finals_still_counts_as_active() {
+    let emulator = emulator(&["--response-delay-ms", "2000"]);
+    let receiver = receiver();
+    let token = format!("[dialects.twilio]\nauth_token = \"{AUTH_TOKEN}\"");
+    let gateway = telephony_gateway(&emulator, &[receiver.url("/hook")], &token);
+    let mut ws = opened(&gateway).await;
+    let mut call = Call::new(Envelope::Twilio);
+    let start = call.start("audio/x-mulaw", 8_000, &["inbound"], json!({}));
+    send_text(&mut ws, &start).await;
+    let caller = mulaw_ending_mid_utterance(AGENT);
+    call.play(&mut ws, &[("inbound", &caller)], 160).await;
+    send_text(&mut ws, &call.stop()).await;
+    let _ = ws.close(None).await;
+    // voxgate answers the Close after the session handed the call to its tail; the socket's end
+    // says it did.
+    let ended = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} });
+    assert!(ended.await.is_ok(), "voxgate did not answer the Close");
+    let active = metric(&gateway.addr, "voxgate_sessions_active").await;
+    assert_eq!(
+        active, 1.0,
+        "the call still delivering its last final counts"
+    );
+    let bodies = wait_ended(&receiver, 1).await;
+    let events: Vec<&serde_json::Value> = bodies.iter().collect();
+    assert_call_complete(&events, &[("inbound", AGENT)], &format!("{events:#?}"));
+    // The tail frees the call's place as it hands `session.ended` to the webhooks: by the time
+    // the post arrived it is (all but) gone.
+    let settled = Instant::now() + WAIT;
+    while metric(&gateway.addr, "voxgate_sessions_active").await != 0.0 {
+        assert!(
+            Instant::now() < settled,
+            "the drained call is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The documented refusals: a bad or missing signature and a gateway without an auth token get

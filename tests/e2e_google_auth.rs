@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -246,19 +245,6 @@ fn rejection(rx: &Received) -> String {
         .to_string()
 }
 
-/// A counter of the gateway's `/metrics` (summed over labels), 0 when absent.
-async fn counter(gateway: &Process, name: &str) -> f64 {
-    let addr: SocketAddr = gateway.addr.parse().expect("gateway address");
-    let (status, text) = common::http_get(addr, "/metrics", "").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix(name))
-        .filter(|rest| rest.starts_with([' ', '{']))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// 45 seconds of speech through streams that turn over every few seconds, with tokens that live
 /// 15 s: every new stream finds a valid token (refreshed ahead of expiry, never refused), so the
 /// transcript is exact and the client hears of nothing.
@@ -270,9 +256,9 @@ async fn a_long_session_outlives_three_token_expiries() {
     let expected = speech(45);
     let (rx, _) = talk(&gateway.addr, &expected.audio).await;
     assert_exact(&rx, &expected, "45 s session");
-    let fetches = counter(&gateway, "voxgate_google_token_fetches_total").await;
+    let fetches = metric(&gateway.addr, "voxgate_google_token_fetches_total").await;
     assert!((4.0..=6.0).contains(&fetches), "{fetches} token fetches");
-    let restarts = counter(&gateway, "voxgate_stream_restarts_total").await;
+    let restarts = metric(&gateway.addr, "voxgate_stream_restarts_total").await;
     assert_eq!(restarts, 0.0, "no stream was refused its token");
 }
 
@@ -293,7 +279,7 @@ async fn concurrent_sessions_share_one_token_fetch() {
         let (rx, _) = session.await.expect("session task");
         assert_exact(&rx, &expected, &format!("session {i}"));
     }
-    let fetches = counter(&gateway, "voxgate_google_token_fetches_total").await;
+    let fetches = metric(&gateway.addr, "voxgate_google_token_fetches_total").await;
     assert_eq!(fetches, 1.0);
 }
 
@@ -328,13 +314,13 @@ async fn sessions_wait_out_a_token_endpoint_outage() {
     let (rx, _) = talk(&gateway.addr, &expected.audio).await;
     assert!(rx.of_type("error").is_empty(), "{:?}", rx.of_type("error"));
     assert_eq!(rx.final_text(), expected_text(&expected));
-    let restarts = counter(&gateway, "voxgate_stream_restarts_total").await;
+    let restarts = metric(&gateway.addr, "voxgate_stream_restarts_total").await;
     assert!(
         restarts >= 1.0,
         "the outage was waited out ({restarts} restarts)"
     );
     assert_eq!(
-        counter(&gateway, "voxgate_google_token_fetches_total").await,
+        metric(&gateway.addr, "voxgate_google_token_fetches_total").await,
         1.0
     );
 }
@@ -424,7 +410,7 @@ async fn credentials_are_never_logged() {
     let expected = speech(8);
     let (rx, _) = talk(&gateway.addr, &expected.audio).await;
     assert_exact(&rx, &expected, "logged session");
-    assert!(counter(&gateway, "voxgate_google_token_fetches_total").await >= 2.0);
+    assert!(metric(&gateway.addr, "voxgate_google_token_fetches_total").await >= 2.0);
     let account_json = google.account_json.clone();
     drop(gateway);
     drop(google);

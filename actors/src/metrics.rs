@@ -36,6 +36,9 @@ pub struct Metrics {
     pub breaker_opens: IntCounter,
     /// Audio accepted from clients, in seconds.
     pub audio_seconds: Counter,
+    /// Audio frames sent upstream, each one request on its stream (replays count again): with
+    /// `audio_seconds`, what a frame length costs in requests.
+    pub upstream_frames: IntCounter,
     /// Audio the upstream billed (Google v2's `total_billed_duration`), in seconds.
     pub billed_audio_seconds: Counter,
     /// Errors sent to clients, by error code.
@@ -101,6 +104,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         audio_seconds: Counter::new(
             "voxgate_audio_seconds_total",
             "Seconds of audio accepted from clients",
+        )?,
+        upstream_frames: IntCounter::new(
+            "voxgate_upstream_frames_total",
+            "Audio frames sent upstream (one request each; replays count again)",
         )?,
         billed_audio_seconds: Counter::new(
             "voxgate_billed_audio_seconds_total",
@@ -172,6 +179,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.breaker_open.clone()))?;
     m.registry.register(Box::new(m.breaker_opens.clone()))?;
     m.registry.register(Box::new(m.audio_seconds.clone()))?;
+    m.registry.register(Box::new(m.upstream_frames.clone()))?;
     m.registry
         .register(Box::new(m.billed_audio_seconds.clone()))?;
     m.registry.register(Box::new(m.errors.clone()))?;

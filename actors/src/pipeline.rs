@@ -37,7 +37,8 @@ pub trait PipelineFactory {
 pub struct Pipeline {
     /// Starts one recognizer per upstream stream.
     pub recognizers: Rc<dyn RecognizerFactory>,
-    /// Re-chunking, pacing and bounds of the audio buffer.
+    /// Re-chunking, pacing and bounds of the audio buffer (the frame length is the session's
+    /// own when its dialect chose one).
     pub audio: AudioSettings,
     /// The restart policy of upstream streams.
     pub supervision: SupervisionSettings,
@@ -83,7 +84,7 @@ impl PipelineFactory for Pipeline {
         buffer_context.run(AudioBuffer::new(
             session_id,
             config.format,
-            self.audio.clone(),
+            self.audio.for_session(config.frame_ms),
             self.ack_interval_ms,
             AudioBufferLinks {
                 acks: links.acks,
@@ -123,6 +124,65 @@ mod tests {
             .collect()
     }
 
+    fn pipeline(recognizers: Rc<ProbeRecognizers>) -> Pipeline {
+        let supervision = SupervisionSettings {
+            jitter: 0.0,
+            ..SupervisionSettings::default()
+        };
+        Pipeline {
+            recognizers,
+            audio: AudioSettings::default(),
+            breaker: Arc::new(CircuitBreaker::from_settings(&supervision)),
+            supervision,
+            ack_interval_ms: 500,
+        }
+    }
+
+    /// The frames of one session's first stream after 200 ms of 16 kHz LINEAR16 audio, started
+    /// from `config`.
+    async fn first_frames(config: StartConfig, expected: usize) -> Vec<AudioFrame> {
+        let recognizers = Rc::new(ProbeRecognizers::default());
+        let (session, _log) = Probe::start_new();
+        let handle = pipeline(recognizers.clone()).start(
+            Arc::from("s1"),
+            Arc::new(config),
+            Probe::session_links(&session),
+        );
+        handle.audio.do_send(AudioIn {
+            data: Bytes::from(vec![7u8; 6_400]),
+            audio_id: None,
+        });
+        recognizers.wait_started(1, WAIT).await;
+        let Some(stream) = recognizers.stream_log(0) else {
+            panic!("no stream was started");
+        };
+        frames(&stream.wait_count::<UpstreamAudio>(expected, WAIT).await)
+    }
+
+    /// A session whose dialect chose a frame length (a phone call's 20 ms) gets frames of that
+    /// length; one that chose none gets `[audio] frame_ms` (100 ms by default).
+    #[actix_rt::test]
+    async fn the_buffer_cuts_the_frames_the_dialect_asked_for() {
+        tokio::time::pause();
+        let call = StartConfig {
+            frame_ms: Some(20),
+            ..start_config()
+        };
+        let got = first_frames(call, 10).await;
+        let lengths: Vec<usize> = got.iter().map(|f| f.data.len()).collect();
+        assert_eq!(lengths, vec![640; 10], "20 ms of 16 kHz LINEAR16 each");
+        let starts: Vec<u64> = got.iter().map(|f| f.start_ms).collect();
+        assert_eq!(starts, (0..10).map(|i| i * 20).collect::<Vec<u64>>());
+
+        let app = first_frames(start_config(), 2).await;
+        let lengths: Vec<usize> = app.iter().map(|f| f.data.len()).collect();
+        assert_eq!(
+            lengths,
+            vec![3_200; 2],
+            "the [audio] frame_ms default: 100 ms each"
+        );
+    }
+
     /// The real buffer and supervisor wired together: audio reaches the stream, a final comes
     /// back, a failed stream is replaced by one that replays from that final, `stop` half-closes
     /// it, and its clean end finishes the pipeline and stops it.
@@ -130,17 +190,7 @@ mod tests {
     async fn buffer_and_supervisor_work_together() {
         tokio::time::pause();
         let recognizers = Rc::new(ProbeRecognizers::default());
-        let supervision = SupervisionSettings {
-            jitter: 0.0,
-            ..SupervisionSettings::default()
-        };
-        let pipeline = Pipeline {
-            recognizers: recognizers.clone(),
-            audio: AudioSettings::default(),
-            breaker: Arc::new(CircuitBreaker::from_settings(&supervision)),
-            supervision,
-            ack_interval_ms: 500,
-        };
+        let pipeline = pipeline(recognizers.clone());
         let (session, session_log) = Probe::start_new();
         let config = Arc::new(start_config());
         let handle = pipeline.start(Arc::from("s1"), config, Probe::session_links(&session));

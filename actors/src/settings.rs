@@ -84,7 +84,8 @@ impl Default for SessionSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioSettings {
-    /// Upstream frame length (Google recommends ~100 ms).
+    /// Upstream frame length (Google recommends ~100 ms), for every session whose dialect does
+    /// not choose its own (phone calls: `[dialects.twilio|telnyx|jambonz] frame_ms`).
     pub frame_ms: u64,
     /// Upstream per-request audio limit (Google: 25 KB).
     pub max_request_bytes: usize,
@@ -116,6 +117,17 @@ impl Default for AudioSettings {
             max_lead_ms: 2_000,
             catchup_speed: 1.5,
             gap_close_ms: 5_000,
+        }
+    }
+}
+
+impl AudioSettings {
+    /// The settings of one session: these, with the frame length its dialect chose if it chose
+    /// one (`StartConfig::frame_ms`).
+    pub fn for_session(&self, frame_ms: Option<u64>) -> AudioSettings {
+        AudioSettings {
+            frame_ms: frame_ms.unwrap_or(self.frame_ms),
+            ..self.clone()
         }
     }
 }

@@ -29,6 +29,7 @@ pub fn start_config() -> StartConfig {
         phrases: Vec::new(),
         single_utterance: false,
         features: Default::default(),
+        frame_ms: None,
     }
 }
 

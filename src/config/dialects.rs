@@ -28,8 +28,10 @@ pub struct DialectsSettings {
 }
 
 impl DialectsSettings {
-    /// The range checks of `Config::validate`: (key, ok).
-    pub fn checks(&self) -> Vec<(&'static str, bool)> {
+    /// The range checks of `Config::validate`: (key, ok). A call's frame length is checked as
+    /// `[audio] frame_ms` is: 10–1 000 ms, within `[audio] max_buffer_ms`.
+    pub fn checks(&self, max_buffer_ms: u64) -> Vec<(&'static str, bool)> {
+        let frame = |ms: u64| (10..=1_000).contains(&ms) && ms <= max_buffer_ms;
         let no_audio = self.deepgram.no_audio_timeout_secs;
         let language = |tag: &str| {
             !tag.is_empty()
@@ -68,6 +70,9 @@ impl DialectsSettings {
                 "dialects.telnyx.reorder_frames",
                 self.telnyx.reorder_frames <= MAX_REORDER_FRAMES,
             ),
+            ("dialects.twilio.frame_ms", frame(self.twilio.frame_ms)),
+            ("dialects.telnyx.frame_ms", frame(self.telnyx.frame_ms)),
+            ("dialects.jambonz.frame_ms", frame(self.jambonz.frame_ms)),
         ];
         checks.extend(self.vosk.checks());
         checks

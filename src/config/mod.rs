@@ -471,7 +471,7 @@ impl Config {
                 (10..=60_000).contains(&self.local.max_queue_wait_ms),
             ),
         ];
-        checks.extend(self.dialects.checks());
+        checks.extend(self.dialects.checks(self.audio.max_buffer_ms));
         checks.extend(self.webhooks.checks());
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(ConfigError(format!(

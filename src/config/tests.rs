@@ -92,6 +92,42 @@ fn invalid_value_is_named() {
     assert!(err.map(|e| e.0).unwrap_or_default().contains("NOPE"));
 }
 
+/// A phone call's frame length defaults to 20 ms per telephony dialect, apart from `[audio]
+/// frame_ms`, and is checked like it (10–1 000 ms, within `[audio] max_buffer_ms`).
+#[test]
+fn call_frame_lengths_default_to_20_ms_and_are_checked() {
+    let config = load_str("", &[]).unwrap_or_else(|e| panic!("{}", e.0));
+    assert_eq!(config.audio.frame_ms, 100);
+    let dialects = &config.dialects;
+    assert_eq!(
+        (
+            dialects.twilio.frame_ms,
+            dialects.telnyx.frame_ms,
+            dialects.jambonz.frame_ms
+        ),
+        (20, 20, 20)
+    );
+    let set = load_str("[dialects.telnyx]\nframe_ms = 40\n", &[]).map(|c| c.dialects);
+    assert_eq!(set.map(|d| d.telnyx.frame_ms).ok(), Some(40));
+    for (toml, key) in [
+        (
+            "[dialects.twilio]\nframe_ms = 5\n",
+            "dialects.twilio.frame_ms",
+        ),
+        (
+            "[dialects.telnyx]\nframe_ms = 2000\n",
+            "dialects.telnyx.frame_ms",
+        ),
+        (
+            "[audio]\nframe_ms = 20\nmax_buffer_ms = 50\n[dialects.jambonz]\nframe_ms = 100\n",
+            "dialects.jambonz.frame_ms",
+        ),
+    ] {
+        let err = load_str(toml, &[]).err().map(|e| e.0).unwrap_or_default();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+}
+
 /// `[google] api = "v2"` calling Google needs a project — from the config when there are no
 /// credentials to name one (with ADC it is checked once they are found, tests/e2e_google_auth.rs);
 /// the recognizer path's parts are checked; the location picks the regional endpoint unless the

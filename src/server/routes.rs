@@ -200,7 +200,8 @@ async fn twilio_stream(
         Envelope::Twilio,
         &settings.language_code,
         req.query_string(),
-    );
+    )
+    .frame_ms(settings.frame_ms);
     let passed = Passed {
         principal: Principal::Anonymous,
         client,
@@ -287,7 +288,8 @@ async fn telnyx_stream(
         &settings.language_code,
         req.query_string(),
     )
-    .reorder_window(settings.reorder_frames);
+    .reorder_window(settings.reorder_frames)
+    .frame_ms(settings.frame_ms);
     open_session(
         &req,
         payload,
@@ -352,7 +354,9 @@ async fn jambonz_transcribe(
         Ok(passed) => passed,
         Err(response) => return *response,
     };
-    let dialect = Box::new(JambonzDialect::new(state.settings.max_phrases));
+    let dialect = Box::new(
+        JambonzDialect::new(state.settings.max_phrases).frame_ms(dialects.jambonz.frame_ms),
+    );
     open_session(&req, payload, &state, &gate, passed, dialect)
 }
 

@@ -116,12 +116,32 @@ pub fn gateway(emulator: &Process, env: &[(&str, &str)]) -> Process {
     )
 }
 
+/// The value of metric `name` at the gateway on `addr` (`GET /metrics`), summed over its labels;
+/// 0 when absent.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let addr: std::net::SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let (status, text) = super::http_get(addr, "/metrics", "").await;
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with([' ', '{']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Runs the `voxgate` command to its end (`voxgate bench …`), expects success, returns stdout.
 pub fn voxgate_stdout(args: &[&str]) -> String {
+    voxgate_stdout_with_stdin(args, Stdio::null())
+}
+
+/// [`voxgate_stdout`] with `stdin` as the command's standard input (a listening socket the
+/// command takes over, …).
+pub fn voxgate_stdout_with_stdin(args: &[&str], stdin: Stdio) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_voxgate"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("cannot run voxgate {args:?}: {e}"));

@@ -281,6 +281,7 @@ impl AudioBuffer {
                 return;
             };
             stream.sink.do_send(UpstreamAudio::Frame(frame));
+            METRICS.upstream_frames.inc();
             self.ack_forwarded(false);
             let dropped_ms = self.store.prune_replay();
             if dropped_ms > 0 {

@@ -176,6 +176,7 @@ mod tests {
             phrases: Vec::new(),
             single_utterance: false,
             features,
+            frame_ms: None,
         }
     }
 

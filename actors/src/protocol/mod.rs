@@ -66,7 +66,15 @@ pub struct StartConfig {
     pub single_utterance: bool,
     /// What not every upstream honours; checked against the configured one at `start`.
     pub features: Features,
+    /// The length of the frames the session's audio is regrouped into upstream, when its dialect
+    /// chose one (a phone call: [`TELEPHONY_FRAME_MS`] by default); `None`: `[audio] frame_ms`.
+    pub frame_ms: Option<u64>,
 }
+
+/// A phone call's upstream frame length by default (`[dialects.twilio|telnyx|jambonz]
+/// frame_ms`): the 20 ms a telephony provider sends a message, so no call audio waits in the
+/// audio buffer for the rest of a longer frame.
+pub const TELEPHONY_FRAME_MS: u64 = 20;
 
 /// A message the client got wrong: what the session sends back as `error` (and whether it then
 /// closes follows from the code).

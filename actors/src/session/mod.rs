@@ -68,6 +68,7 @@ use outgoing::{frame_len, OutgoingMeter};
 use read_gate::ReadGate;
 use resume::{resumable_encoding, ResumeClock, ResumeConfig, ResumeTokens};
 use tail::{Departed, Handover, Relayed, Report, TailLink};
+use upgrade::ActiveSession;
 pub use upgrade::{
     check_upgrade, upgrade, Admission, SessionParams, SessionPermit, ShutdownNotice, UpgradeRefused,
 };
@@ -112,10 +113,11 @@ pub struct Session {
     pipelines: Rc<dyn PipelineFactory>,
     /// Taken in `started`: admitted (permit kept in `permit`) or refused.
     admission: Option<Admission>,
-    /// The session's share of `max_sessions`; released when the actor stops.
+    /// The session's share of `max_sessions` and its place in `sessions_active`, one thing
+    /// ([`ActiveSession`] rides in it); released when the actor stops, or handed to the tail.
     permit: Option<SessionPermit>,
-    /// Whether this session counts in `sessions_active` (refused ones do not).
-    counted_active: bool,
+    /// Admitted, and its end not yet logged (a refused one is neither counted nor logged).
+    admitted: bool,
     /// The client's wire protocol: reads its frames, writes its messages.
     dialect: Box<dyn Dialect>,
     /// No audio and no keep-alive for this long ends the session (the dialect's rule, else
@@ -205,7 +207,7 @@ impl Session {
             pipelines: params.pipelines,
             admission: Some(params.admission),
             permit: None,
-            counted_active: false,
+            admitted: false,
             dialect: params.dialect,
             idle_timeout_secs,
             shutdown_rx: Some(params.shutdown),
@@ -360,10 +362,9 @@ impl Session {
         ctx.run_interval(heartbeat, |act, ctx| act.heartbeat(ctx));
         match self.admission.take() {
             Some(Admission::Admitted(permit)) => {
-                self.permit = Some(permit);
-                self.counted_active = true;
+                self.permit = Some(SessionPermit::new((permit, ActiveSession::count())));
+                self.admitted = true;
                 METRICS.sessions_total.inc();
-                METRICS.sessions_active.inc();
             }
             Some(Admission::Refused(rejection)) => {
                 self.fail(ctx, rejection.code, &rejection.message);
@@ -925,9 +926,8 @@ impl Session {
         self.hand_over();
         self.stop_pipeline();
         self.permit = None;
-        if self.counted_active {
-            self.counted_active = false;
-            METRICS.sessions_active.dec();
+        if self.admitted {
+            self.admitted = false;
             tracing::info!(session_id = %self.id, audio_ms = self.acked_ms, "session ended");
         }
     }

@@ -15,7 +15,8 @@
 //!   timeout); past it the session ends with `internal`, as after `stop`.
 //!
 //! The session's permit goes with the handover, so a call still draining counts against
-//! `max_sessions`.
+//! `max_sessions` and in `voxgate_sessions_active` (both ride in the permit) until the tail is
+//! done.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -61,7 +62,8 @@ pub struct Handover {
     /// The dialect, with whatever it posts results through.
     pub dialect: Box<dyn Dialect>,
     pub pipeline: PipelineHandle,
-    /// The session's share of `max_sessions`, held until the tail is done.
+    /// The session's share of `max_sessions` and its place in `sessions_active`, held until
+    /// the tail is done.
     pub permit: Option<SessionPermit>,
     pub session_id: Arc<str>,
     /// Whether the session already sent `EndOfAudio` (the provider's `stop`).
@@ -269,7 +271,7 @@ impl Tail {
     fn end(&mut self, ctx: &mut Context<Self>) {
         if let State::Draining(mut handover) = std::mem::replace(&mut self.state, State::Done) {
             handover.pipeline.stop.do_send(StopPipeline);
-            // The call's place in `max_sessions` is free again.
+            // The call's place in `max_sessions` and `sessions_active` is free again.
             drop(handover.permit.take());
         }
         ctx.stop();

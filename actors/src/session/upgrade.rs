@@ -2,7 +2,8 @@
 //! ([`SessionParams`]: settings, the pipeline factory, its admission, the shutdown channel, who
 //! the client is), the WebSocket handshake ([`check_upgrade`]) and the upgrade itself
 //! ([`upgrade`]), which puts the frame guard and the metered response body around the new
-//! [`Session`]. The server calls these and never sees the socket.
+//! [`Session`]. The server calls these and never sees the socket. What an admitted session holds
+//! for its life (its [`SessionPermit`], with its place in `voxgate_sessions_active`) is here too.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use super::frame_limit::FrameLimit;
 use super::outgoing::MeteredBody;
 use super::resume::ResumeTokens;
 use super::Session;
+use crate::metrics::METRICS;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::native::SUBPROTOCOL;
 use crate::protocol::{Dialect, Rejection};
@@ -41,6 +43,24 @@ pub struct SessionPermit(#[allow(dead_code)] Box<dyn Send>);
 impl SessionPermit {
     pub fn new(held: impl Send + 'static) -> SessionPermit {
         SessionPermit(Box::new(held))
+    }
+}
+
+/// A session's place in `voxgate_sessions_active`: counted from its admission until this is
+/// dropped with the session's permit — by the session, or by its tail once a call's last results
+/// are delivered — so the gauge and `max_sessions` always count the same sessions.
+pub(super) struct ActiveSession;
+
+impl ActiveSession {
+    pub(super) fn count() -> ActiveSession {
+        METRICS.sessions_active.inc();
+        ActiveSession
+    }
+}
+
+impl Drop for ActiveSession {
+    fn drop(&mut self) {
+        METRICS.sessions_active.dec();
     }
 }
 

@@ -98,7 +98,11 @@ impl TestReceiver {
 
     /// A receiver on `addr` (a gateway's `[webhooks] allow` names it when the port is fixed).
     pub fn start_on(addr: &str) -> std::io::Result<TestReceiver> {
-        let listener = TcpListener::bind(addr)?;
+        TestReceiver::start_with(TcpListener::bind(addr)?)
+    }
+
+    /// A receiver on a socket already listening (bound by whoever named its port to a gateway).
+    pub fn start_with(listener: TcpListener) -> std::io::Result<TestReceiver> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

@@ -115,6 +115,7 @@ fn start_config(shared: &Shared) -> StartConfig {
         phrases: Vec::new(),
         single_utterance: false,
         features: Default::default(),
+        frame_ms: None,
     }
 }
 

@@ -133,7 +133,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "native", value_parser = BenchDialect::parse)]
     pub dialect: BenchDialect,
     /// `--dialect twilio`: where the bench's webhook receiver listens; the gateway's `[webhooks]
-    /// allow` must name it (`http://127.0.0.1:PORT/`).
+    /// allow` must name it (`http://127.0.0.1:PORT/`). `stdin`: a socket already listening,
+    /// given as standard input (bound by whoever named its port to the gateway).
     #[arg(long, default_value = "127.0.0.1:9099")]
     pub webhook_listen: String,
     /// Ask for final results only (no interim results).

@@ -9,9 +9,13 @@
 //!
 //! The gateway must accept unsigned streams (`[dialects.twilio] allow_unsigned = true`) and
 //! post to the receiver (`[webhooks] secret`, `allow = ["http://127.0.0.1:PORT/"]` with the port
-//! of `--webhook-listen`); see `docs/benchmarks.md`.
+//! of `--webhook-listen`); see `docs/benchmarks.md`. `--webhook-listen stdin` takes a socket
+//! already listening as standard input (inetd's way): whoever started the bench bound it and
+//! named its port to the gateway, so no other process can take the port in between.
 
 use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,9 @@ use voxgate_actors::webhooks::test_receiver::TestReceiver;
 
 use super::measure::FinalChecker;
 use super::ws;
+
+/// `--webhook-listen`'s value for a listening socket given as standard input.
+pub const LISTENER_ON_STDIN: &str = "stdin";
 
 /// How long a session waits for its next webhook event once its socket has closed.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(40);
@@ -41,10 +48,16 @@ pub struct WebhookRouter {
 }
 
 impl WebhookRouter {
-    /// A receiver on `listen` and the task that routes what it gets (until the runtime ends).
+    /// A receiver on `listen` ([`LISTENER_ON_STDIN`]: the socket on standard input) and the
+    /// task that routes what it gets (until the runtime ends).
     pub fn start(listen: &str) -> Result<Arc<WebhookRouter>, String> {
-        let receiver = TestReceiver::start_on(listen)
-            .map_err(|e| format!("webhook receiver on {listen}: {e}"))?;
+        let receiver = if listen == LISTENER_ON_STDIN {
+            stdin_listener().and_then(TestReceiver::start_with)
+        } else {
+            TestReceiver::start_on(listen)
+        }
+        .map_err(|e| format!("webhook receiver on {listen}: {e}"))?;
+        eprintln!("bench: webhook receiver on {}", receiver.url("/"));
         let router = Arc::new(WebhookRouter {
             receiver,
             sessions: Mutex::new(HashMap::new()),
@@ -120,6 +133,30 @@ impl WebhookRouter {
             }
         }
     }
+}
+
+/// The listening socket on standard input; an error when standard input is anything else.
+fn stdin_listener() -> std::io::Result<TcpListener> {
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    let mut accepting: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is open for the call; SO_ACCEPTCONN writes one int into `accepting`.
+    let asked = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut accepting as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if asked != 0 || accepting == 0 {
+        return Err(std::io::Error::other(
+            "standard input is not a listening TCP socket",
+        ));
+    }
+    Ok(TcpListener::from(fd.try_clone_to_owned()?))
 }
 
 /// Twilio's `start` for bench session `key`: both tracks, μ-law 8 kHz, posting to `webhook_url`.

@@ -217,6 +217,7 @@ pub fn parse_query(query: &str, max_phrases: usize) -> Result<DeepgramConfig, Qu
             phrases,
             single_utterance: false,
             features: Default::default(),
+            frame_ms: None,
         },
         model,
         interim_results,

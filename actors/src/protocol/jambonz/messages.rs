@@ -127,6 +127,7 @@ fn start(fields: StartFields, max_phrases: usize) -> Result<StartConfig, Rejecti
         phrases,
         single_utterance: false,
         features: Default::default(),
+        frame_ms: None,
     })
 }
 

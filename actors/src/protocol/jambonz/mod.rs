@@ -7,6 +7,10 @@
 //! - `start` configures the session (LINEAR16 at `sampleRateHz`, `language`, `interimResults`,
 //!   `options.hints` as phrase hints); binary frames are audio; `stop` delivers the remaining
 //!   results, then the server closes the socket (1000), as jambonz expects;
+//! - a jambonz session is a phone call: its audio goes upstream in frames of
+//!   `[dialects.jambonz] frame_ms` (20 ms, as Twilio's and Telnyx's calls), not `[audio]
+//!   frame_ms` — jambonz's chunk size is not documented, and a short frame never holds back
+//!   audio that arrives in longer chunks (`docs/dialects.md`);
 //! - results: `transcription` with `is_final`, one alternative (`transcript`, `confidence`),
 //!   `channel` 1 and `language`; interims only when `interimResults` asked for them;
 //! - errors: `{"type": "error", "error": "<code>: <message>"}`, then the native close code when
@@ -22,7 +26,7 @@ use serde::Deserialize;
 
 use crate::messages::{AudioAcked, Transcript};
 use crate::protocol::dialect::{bearer_credential, Close, Dialect, Inbound, SessionEnd};
-use crate::protocol::{ErrorCode, Rejection, StartConfig};
+use crate::protocol::{ErrorCode, Rejection, StartConfig, TELEPHONY_FRAME_MS};
 use messages::{parse_client_text, Alternative, ClientMessage, ServerMessage};
 
 /// `[dialects.jambonz]`.
@@ -31,11 +35,17 @@ use messages::{parse_client_text, Alternative, ClientMessage, ServerMessage};
 pub struct JambonzSettings {
     /// Whether `/jambonz` is served.
     pub enabled: bool,
+    /// The length of the frames a session's audio goes upstream in, ms: a phone call's 20 ms
+    /// by default (`[audio] frame_ms` is for the other dialects).
+    pub frame_ms: u64,
 }
 
 impl Default for JambonzSettings {
     fn default() -> JambonzSettings {
-        JambonzSettings { enabled: true }
+        JambonzSettings {
+            enabled: true,
+            frame_ms: TELEPHONY_FRAME_MS,
+        }
     }
 }
 
@@ -63,6 +73,8 @@ pub struct JambonzDialect {
     language: String,
     /// `start` arrived.
     started: bool,
+    /// The session's upstream frame length (`[dialects.jambonz] frame_ms`).
+    frame_ms: u64,
 }
 
 impl JambonzDialect {
@@ -72,7 +84,15 @@ impl JambonzDialect {
             interim_results: false,
             language: String::new(),
             started: false,
+            frame_ms: TELEPHONY_FRAME_MS,
         }
+    }
+
+    /// Sends the session's audio upstream in frames of `frame_ms` (default
+    /// [`TELEPHONY_FRAME_MS`]).
+    pub fn frame_ms(mut self, frame_ms: u64) -> JambonzDialect {
+        self.frame_ms = frame_ms;
+        self
     }
 }
 
@@ -91,7 +111,8 @@ impl Dialect for JambonzDialect {
 
     fn text(&mut self, text: &str, actions: &mut Vec<Inbound>) -> Result<(), Rejection> {
         actions.push(match parse_client_text(text, self.max_phrases)? {
-            ClientMessage::Start(config) => {
+            ClientMessage::Start(mut config) => {
+                config.frame_ms = Some(self.frame_ms);
                 // A second `start` is refused by the session (`already_started`): the first
                 // one's settings stay.
                 if !std::mem::replace(&mut self.started, true) {

@@ -54,6 +54,7 @@ fn start_configures_the_session() {
     assert_eq!(config.language_code, "en-GB");
     assert!(config.interim_results);
     assert_eq!(config.phrases, ["voxgate", "jambonz"]);
+    assert_eq!(config.frame_ms, Some(20), "a phone call's frames");
     // The least jambonz may send: 8 kHz, en-US, no interims.
     let (_, config) = started(r#"{"type":"start","extra":{"x":1}}"#);
     assert_eq!(config.format.sample_rate_hz, 8_000);
@@ -178,4 +179,17 @@ fn the_credential_is_a_bearer_key() {
     headers.insert(AUTHORIZATION, HeaderValue::from_static("Token k-1"));
     assert!(credential(&headers).is_err());
     assert_eq!(refusal_body("no"), r#"{"type":"error","error":"no"}"#);
+}
+
+/// `[dialects.jambonz] frame_ms` is the frame length the session asks the pipeline for.
+#[test]
+fn start_asks_for_the_configured_frame_length() {
+    let mut dialect = JambonzDialect::new(5).frame_ms(100);
+    let mut actions = Vec::new();
+    assert!(dialect.text(START, &mut actions).is_ok());
+    let frame_ms = match actions.as_slice() {
+        [Inbound::Configure(config)] => config.frame_ms,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(frame_ms, Some(100));
 }

@@ -45,7 +45,7 @@ use crate::protocol::dialect::{
     quote, CallEvent, Close, Dialect, Inbound, SessionEnd, WebhookRequest,
 };
 use crate::protocol::native::is_language_tag;
-use crate::protocol::{ErrorCode, Rejection, StartConfig};
+use crate::protocol::{ErrorCode, Rejection, StartConfig, TELEPHONY_FRAME_MS};
 pub use frames::Envelope;
 use frames::{Frame, Numbered, StreamStart};
 use reorder::{Outcome, Reorder};
@@ -71,6 +71,9 @@ pub struct TwilioSettings {
     pub public_url: Option<String>,
     /// The language of calls whose stream names none (`language_code` custom parameter).
     pub language_code: String,
+    /// The length of the frames a call's audio goes upstream in, ms (`[audio] frame_ms` is for
+    /// the other dialects): Twilio's own 20 ms by default, so no audio waits for a longer frame.
+    pub frame_ms: u64,
 }
 
 impl Default for TwilioSettings {
@@ -81,6 +84,7 @@ impl Default for TwilioSettings {
             allow_unsigned: false,
             public_url: None,
             language_code: "en-US".into(),
+            frame_ms: TELEPHONY_FRAME_MS,
         }
     }
 }
@@ -97,6 +101,7 @@ impl std::fmt::Debug for TwilioSettings {
             .field("allow_unsigned", &self.allow_unsigned)
             .field("public_url", &self.public_url)
             .field("language_code", &self.language_code)
+            .field("frame_ms", &self.frame_ms)
             .finish()
     }
 }
@@ -112,6 +117,8 @@ pub struct TelnyxSettings {
     /// Frames held back, at most, to put out-of-order frames back in `sequence_number` order
     /// (0: frames are taken as they come).
     pub reorder_frames: usize,
+    /// The length of the frames a call's audio goes upstream in, ms (as Twilio's).
+    pub frame_ms: u64,
 }
 
 impl Default for TelnyxSettings {
@@ -120,6 +127,7 @@ impl Default for TelnyxSettings {
             enabled: true,
             language_code: "en-US".into(),
             reorder_frames: DEFAULT_REORDER_FRAMES,
+            frame_ms: TELEPHONY_FRAME_MS,
         }
     }
 }
@@ -158,6 +166,8 @@ pub struct MediaStreamDialect {
     samples: Vec<u64>,
     /// Events for the webhooks, until the session takes them.
     call_events: Vec<CallEvent>,
+    /// The session's upstream frame length (`[dialects.twilio|telnyx] frame_ms`).
+    frame_ms: u64,
 }
 
 impl MediaStreamDialect {
@@ -180,7 +190,14 @@ impl MediaStreamDialect {
             },
             samples: Vec::new(),
             call_events: Vec::new(),
+            frame_ms: TELEPHONY_FRAME_MS,
         }
+    }
+
+    /// Sends the call's audio upstream in frames of `frame_ms` (default [`TELEPHONY_FRAME_MS`]).
+    pub fn frame_ms(mut self, frame_ms: u64) -> MediaStreamDialect {
+        self.frame_ms = frame_ms;
+        self
     }
 
     /// Holds at most `frames` frames to put a Telnyx stream back in order (0: no reordering).
@@ -279,6 +296,7 @@ impl MediaStreamDialect {
             phrases: Vec::new(),
             single_utterance: false,
             features: Default::default(),
+            frame_ms: Some(self.frame_ms),
         })
     }
 

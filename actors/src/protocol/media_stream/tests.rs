@@ -80,6 +80,11 @@ fn a_twilio_stream_configures_streams_and_stops() {
     assert_eq!(config.format.encoding, Encoding::Mulaw);
     assert_eq!(config.format.sample_rate_hz, 8_000);
     assert_eq!(config.language_code, "en-US");
+    assert_eq!(
+        config.frame_ms,
+        Some(20),
+        "a call's frames are Twilio's 20 ms"
+    );
     let actions = run(
         &mut twilio,
         &media(Envelope::Twilio, 2, "inbound", &[1, 2, 3]),
@@ -355,4 +360,24 @@ fn a_dtmf_digit_is_a_call_event_on_the_session_clock() {
     );
     twilio.take_call_events(&mut events);
     assert_eq!(events.len(), 1, "taken once");
+}
+
+/// The frame length configured for the provider is the one each of its calls asks the pipeline
+/// for.
+#[test]
+fn a_call_asks_for_the_configured_frame_length() {
+    for (envelope, start) in [
+        (
+            Envelope::Twilio,
+            twilio_start("audio/x-mulaw", 8000, &["inbound"]),
+        ),
+        (Envelope::Telnyx, telnyx_start("PCMU", 8000)),
+    ] {
+        let mut dialect = MediaStreamDialect::new(envelope, "en-US", "").frame_ms(60);
+        let started = run(&mut dialect, &start);
+        let Ok([Inbound::Configure(config)]) = started.as_deref() else {
+            panic!("{envelope:?}: start did not configure: {started:?}");
+        };
+        assert_eq!(config.frame_ms, Some(60), "{envelope:?}");
+    }
 }

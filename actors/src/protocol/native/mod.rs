@@ -166,6 +166,7 @@ impl StartRequest {
                 denoise: self.denoise.unwrap_or(false),
                 voice_activity_events: self.voice_activity_events.unwrap_or(false),
             },
+            frame_ms: None,
         })
     }
 }

@@ -45,6 +45,7 @@ fn full_start_message_parses_and_validates() {
             phrases: vec!["voxgate".into(), "actix".into()],
             single_utterance: true,
             features: Default::default(),
+            frame_ms: None,
         })
     );
 }

@@ -222,6 +222,7 @@ impl OpenAiDialect {
             phrases: Vec::new(),
             single_utterance: false,
             features: Default::default(),
+            frame_ms: None,
         }
     }
 

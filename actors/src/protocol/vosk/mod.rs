@@ -160,6 +160,7 @@ impl VoskDialect {
             phrases: self.phrases.clone(),
             single_utterance: false,
             features: Default::default(),
+            frame_ms: None,
         }
     }
 

@@ -28,6 +28,7 @@ fn start_config() -> StartConfig {
         phrases: vec!["voxgate".into(), "Kaffee".into()],
         single_utterance: false,
         features: Default::default(),
+        frame_ms: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn config(single_utterance: bool, punctuation: bool) -> Arc<StartConfig> {
         phrases: Vec::new(),
         single_utterance,
         features: Default::default(),
+        frame_ms: None,
     })
 }
 
