@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::audio::Encoding;
+use crate::restart_policy::RestartPolicy;
+use crate::settings::SupervisionSettings;
 use crate::testing::{Probe, ProbeLog};
 use bytes::Bytes;
 
@@ -33,7 +35,15 @@ fn rig(settings: AudioSettings, ack_interval_ms: u64) -> Rig {
         half_closed: supervisor.clone().recipient(),
         audio_pending: supervisor.recipient(),
     };
-    let buffer = AudioBuffer::new(Arc::from("s1"), L16, settings, ack_interval_ms, links).start();
+    let buffer = AudioBuffer::new(
+        Arc::from("s1"),
+        L16,
+        settings,
+        ack_interval_ms,
+        RestartPolicy::from_settings(&SupervisionSettings::default()).stall_tolerance(),
+        links,
+    )
+    .start();
     Rig {
         buffer,
         session: session_log,
@@ -581,6 +591,45 @@ async fn backlog_catches_up_at_catchup_speed() {
         matches!(live_from, Some(s) if (35..=37).contains(&s)),
         "caught up at {live_from:?} s"
     );
+}
+
+/// A stalled gateway — stopped, or starved of CPU — fires its late timers before it reads the
+/// audio that waited in the socket meanwhile: the gap look, due 3 s after the last audio, runs
+/// 5 s after it, when the client never paused. It concludes nothing (it was late): the audio
+/// read next keeps the stream; a real pause afterwards still closes it, `gap_close_ms` after the
+/// last audio (and the confirming look `stall_tolerance_ms` later).
+#[actix_rt::test]
+async fn a_stalled_gateway_takes_no_unread_audio_for_a_gap() {
+    tokio::time::pause();
+    let rig = rig(
+        AudioSettings {
+            gap_close_ms: 3_000,
+            ..unpaced()
+        },
+        500,
+    );
+    rig.buffer.do_send(audio(0, 500 * BPMS));
+    rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
+    let stream = attach(&rig, 1, Resume::AfterSent);
+    stream.wait_count::<UpstreamAudio>(5, WAIT).await;
+    // The stall: the clock jumps 5 s at once; the gap look (due at 3 s) runs late.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Then the gateway reads what waited: 5 s of audio.
+    rig.buffer.do_send(audio(500 * BPMS, 5_000 * BPMS));
+    tokio::time::sleep(Duration::from_millis(2_900)).await;
+    assert!(
+        rig.supervisor.all::<UpstreamHalfClosed>().is_empty(),
+        "no gap: the client never paused"
+    );
+    let got = stream
+        .wait_for::<UpstreamAudio>(Duration::from_secs(1), ended)
+        .await;
+    assert!(ended(&got), "a real pause still closes the stream");
+    assert_eq!(bytes_of(&got), pattern(0, 5_500 * BPMS));
+    let hc = rig.supervisor.all::<UpstreamHalfClosed>();
+    assert_eq!(hc.len(), 1);
+    assert_eq!((hc[0].reason, hc[0].at_ms), (HalfCloseReason::Gap, 5_500));
 }
 
 /// No client audio for `gap_close_ms`: the stream is half-closed (reason Gap) at the end of the

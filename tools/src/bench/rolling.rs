@@ -96,6 +96,15 @@ impl RollingReport {
         self.failures.is_empty() && self.restart_error.is_none()
     }
 
+    /// Failed sessions whose client (the bench, starved) sent nothing for longer than the
+    /// gateway's `[audio] gap_close_ms`: a pause by the rules, which splits the utterance there.
+    fn failed_after_client_stall(&self) -> usize {
+        self.failures
+            .iter()
+            .filter(|f| f.contains(follow::CLIENT_STALL_NOTE))
+            .count()
+    }
+
     /// Final latency added by a move: the first finals after a move against the others,
     /// percentile by percentile.
     fn added_ms(&self) -> Option<Percentiles> {
@@ -105,11 +114,13 @@ impl RollingReport {
     pub fn to_table(&self) -> String {
         let mut out = format!(
             "rolling restart: {} instances behind HAProxy, {} sessions: {} with every final \
-             exactly once, {} failed; {} moves (reconnect) and {} dropped connections followed\n",
+             exactly once, {} failed ({} of them after the client itself stalled longer than the \
+             gateway's audio gap); {} moves (reconnect) and {} dropped connections followed\n",
             self.instances,
             self.sessions,
             self.ok,
             self.failures.len(),
+            self.failed_after_client_stall(),
             self.moves,
             self.drops
         );
@@ -157,6 +168,7 @@ impl RollingReport {
             "sessions": self.sessions,
             "sessions_ok": self.ok,
             "sessions_failed": self.failures.len(),
+            "sessions_failed_after_client_stall": self.failed_after_client_stall(),
             "failures": self.failures.iter().take(20).collect::<Vec<_>>(),
             "moves": self.moves,
             "drops": self.drops,
