@@ -161,7 +161,10 @@ mod tests {
             let mut watch = QuietWatch::new(SPAN, tolerance, t0);
             assert_eq!(watch.look(t0 + SPAN, t0 + ms(9_000)), Look::Elapsed);
             let mut watch = QuietWatch::new(SPAN, tolerance, t0);
-            assert_eq!(watch.look(t0 + ms(3_000), t0 + ms(3_000)), Look::Again(ms(2_000)));
+            assert_eq!(
+                watch.look(t0 + ms(3_000), t0 + ms(3_000)),
+                Look::Again(ms(2_000))
+            );
         }
     }
 }

@@ -593,14 +593,9 @@ async fn backlog_catches_up_at_catchup_speed() {
     );
 }
 
-/// A stalled gateway — stopped, or starved of CPU — fires its late timers before it reads the
-/// audio that waited in the socket meanwhile: the gap look, due 3 s after the last audio, runs
-/// 5 s after it, when the client never paused. It concludes nothing (it was late): the audio
-/// read next keeps the stream; a real pause afterwards still closes it, `gap_close_ms` after the
-/// last audio (and the confirming look `stall_tolerance_ms` later).
-#[actix_rt::test]
-async fn a_stalled_gateway_takes_no_unread_audio_for_a_gap() {
-    tokio::time::pause();
+/// A rig whose streams are half-closed after 3 s without audio: 500 ms of audio came, and stream
+/// 1 is attached after it was announced.
+async fn closing_after_3_s_without_audio() -> (Rig, ProbeLog) {
     let rig = rig(
         AudioSettings {
             gap_close_ms: 3_000,
@@ -611,6 +606,18 @@ async fn a_stalled_gateway_takes_no_unread_audio_for_a_gap() {
     rig.buffer.do_send(audio(0, 500 * BPMS));
     rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
     let stream = attach(&rig, 1, Resume::AfterSent);
+    (rig, stream)
+}
+
+/// A stalled gateway — stopped, or starved of CPU — fires its late timers before it reads the
+/// audio that waited in the socket meanwhile: the gap look, due 3 s after the last audio, runs
+/// 5 s after it, when the client never paused. It concludes nothing (it was late): the audio
+/// read next keeps the stream; a real pause afterwards still closes it, `gap_close_ms` after the
+/// last audio (and the confirming look `stall_tolerance_ms` later).
+#[actix_rt::test]
+async fn a_stalled_gateway_takes_no_unread_audio_for_a_gap() {
+    tokio::time::pause();
+    let (rig, stream) = closing_after_3_s_without_audio().await;
     stream.wait_count::<UpstreamAudio>(5, WAIT).await;
     // The stall: the clock jumps 5 s at once; the gap look (due at 3 s) runs late.
     tokio::time::advance(Duration::from_secs(5)).await;
@@ -637,17 +644,9 @@ async fn a_stalled_gateway_takes_no_unread_audio_for_a_gap() {
 #[actix_rt::test]
 async fn an_audio_gap_half_closes_and_new_audio_is_announced() {
     tokio::time::pause();
-    let rig = rig(
-        AudioSettings {
-            gap_close_ms: 3_000,
-            ..unpaced()
-        },
-        500,
-    );
-    rig.buffer.do_send(audio(0, 500 * BPMS));
-    let pending = rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
+    let (rig, stream) = closing_after_3_s_without_audio().await;
+    let pending = rig.supervisor.all::<AudioPending>();
     assert_eq!(pending.len(), 1, "the first audio is announced");
-    let stream = attach(&rig, 1, Resume::AfterSent);
     for i in 1..5 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         rig.buffer.do_send(audio(i * 500 * BPMS, 500 * BPMS));

@@ -1005,14 +1005,8 @@ async fn the_duration_limit_is_a_rotation() {
     );
 }
 
-/// No final for `force_final_after_secs` (10 s here; the timer restarts at each final): the
-/// buffer is asked to half-close the stream; its final comes without the word the half-close
-/// may have cut, ending halfway before it; the stream's later results are left out, and after
-/// its clean end the next stream continues from that final's end at once. A stream half-closed
-/// by the buffer itself is not forced.
-#[actix_rt::test]
-async fn no_final_for_long_forces_one() {
-    tokio::time::pause();
+/// A rig whose streams are forced to a final after 10 s without one; its first stream started.
+async fn forcing_after_10_s() -> Rig {
     let rig = rig_with(
         &SupervisionSettings {
             force_final_after_secs: 10.0,
@@ -1021,6 +1015,18 @@ async fn no_final_for_long_forces_one() {
         false,
     );
     rig.recognizers.wait_started(1, WAIT).await;
+    rig
+}
+
+/// No final for `force_final_after_secs` (10 s here; the timer restarts at each final): the
+/// buffer is asked to half-close the stream; its final comes without the word the half-close
+/// may have cut, ending halfway before it; the stream's later results are left out, and after
+/// its clean end the next stream continues from that final's end at once. A stream half-closed
+/// by the buffer itself is not forced.
+#[actix_rt::test]
+async fn no_final_for_long_forces_one() {
+    tokio::time::pause();
+    let rig = forcing_after_10_s().await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     rig.supervisor
         .do_send(event(1, words_result(true, &[("zero", 100, 400)], 700)));
@@ -1084,14 +1090,7 @@ async fn no_final_for_long_forces_one() {
 #[actix_rt::test]
 async fn a_stalled_gateway_forces_no_final_it_has_not_read() {
     tokio::time::pause();
-    let rig = rig_with(
-        &SupervisionSettings {
-            force_final_after_secs: 10.0,
-            ..settings()
-        },
-        false,
-    );
-    rig.recognizers.wait_started(1, WAIT).await;
+    let rig = forcing_after_10_s().await;
     rig.supervisor
         .do_send(event(1, words_result(true, &[("zero", 100, 400)], 700)));
     rig.session.wait_count::<Transcript>(1, WAIT).await;
@@ -1103,8 +1102,10 @@ async fn a_stalled_gateway_forces_no_final_it_has_not_read() {
         "a late look forces nothing"
     );
     // The final that waited unread, then nothing: forced 10 s (+ the confirmation) later.
-    rig.supervisor
-        .do_send(event(1, words_result(true, &[("one", 1_000, 1_300)], 1_600)));
+    rig.supervisor.do_send(event(
+        1,
+        words_result(true, &[("one", 1_000, 1_300)], 1_600),
+    ));
     tokio::time::sleep(Duration::from_millis(9_900)).await;
     assert!(rig.buffer.all::<ForceFinal>().is_empty());
     let forced = rig.buffer.wait_count::<ForceFinal>(1, WAIT).await;
