@@ -299,6 +299,10 @@ fn rolling_restart_through_haproxy_fails_no_session() {
     ]);
     let rolling = report(&out);
     assert_eq!(rolling["sessions_failed"], 0, "{rolling}");
+    assert_eq!(
+        rolling["sessions_failed_after_client_stall"], 0,
+        "{rolling}"
+    );
     assert_eq!(rolling["sessions_ok"], 30, "{rolling}");
     assert_eq!(
         rolling["restarts"].as_array().map(Vec::len),

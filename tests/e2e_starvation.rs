@@ -121,6 +121,16 @@ async fn stall_and_check(gateway: &Process, label: &str) {
     let rx =
         stream_through_a_stall(gateway, &timeline.audio, stop_at_ms, Duration::from_secs(4)).await;
     check_every_final_exact(&rx, TEXT, label);
+    // The stall was seen (a timer fired late), and cost no restart.
+    assert!(
+        metric(&gateway.addr, "voxgate_stalled_timers_total").await >= 1.0,
+        "{label}: no stall seen"
+    );
+    assert_eq!(
+        metric(&gateway.addr, "voxgate_stream_restarts_total").await,
+        0.0,
+        "{label}"
+    );
 }
 
 /// The gateway is stopped for 4 s in the middle of an utterance, longer than its audio gap (2 s):

@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::process::*;
@@ -183,18 +182,6 @@ fn env_of<'a>(settings: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         .filter(|(k, _)| !(keep_log && *k == "RUST_LOG"))
         .copied()
         .collect()
-}
-
-/// A counter from the gateway's `/metrics` (summed over its labels), 0 if absent.
-async fn metric(addr: &str, name: &str) -> f64 {
-    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let (status, text) = common::http_get(addr, "/metrics", "").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

@@ -23,6 +23,9 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::debug;
+
+use crate::metrics::METRICS;
 
 /// What a look at a [`QuietWatch`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub enum Look {
     Elapsed,
     /// Look again after this long.
     Again(Duration),
+    /// The look ran `late_by` after its time: the gateway was stalled, the watch starts again
+    /// from now; look again after `again`.
+    Stalled { late_by: Duration, again: Duration },
 }
 
 /// A span to watch pass without an event, counting only time the gateway was awake. See the
@@ -78,10 +84,14 @@ impl QuietWatch {
                 _ => Look::Elapsed,
             };
         };
-        if now.saturating_duration_since(due) > tolerance {
+        let late_by = now.saturating_duration_since(due);
+        if late_by > tolerance {
             // Stalled until now: what came meanwhile may not have been read yet.
             self.reset(now);
-            return Look::Again(self.span);
+            return Look::Stalled {
+                late_by,
+                again: self.span,
+            };
         }
         let quiet = now.saturating_duration_since(self.since);
         if quiet < self.span {
@@ -94,6 +104,18 @@ impl QuietWatch {
         self.passed_once = true;
         Look::Again(tolerance)
     }
+}
+
+/// Counts a stall a look saw (`voxgate_stalled_timers_total{timer}`) and logs it: the sign of a
+/// gateway stopped or starved of CPU.
+pub fn note_stall(timer: &'static str, late_by: Duration, session_id: &str) {
+    METRICS.stalled_timers.with_label_values(&[timer]).inc();
+    debug!(
+        session = session_id,
+        timer,
+        late_ms = late_by.as_millis() as u64,
+        "timer fired late: the gateway was stalled; watching again from now"
+    );
 }
 
 #[cfg(test)]
@@ -141,12 +163,24 @@ mod tests {
         let t0 = Instant::now();
         let mut watch = QuietWatch::new(SPAN, Some(TOLERANCE), t0);
         let woke = t0 + ms(9_000);
-        assert_eq!(watch.look(t0 + SPAN, woke), Look::Again(SPAN));
+        assert_eq!(
+            watch.look(t0 + SPAN, woke),
+            Look::Stalled {
+                late_by: ms(4_000),
+                again: SPAN
+            }
+        );
         // Its confirmation running late too.
         let due = woke + SPAN;
         assert_eq!(watch.look(due, due), Look::Again(TOLERANCE));
         let late = due + TOLERANCE + ms(400);
-        assert_eq!(watch.look(due + TOLERANCE, late), Look::Again(SPAN));
+        assert_eq!(
+            watch.look(due + TOLERANCE, late),
+            Look::Stalled {
+                late_by: ms(400),
+                again: SPAN
+            }
+        );
         // Awake from then on: elapsed a span (and a confirmation) later.
         let due = late + SPAN;
         assert_eq!(watch.look(due, due), Look::Again(TOLERANCE));

@@ -50,7 +50,7 @@ use crate::audio::AudioFormat;
 use crate::messages::*;
 use crate::metrics::METRICS;
 use crate::protocol::ErrorCode;
-use crate::quiet_watch::{Look, QuietWatch};
+use crate::quiet_watch::{note_stall, Look, QuietWatch};
 use crate::settings::AudioSettings;
 use crate::token_bucket::TokenBucket;
 use frames::FrameStore;
@@ -189,6 +189,10 @@ impl AudioBuffer {
                     act.pump(ctx);
                 }
                 Look::Again(after) => act.arm_gap_timer(after, ctx),
+                Look::Stalled { late_by, again } => {
+                    note_stall("audio_gap", late_by, &act.session_id);
+                    act.arm_gap_timer(again, ctx);
+                }
             }
         }));
     }

@@ -24,7 +24,7 @@ use tracing::info;
 use super::decision::Ending;
 use super::StreamSupervisor;
 use crate::messages::{ForceFinal, Transcript};
-use crate::quiet_watch::{Look, QuietWatch};
+use crate::quiet_watch::{note_stall, Look, QuietWatch};
 
 /// A stream's part in a forced final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,10 @@ impl StreamSupervisor {
             match watch.look(due, Instant::now()) {
                 Look::Elapsed => act.force_final(stream_id, ctx),
                 Look::Again(after) => act.look_for_a_final(stream_id, watch, after, ctx),
+                Look::Stalled { late_by, again } => {
+                    note_stall("forced_final", late_by, &act.session_id);
+                    act.look_for_a_final(stream_id, watch, again, ctx);
+                }
             }
         }));
     }
