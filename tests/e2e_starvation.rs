@@ -1,15 +1,16 @@
 //! A starved gateway, end to end with real processes on loopback: `voxgate serve` is stopped with
-//! SIGSTOP for a few seconds while a client streams emulator-encoded speech at real time through it,
-//! then continued with SIGCONT — what CPU starvation does to it, made deterministic: every timer
-//! that came due during the stop fires at once when it runs again, before the audio and the
+//! SIGSTOP for a few seconds while a client streams emulator-encoded speech at real time through
+//! it, then continued with SIGCONT — what CPU starvation does to it, made deterministic: every
+//! timer that came due during the stop fires at once when it runs again, before the audio and the
 //! results that waited in its sockets meanwhile have been read.
 //!
 //! The promise under test: the gateway may be late, but every final is exactly one utterance of
-//! the script, whole, once, in order, at its audio offsets. The stop is longer than the audio gap
-//! after which the gateway closes a silent client's stream (`gap_close_ms`) and longer than the
-//! time without a final after which it forces one (`force_final_after_secs`), both shortened so
-//! that a short stop outlasts them; the client never paused and no utterance lasts that long, so
-//! neither may happen. See docs/reliability.md ("A starved gateway").
+//! the script, whole, once, in order, at its audio offsets. Each test's stop is longer than one
+//! span after which the gateway acts on an absence — the audio gap after which it closes a silent
+//! client's stream (`gap_close_ms`), or the time without a final after which it forces one
+//! (`force_final_after_secs`) — shortened so that a short stop outlasts it; the client never
+//! paused and finals came all along, so neither may happen. See docs/reliability.md ("A starved
+//! gateway").
 
 mod common;
 

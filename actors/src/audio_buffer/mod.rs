@@ -22,9 +22,10 @@
 //! audio arrived for `gap_close_ms` while the gateway was awake to see it (a [`QuietWatch`]: after
 //! a stall, audio that waited unread in the socket is no pause) — mark the byte where they fall;
 //! when the attached stream reaches that byte the buffer sends it [`UpstreamAudio::End`], tells
-//! the supervisor ([`UpstreamHalfClosed`]) and detaches. A marker is forgotten only when the stream it closed
-//! ended cleanly (the supervisor attaches the next one with [`Resume::AfterSent`]); after a failure
-//! the replay reaches it again and the new stream is half-closed at the same place.
+//! the supervisor ([`UpstreamHalfClosed`]) and detaches. A marker is forgotten only when the
+//! stream it closed ended cleanly (the supervisor attaches the next one with
+//! [`Resume::AfterSent`]); after a failure the replay reaches it again and the new stream is
+//! half-closed at the same place.
 //!
 //! A forced final ([`ForceFinal`], from the supervisor when no final came for long) half-closes
 //! the attached stream at once, after the audio already sent to it. It is no marker: the audio
