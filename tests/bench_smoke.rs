@@ -273,7 +273,10 @@ fn scenarios_run_end_to_end_and_write_the_tables() {
 
 /// `voxgate bench rolling` starts three instances behind HAProxy (the shipped configuration) and
 /// restarts each in turn while 30 sessions stream through it: no session fails (every final
-/// exactly once), the sessions of each drained instance moved, every instance came back.
+/// exactly once), the sessions of each drained instance moved, every instance came back. Before
+/// the restarts the third instance is stopped (SIGSTOP) for 7 s, longer than its audio gap (5 s):
+/// a starved gateway, which split and cut utterances before it counted only awake time
+/// (docs/reliability.md, "A starved gateway").
 #[test]
 fn rolling_restart_through_haproxy_fails_no_session() {
     let dir = std::env::temp_dir().join(format!("voxgate-bench-rolling-{}", std::process::id()));
@@ -290,7 +293,9 @@ fn rolling_restart_through_haproxy_fails_no_session() {
         "--ramp",
         "30",
         "--settle",
-        "2",
+        "8",
+        "--stall-secs",
+        "7",
         "--haproxy-config",
         config,
         "--out",
@@ -299,6 +304,10 @@ fn rolling_restart_through_haproxy_fails_no_session() {
     ]);
     let rolling = report(&out);
     assert_eq!(rolling["sessions_failed"], 0, "{rolling}");
+    assert_eq!(
+        rolling["sessions_failed_after_client_stall"], 0,
+        "{rolling}"
+    );
     assert_eq!(rolling["sessions_ok"], 30, "{rolling}");
     assert_eq!(
         rolling["restarts"].as_array().map(Vec::len),
@@ -306,6 +315,7 @@ fn rolling_restart_through_haproxy_fails_no_session() {
         "{rolling}"
     );
     assert!(rolling["restart_error"].is_null(), "{rolling}");
+    assert_eq!(rolling["stall_secs"], 7.0, "{rolling}");
     // Every session was on some instance that drained: each moved at least once.
     assert!(
         rolling["moves"].as_u64().is_some_and(|m| m >= 30),

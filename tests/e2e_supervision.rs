@@ -162,16 +162,7 @@ fn check_exact(rx: &Received, expected: &Encoded, label: &str) {
         last_end = end;
         words.extend(m["words"].as_array().into_iter().flatten().cloned());
     }
-    assert_eq!(words.len(), expected.words.len(), "{label}: word timings");
-    for (got, want) in words.iter().zip(&expected.words) {
-        let start = got["start_ms"].as_u64().unwrap_or(u64::MAX);
-        let end = got["end_ms"].as_u64().unwrap_or(u64::MAX);
-        let (want_start, want_end) = (want.start_sample / 16, want.end_sample / 16);
-        assert!(
-            start.abs_diff(want_start) <= 3 && end.abs_diff(want_end) <= 3,
-            "{label}: {got} is not at the audio's {want_start}–{want_end} ms"
-        );
-    }
+    assert_words_at_their_offsets(&words, expected, label);
     assert_eq!(rx.of_type("closed").len(), 1, "{label}");
     assert_eq!(rx.close.as_ref().map(|c| c.0), Some(1000), "{label}");
 }

@@ -34,6 +34,8 @@
 //!   pool of inference workers shared by every stream.
 //! - [`supervisor`]: the stream supervisor: routing, dedup of finals, restarts.
 //! - [`restart_policy`]: the restart policy as data (retryable codes, backoff, intensity).
+//! - [`quiet_watch`]: watching for a span without client audio or without a final, counting only
+//!   time the gateway was awake (a starved or stopped gateway's late timers conclude nothing).
 //! - [`token_bucket`]: the token bucket behind every rate (connections, frames, input, pacing).
 //! - [`circuit_breaker`]: the process-wide breaker that holds every session back while the
 //!   upstream is down.
@@ -52,6 +54,7 @@ pub mod metrics;
 pub mod multichannel;
 pub mod pipeline;
 pub mod protocol;
+pub mod quiet_watch;
 pub mod recognizer;
 pub mod restart_policy;
 pub mod session;

@@ -28,6 +28,9 @@ pub struct Metrics {
     /// Streams the upstream ended at its duration limit (each replaced at once, like a rotation,
     /// and counted among the rotations too): non-zero means rotation came too late.
     pub stream_expiries: IntCounter,
+    /// Timers that fired more than `stall_tolerance_ms` late — the gateway was stopped or starved
+    /// of CPU — by timer (`audio_gap`, `forced_final`): each watched again instead of acted on.
+    pub stalled_timers: IntCounterVec,
     /// Google access tokens fetched (one per process per refresh, shared by every session).
     pub google_token_fetches: IntCounter,
     /// 1 while the upstream circuit breaker is open or half-open.
@@ -88,6 +91,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         stream_expiries: IntCounter::new(
             "voxgate_stream_expiries_total",
             "Upstream streams ended by the upstream at its stream duration limit (replaced at once)",
+        )?,
+        stalled_timers: IntCounterVec::new(
+            Opts::new(
+                "voxgate_stalled_timers_total",
+                "Audio-gap and forced-final timers that fired late (the gateway was stopped or \
+                 starved of CPU): watched again instead of acted on",
+            ),
+            &["timer"],
         )?,
         google_token_fetches: IntCounter::new(
             "voxgate_google_token_fetches_total",
@@ -174,6 +185,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.stream_restarts.clone()))?;
     m.registry.register(Box::new(m.stream_rotations.clone()))?;
     m.registry.register(Box::new(m.stream_expiries.clone()))?;
+    m.registry.register(Box::new(m.stalled_timers.clone()))?;
     m.registry
         .register(Box::new(m.google_token_fetches.clone()))?;
     m.registry.register(Box::new(m.breaker_open.clone()))?;

@@ -65,11 +65,13 @@ impl PipelineFactory for Pipeline {
         // supervisor's address.
         let buffer_context = Context::<AudioBuffer>::new();
         let buffer = buffer_context.address();
+        let policy = RestartPolicy::from_settings(&self.supervision);
+        let stall_tolerance = policy.stall_tolerance();
         let supervisor = StreamSupervisor::new(
             session_id.clone(),
             config.clone(),
             self.recognizers.clone(),
-            RestartPolicy::from_settings(&self.supervision),
+            policy,
             self.breaker.clone(),
             links.clone(),
             BufferControl {
@@ -86,6 +88,7 @@ impl PipelineFactory for Pipeline {
             config.format,
             self.audio.for_session(config.frame_ms),
             self.ack_interval_ms,
+            stall_tolerance,
             AudioBufferLinks {
                 acks: links.acks,
                 errors: links.errors,

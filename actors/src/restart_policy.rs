@@ -31,6 +31,8 @@ pub struct RestartPolicy {
     max_restarts: u32,
     period: Duration,
     rotation: RotationPolicy,
+    /// A timer later than this means the gateway was stalled (`None`: no stall detection).
+    stall_tolerance: Option<Duration>,
 }
 
 /// When a healthy stream is replaced by a fresh one before Google's stream-duration limit.
@@ -78,12 +80,20 @@ impl RestartPolicy {
                 force_final_after: Some(secs(settings.force_final_after_secs))
                     .filter(|d| !d.is_zero()),
             },
+            stall_tolerance: Some(Duration::from_millis(settings.stall_tolerance_ms))
+                .filter(|d| !d.is_zero()),
         }
     }
 
     /// When streams are rotated.
     pub fn rotation(&self) -> RotationPolicy {
         self.rotation
+    }
+
+    /// How late a timer may fire before the gateway counts itself stalled (see
+    /// [`crate::quiet_watch`]); `None`: never.
+    pub fn stall_tolerance(&self) -> Option<Duration> {
+        self.stall_tolerance
     }
 
     /// The jitter fraction, for waits outside the backoff schedule (the circuit breaker's).

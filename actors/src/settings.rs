@@ -165,6 +165,12 @@ pub struct SupervisionSettings {
     /// reaches its duration limit with more unfinalised audio than this. Below `max_stream_secs`;
     /// 0 = never.
     pub force_final_after_secs: f64,
+    /// A timer that fires more than this late (ms) means the gateway itself was stalled —
+    /// stopped, or starved of CPU — and may not have read what came meanwhile: the audio gap
+    /// (`[audio] gap_close_ms`) and the forced final (`force_final_after_secs`) are then watched
+    /// again from that moment instead of acted on, and each is confirmed this much later by a
+    /// timer on time (see `quiet_watch`). 0 = no stall detection.
+    pub stall_tolerance_ms: u64,
     /// gRPC codes that say the upstream itself is in trouble: they count for the circuit breaker
     /// shared by every session of the process.
     pub breaker_codes: Vec<String>,
@@ -200,6 +206,7 @@ impl Default for SupervisionSettings {
             max_stream_secs: 290.0,
             standby_max_wait_secs: 5.0,
             force_final_after_secs: 60.0,
+            stall_tolerance_ms: 250,
             breaker_codes: [
                 "UNAVAILABLE",
                 "INTERNAL",

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use voxgate_emulator::synth::Encoded;
 
 /// A running `voxgate` process, killed when dropped.
 pub struct Process {
@@ -180,6 +181,34 @@ pub fn final_text(messages: &[Value]) -> String {
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Asserts that `words` (the `words` of the finals, in order) lie where `expected`'s words lie in
+/// its 16 kHz audio: one for one, start and end within 3 ms, on the session clock.
+pub fn assert_words_at_their_offsets(words: &[Value], expected: &Encoded, label: &str) {
+    assert_eq!(words.len(), expected.words.len(), "{label}: word timings");
+    for (got, want) in words.iter().zip(&expected.words) {
+        let start = got["start_ms"].as_u64().unwrap_or(u64::MAX);
+        let end = got["end_ms"].as_u64().unwrap_or(u64::MAX);
+        let (want_start, want_end) = (want.start_sample / 16, want.end_sample / 16);
+        assert!(
+            start.abs_diff(want_start) <= 3 && end.abs_diff(want_end) <= 3,
+            "{label}: {got} is not at the audio's {want_start}–{want_end} ms"
+        );
+    }
+}
+
+/// A counter from the `/metrics` of the gateway process at `addr` (summed over its labels), 0 if
+/// absent.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let addr: std::net::SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let (status, text) = super::http_get(addr, "/metrics", "").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Opens `ws://ADDR/v1/listen?QUERY` on a running gateway process.

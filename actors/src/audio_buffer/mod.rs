@@ -19,11 +19,13 @@
 //! timer, so an idle or real-time session costs no wake-ups beyond its own audio.
 //!
 //! Half-closes are markers in the audio: `finalize`/`stop` — and an audio gap, when no client
-//! audio arrived for `gap_close_ms` — mark the byte where they fall; when the attached stream
-//! reaches that byte the buffer sends it [`UpstreamAudio::End`], tells the supervisor
-//! ([`UpstreamHalfClosed`]) and detaches. A marker is forgotten only when the stream it closed
-//! ended cleanly (the supervisor attaches the next one with [`Resume::AfterSent`]); after a failure
-//! the replay reaches it again and the new stream is half-closed at the same place.
+//! audio arrived for `gap_close_ms` while the gateway was awake to see it (a [`QuietWatch`]: after
+//! a stall, audio that waited unread in the socket is no pause) — mark the byte where they fall;
+//! when the attached stream reaches that byte the buffer sends it [`UpstreamAudio::End`], tells
+//! the supervisor ([`UpstreamHalfClosed`]) and detaches. A marker is forgotten only when the
+//! stream it closed ended cleanly (the supervisor attaches the next one with
+//! [`Resume::AfterSent`]); after a failure the replay reaches it again and the new stream is
+//! half-closed at the same place.
 //!
 //! A forced final ([`ForceFinal`], from the supervisor when no final came for long) half-closes
 //! the attached stream at once, after the audio already sent to it. It is no marker: the audio
@@ -49,6 +51,7 @@ use crate::audio::AudioFormat;
 use crate::messages::*;
 use crate::metrics::METRICS;
 use crate::protocol::ErrorCode;
+use crate::quiet_watch::{note_stall, Look, QuietWatch};
 use crate::settings::AudioSettings;
 use crate::token_bucket::TokenBucket;
 use frames::FrameStore;
@@ -102,9 +105,11 @@ pub struct AudioBuffer {
     audio_ended: bool,
     /// Retained audio is being dropped for `max_replay_ms` (warned once per episode).
     replay_truncated: bool,
-    /// When client audio last arrived (for the audio-gap half-close).
-    last_audio_at: Instant,
-    /// The one timer that checks for an audio gap; armed while audio flows.
+    /// The quiet since client audio last arrived, for the audio-gap half-close: counted only while
+    /// the gateway was awake, so a stalled gateway does not take the audio waiting unread in its
+    /// socket for a pause of the client.
+    gap_watch: QuietWatch,
+    /// The one timer that looks at `gap_watch`; armed while audio flows.
     gap_timer: Option<SpawnHandle>,
     /// [`AudioPending`] was sent since the last half-close (or the start): not again until the
     /// next half-close.
@@ -117,8 +122,14 @@ impl AudioBuffer {
         format: AudioFormat,
         settings: AudioSettings,
         ack_interval_ms: u64,
+        stall_tolerance: Option<Duration>,
         links: AudioBufferLinks,
     ) -> AudioBuffer {
+        let gap_watch = QuietWatch::new(
+            Duration::from_millis(settings.gap_close_ms),
+            stall_tolerance,
+            Instant::now(),
+        );
         let store = FrameStore::new(
             format,
             settings.frame_ms,
@@ -141,7 +152,7 @@ impl AudioBuffer {
             overflowed: false,
             audio_ended: false,
             replay_truncated: false,
-            last_audio_at: Instant::now(),
+            gap_watch,
             gap_timer: None,
             announced: false,
         }
@@ -161,24 +172,28 @@ impl AudioBuffer {
         self.settings.max_lead_ms.max(self.settings.frame_ms) as f64
     }
 
-    /// Arms the audio-gap check `after` from now, unless one is armed.
+    /// Arms the look at the audio gap `after` from now, unless one is armed.
     fn arm_gap_timer(&mut self, after: Duration, ctx: &mut Context<Self>) {
         if self.gap_timer.is_some() || self.settings.gap_close_ms == 0 {
             return;
         }
-        self.gap_timer = Some(ctx.run_later(after, |act, ctx| {
+        let due = Instant::now() + after;
+        self.gap_timer = Some(ctx.run_later(after, move |act, ctx| {
             act.gap_timer = None;
             if act.overflowed || act.audio_ended {
                 return;
             }
-            let gap = Duration::from_millis(act.settings.gap_close_ms);
-            let quiet = act.last_audio_at.elapsed();
-            if quiet >= gap {
-                debug!(session = %act.session_id, quiet_ms = quiet.as_millis() as u64, "no audio: closing the stream until audio comes again");
-                act.mark(HalfCloseReason::Gap);
-                act.pump(ctx);
-            } else {
-                act.arm_gap_timer(gap - quiet, ctx);
+            match act.gap_watch.look(due, Instant::now()) {
+                Look::Elapsed => {
+                    debug!(session = %act.session_id, gap_close_ms = act.settings.gap_close_ms, "no audio: closing the stream until audio comes again");
+                    act.mark(HalfCloseReason::Gap);
+                    act.pump(ctx);
+                }
+                Look::Again(after) => act.arm_gap_timer(after, ctx),
+                Look::Stalled { late_by, again } => {
+                    note_stall("audio_gap", late_by, &act.session_id);
+                    act.arm_gap_timer(again, ctx);
+                }
             }
         }));
     }
@@ -373,8 +388,9 @@ impl Handler<AudioIn> for AudioBuffer {
         METRICS
             .audio_seconds
             .inc_by((accepted_ms - before_ms) as f64 / 1_000.0);
-        self.last_audio_at = Instant::now();
-        self.arm_gap_timer(Duration::from_millis(self.settings.gap_close_ms), ctx);
+        let now = Instant::now();
+        self.gap_watch.reset(now);
+        self.arm_gap_timer(self.gap_watch.first_look_in(now), ctx);
         self.announce_pending();
         self.pump(ctx);
     }

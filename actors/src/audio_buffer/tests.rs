@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::audio::Encoding;
+use crate::restart_policy::RestartPolicy;
+use crate::settings::SupervisionSettings;
 use crate::testing::{Probe, ProbeLog};
 use bytes::Bytes;
 
@@ -33,7 +35,15 @@ fn rig(settings: AudioSettings, ack_interval_ms: u64) -> Rig {
         half_closed: supervisor.clone().recipient(),
         audio_pending: supervisor.recipient(),
     };
-    let buffer = AudioBuffer::new(Arc::from("s1"), L16, settings, ack_interval_ms, links).start();
+    let buffer = AudioBuffer::new(
+        Arc::from("s1"),
+        L16,
+        settings,
+        ack_interval_ms,
+        RestartPolicy::from_settings(&SupervisionSettings::default()).stall_tolerance(),
+        links,
+    )
+    .start();
     Rig {
         buffer,
         session: session_log,
@@ -583,11 +593,9 @@ async fn backlog_catches_up_at_catchup_speed() {
     );
 }
 
-/// No client audio for `gap_close_ms`: the stream is half-closed (reason Gap) at the end of the
-/// audio; the next audio is announced once with `AudioPending` (as the first audio was).
-#[actix_rt::test]
-async fn an_audio_gap_half_closes_and_new_audio_is_announced() {
-    tokio::time::pause();
+/// A rig whose streams are half-closed after 3 s without audio: 500 ms of audio came, and stream
+/// 1 is attached after it was announced.
+async fn closing_after_3_s_without_audio() -> (Rig, ProbeLog) {
     let rig = rig(
         AudioSettings {
             gap_close_ms: 3_000,
@@ -596,9 +604,49 @@ async fn an_audio_gap_half_closes_and_new_audio_is_announced() {
         500,
     );
     rig.buffer.do_send(audio(0, 500 * BPMS));
-    let pending = rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
-    assert_eq!(pending.len(), 1, "the first audio is announced");
+    rig.supervisor.wait_count::<AudioPending>(1, WAIT).await;
     let stream = attach(&rig, 1, Resume::AfterSent);
+    (rig, stream)
+}
+
+/// A stalled gateway — stopped, or starved of CPU — fires its late timers before it reads the
+/// audio that waited in the socket meanwhile: the gap look, due 3 s after the last audio, runs
+/// 5 s after it, when the client never paused. It concludes nothing (it was late): the audio
+/// read next keeps the stream; a real pause afterwards still closes it, `gap_close_ms` after the
+/// last audio (and the confirming look `stall_tolerance_ms` later).
+#[actix_rt::test]
+async fn a_stalled_gateway_takes_no_unread_audio_for_a_gap() {
+    tokio::time::pause();
+    let (rig, stream) = closing_after_3_s_without_audio().await;
+    stream.wait_count::<UpstreamAudio>(5, WAIT).await;
+    // The stall: the clock jumps 5 s at once; the gap look (due at 3 s) runs late.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Then the gateway reads what waited: 5 s of audio.
+    rig.buffer.do_send(audio(500 * BPMS, 5_000 * BPMS));
+    tokio::time::sleep(Duration::from_millis(2_900)).await;
+    assert!(
+        rig.supervisor.all::<UpstreamHalfClosed>().is_empty(),
+        "no gap: the client never paused"
+    );
+    let got = stream
+        .wait_for::<UpstreamAudio>(Duration::from_secs(1), ended)
+        .await;
+    assert!(ended(&got), "a real pause still closes the stream");
+    assert_eq!(bytes_of(&got), pattern(0, 5_500 * BPMS));
+    let hc = rig.supervisor.all::<UpstreamHalfClosed>();
+    assert_eq!(hc.len(), 1);
+    assert_eq!((hc[0].reason, hc[0].at_ms), (HalfCloseReason::Gap, 5_500));
+}
+
+/// No client audio for `gap_close_ms`: the stream is half-closed (reason Gap) at the end of the
+/// audio; the next audio is announced once with `AudioPending` (as the first audio was).
+#[actix_rt::test]
+async fn an_audio_gap_half_closes_and_new_audio_is_announced() {
+    tokio::time::pause();
+    let (rig, stream) = closing_after_3_s_without_audio().await;
+    let pending = rig.supervisor.all::<AudioPending>();
+    assert_eq!(pending.len(), 1, "the first audio is announced");
     for i in 1..5 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         rig.buffer.do_send(audio(i * 500 * BPMS, 500 * BPMS));

@@ -10,14 +10,21 @@
 //! there and recognises the cut word whole. A final without word times is delivered as it is.
 //!
 //! The timer of the current stream is re-armed at its attach and at each of its finals, and
-//! cancelled when the stream ends or is half-closed by the buffer (`finalize`, gap, `stop`).
+//! cancelled when the stream ends or is half-closed by the buffer (`finalize`, gap, `stop`). The
+//! time without a final is counted only while the gateway was awake ([`QuietWatch`]): a gateway
+//! stopped or starved of CPU fires its late timers before it reads the results that came
+//! meanwhile, and forcing then would cut a word off an utterance whose final was merely unread.
+
+use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::time::Instant;
 use tracing::info;
 
 use super::decision::Ending;
 use super::StreamSupervisor;
 use crate::messages::{ForceFinal, Transcript};
+use crate::quiet_watch::{note_stall, Look, QuietWatch};
 
 /// A stream's part in a forced final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +60,9 @@ pub(super) fn without_cut_word(mut final_result: Transcript) -> Option<Transcrip
 }
 
 impl StreamSupervisor {
-    /// (Re-)arms the forced final of the current stream: `force_final_after` from now.
+    /// (Re-)arms the forced final of the current stream: `force_final_after` from now, counted
+    /// while the gateway was awake (a [`QuietWatch`]: a stalled gateway has not read the finals
+    /// that came meanwhile).
     pub(super) fn arm_force_final(&mut self, ctx: &mut Context<Self>) {
         self.cancel_force_final(ctx);
         let Some(after) = self.policy.rotation().force_final_after else {
@@ -65,9 +74,30 @@ impl StreamSupervisor {
         if self.config.single_utterance {
             return; // it ends with its utterance
         }
+        let watch = QuietWatch::new(after, self.policy.stall_tolerance(), Instant::now());
+        self.look_for_a_final(stream_id, watch, after, ctx);
+    }
+
+    /// After `after`, looks whether `stream_id` went `watch`'s span without a final: forces one,
+    /// or looks again.
+    fn look_for_a_final(
+        &mut self,
+        stream_id: u64,
+        mut watch: QuietWatch,
+        after: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let due = Instant::now() + after;
         self.force_final_timer = Some(ctx.run_later(after, move |act, ctx| {
             act.force_final_timer = None;
-            act.force_final(stream_id, ctx);
+            match watch.look(due, Instant::now()) {
+                Look::Elapsed => act.force_final(stream_id, ctx),
+                Look::Again(after) => act.look_for_a_final(stream_id, watch, after, ctx),
+                Look::Stalled { late_by, again } => {
+                    note_stall("forced_final", late_by, &act.session_id);
+                    act.look_for_a_final(stream_id, watch, again, ctx);
+                }
+            }
         }));
     }
 

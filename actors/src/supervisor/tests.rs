@@ -1005,14 +1005,8 @@ async fn the_duration_limit_is_a_rotation() {
     );
 }
 
-/// No final for `force_final_after_secs` (10 s here; the timer restarts at each final): the
-/// buffer is asked to half-close the stream; its final comes without the word the half-close
-/// may have cut, ending halfway before it; the stream's later results are left out, and after
-/// its clean end the next stream continues from that final's end at once. A stream half-closed
-/// by the buffer itself is not forced.
-#[actix_rt::test]
-async fn no_final_for_long_forces_one() {
-    tokio::time::pause();
+/// A rig whose streams are forced to a final after 10 s without one; its first stream started.
+async fn forcing_after_10_s() -> Rig {
     let rig = rig_with(
         &SupervisionSettings {
             force_final_after_secs: 10.0,
@@ -1021,6 +1015,18 @@ async fn no_final_for_long_forces_one() {
         false,
     );
     rig.recognizers.wait_started(1, WAIT).await;
+    rig
+}
+
+/// No final for `force_final_after_secs` (10 s here; the timer restarts at each final): the
+/// buffer is asked to half-close the stream; its final comes without the word the half-close
+/// may have cut, ending halfway before it; the stream's later results are left out, and after
+/// its clean end the next stream continues from that final's end at once. A stream half-closed
+/// by the buffer itself is not forced.
+#[actix_rt::test]
+async fn no_final_for_long_forces_one() {
+    tokio::time::pause();
+    let rig = forcing_after_10_s().await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     rig.supervisor
         .do_send(event(1, words_result(true, &[("zero", 100, 400)], 700)));
@@ -1073,6 +1079,44 @@ async fn no_final_for_long_forces_one() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(rig.buffer.all::<ForceFinal>().len(), 1);
     assert!(rig.session.all::<PipelineWarning>().is_empty());
+}
+
+/// A stalled gateway — stopped, or starved of CPU — fires its late timers before it reads the
+/// results that came meanwhile: the forced-final look, due 10 s after the last final, runs 12 s
+/// after it, when the upstream's next final waits unread. It forces nothing (it was late, and
+/// the final read next re-arms the timer); a stream that really gives no final is still forced,
+/// `force_final_after` after the gateway woke (and the confirming look `stall_tolerance_ms`
+/// later).
+#[actix_rt::test]
+async fn a_stalled_gateway_forces_no_final_it_has_not_read() {
+    tokio::time::pause();
+    let rig = forcing_after_10_s().await;
+    rig.supervisor
+        .do_send(event(1, words_result(true, &[("zero", 100, 400)], 700)));
+    rig.session.wait_count::<Transcript>(1, WAIT).await;
+    // The stall: the clock jumps 12 s at once; the look (due at 10 s) runs late.
+    tokio::time::advance(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        rig.buffer.all::<ForceFinal>().is_empty(),
+        "a late look forces nothing"
+    );
+    // The final that waited unread, then nothing: forced 10 s (+ the confirmation) later.
+    rig.supervisor.do_send(event(
+        1,
+        words_result(true, &[("one", 1_000, 1_300)], 1_600),
+    ));
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert!(rig.buffer.all::<ForceFinal>().is_empty());
+    let forced = rig.buffer.wait_count::<ForceFinal>(1, WAIT).await;
+    assert_eq!(forced[0].stream_id, 1);
+    let finals: Vec<String> = rig
+        .session
+        .all::<Transcript>()
+        .iter()
+        .map(|t| t.transcript.clone())
+        .collect();
+    assert_eq!(finals, ["zero", "one"], "both finals whole");
 }
 
 fn speech(activity: SpeechActivity, at_ms: u64) -> RecognizerEventKind {

@@ -9,12 +9,19 @@
 //! the next final), and each final's latency from the first send of the frame that decides it,
 //! kept apart for the first final after an interruption (it waits for the audio re-sent since the
 //! last final to be recognised again: the move's cost) and the others.
+//!
+//! It also measures its own longest send stall on one connection: a bench starved of CPU may send
+//! nothing for seconds, and a client silent for the gateway's `[audio] gap_close_ms` has paused —
+//! the gateway closes the stream where the audio stopped, a documented split of the utterance
+//! (docs/reliability.md). Such a failure still fails the session, and says so
+//! ([`CLIENT_STALL_NOTE`]), so it is not mistaken for one of the gateway's.
 
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
+use voxgate_actors::settings::AudioSettings;
 
 use super::resume::{open, send_frames, Connection, Progress, BYTES_PER_MS, FORMAT};
 use super::script::{Plan, Script};
@@ -32,6 +39,8 @@ const READER_GRACE: Duration = Duration::from_secs(2);
 /// Interruptions one session may go through before it is given up (a resume refused again and
 /// again would otherwise loop).
 const MAX_INTERRUPTIONS: u32 = 20;
+/// What a failure of a session that itself stalled longer than the gateway's audio gap says.
+pub(super) const CLIENT_STALL_NOTE: &str = "the client itself sent nothing for";
 
 /// Why a connection of the session ended before its `closed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +91,11 @@ struct Follower<'a> {
     decision_sent: Vec<Option<Instant>>,
     /// The interruption not yet followed by a final (for the gap).
     open_gap: Option<Instant>,
+    /// The last send on the current connection (`None` on a new one: a resume starts a new
+    /// upstream stream, its wait is no pause of the old one).
+    last_send: Option<Instant>,
+    /// The longest time the session sent nothing on one connection while it had audio due.
+    longest_stall: Duration,
     outcome: Followed,
 }
 
@@ -101,6 +115,12 @@ impl Follower<'_> {
     ) -> Result<(), String> {
         let due = self.due().max(self.sent);
         let now = Instant::now();
+        if due > from {
+            if let Some(last) = self.last_send {
+                self.longest_stall = self.longest_stall.max(now - last);
+            }
+            self.last_send = Some(now);
+        }
         for (k, expected) in self.plan.finals.iter().enumerate() {
             if (from..due).contains(&expected.decision_frame) && self.decision_sent[k].is_none() {
                 self.decision_sent[k] = Some(now);
@@ -187,6 +207,7 @@ impl Follower<'_> {
             Interruption::Lost => FIRST_PAUSE,
         };
         let mut last_error = String::new();
+        self.last_send = None;
         for _ in 0..RESUME_ATTEMPTS {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE);
@@ -223,6 +244,8 @@ pub(super) async fn session(script: &Script, plan: &Plan, url: &str) -> Result<F
         progress: Progress::default(),
         decision_sent: vec![None; plan.finals.len()],
         open_gap: None,
+        last_send: None,
+        longest_stall: Duration::ZERO,
         outcome: Followed::default(),
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(FORMAT.frame_ms));
@@ -264,8 +287,20 @@ pub(super) async fn session(script: &Script, plan: &Plan, url: &str) -> Result<F
         .map(|f| script.utterances[f.utterance].transcript.as_str())
         .collect();
     if me.progress.finals != expected {
+        let gap_close = Duration::from_millis(AudioSettings::default().gap_close_ms);
+        let stalled = if me.longest_stall >= gap_close {
+            format!(
+                " — {CLIENT_STALL_NOTE} {:.1} s on one connection, at least the gateway's \
+                 [audio] gap_close_ms ({} ms): a pause, whose stream the gateway closes where \
+                 the audio stopped",
+                me.longest_stall.as_secs_f64(),
+                gap_close.as_millis()
+            )
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "finals {:?}, expected {expected:?}",
+            "finals {:?}, expected {expected:?}{stalled}",
             me.progress.finals
         ));
     }

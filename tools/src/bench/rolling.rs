@@ -39,6 +39,11 @@ pub struct RollingArgs {
     /// Seconds between the last session opened and the first restart.
     #[arg(long, default_value_t = 5.0)]
     pub settle: f64,
+    /// Stop the last instance (SIGSTOP) for this many seconds once every session is open, then
+    /// let it run again (SIGCONT): a gateway starved of CPU, made deterministic. Before the
+    /// restarts when `--settle` is longer. 0 = none.
+    #[arg(long, default_value_t = 0.0)]
+    pub stall_secs: f64,
     /// The instances' `[server] hand_off_delay_secs`.
     #[arg(long, default_value_t = 2.0)]
     pub hand_off_delay: f64,
@@ -88,12 +93,23 @@ pub struct RollingReport {
     moved_ms: Option<Percentiles>,
     restarts: Vec<Restart>,
     restart_error: Option<String>,
+    /// `--stall-secs`: how long the last instance was stopped.
+    stall_secs: f64,
 }
 
 impl RollingReport {
     /// No session failed, and every instance was restarted.
     pub fn passed(&self) -> bool {
         self.failures.is_empty() && self.restart_error.is_none()
+    }
+
+    /// Failed sessions whose client (the bench, starved) sent nothing for longer than the
+    /// gateway's `[audio] gap_close_ms`: a pause by the rules, which splits the utterance there.
+    fn failed_after_client_stall(&self) -> usize {
+        self.failures
+            .iter()
+            .filter(|f| f.contains(follow::CLIENT_STALL_NOTE))
+            .count()
     }
 
     /// Final latency added by a move: the first finals after a move against the others,
@@ -105,14 +121,22 @@ impl RollingReport {
     pub fn to_table(&self) -> String {
         let mut out = format!(
             "rolling restart: {} instances behind HAProxy, {} sessions: {} with every final \
-             exactly once, {} failed; {} moves (reconnect) and {} dropped connections followed\n",
+             exactly once, {} failed ({} of them after the client itself stalled longer than the \
+             gateway's audio gap); {} moves (reconnect) and {} dropped connections followed\n",
             self.instances,
             self.sessions,
             self.ok,
             self.failures.len(),
+            self.failed_after_client_stall(),
             self.moves,
             self.drops
         );
+        if self.stall_secs > 0.0 {
+            out.push_str(&format!(
+                "instance {} was stopped (SIGSTOP) for {:.1} s once every session was open\n",
+                self.instances, self.stall_secs
+            ));
+        }
         let mut row = |name: &str, p: &Option<Percentiles>| {
             if let Some(p) = p {
                 out.push_str(&format!(
@@ -157,6 +181,7 @@ impl RollingReport {
             "sessions": self.sessions,
             "sessions_ok": self.ok,
             "sessions_failed": self.failures.len(),
+            "sessions_failed_after_client_stall": self.failed_after_client_stall(),
             "failures": self.failures.iter().take(20).collect::<Vec<_>>(),
             "moves": self.moves,
             "drops": self.drops,
@@ -169,6 +194,7 @@ impl RollingReport {
                 "back_secs": r.back.as_secs_f64(),
             })).collect::<Vec<_>>(),
             "restart_error": self.restart_error,
+            "stall_secs": self.stall_secs,
         })
         .to_string()
     }
@@ -264,6 +290,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops the last instance for `pause` (SIGSTOP), then lets it run again (SIGCONT).
+    fn stall_last(&self, pause: Duration) -> Result<(), String> {
+        match self.instances.last() {
+            Some(Some(server)) => server.stall(pause),
+            _ => Err("no instance to stall".into()),
+        }
+    }
+
     /// Restarts every instance in turn; stops at the first that fails.
     fn roll(&mut self, balancer: &Balancer) -> (Vec<Restart>, Option<String>) {
         let mut restarts = Vec::new();
@@ -310,6 +344,9 @@ pub fn run(args: &RollingArgs) -> Result<RollingReport, String> {
     if !(args.settle >= 0.0 && args.settle.is_finite()) {
         return Err("--settle must be a number of seconds".into());
     }
+    if !(args.stall_secs >= 0.0 && args.stall_secs.is_finite()) {
+        return Err("--stall-secs must be a number of seconds".into());
+    }
     let script = Arc::new(Script::build(FORMAT, args.duration.max(60.0))?);
     let mut cluster = Cluster::start(args)?;
     let balancer = Balancer::start(
@@ -351,7 +388,14 @@ pub fn run(args: &RollingArgs) -> Result<RollingReport, String> {
     // sessions' runtime, on the schedule of the run.
     let (results, (restarts, restart_error)) = std::thread::scope(|scope| {
         let roller = scope.spawn(|| {
-            std::thread::sleep(first_restart);
+            let began = Instant::now();
+            if args.stall_secs > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(ramp_secs));
+                if let Err(e) = cluster.stall_last(Duration::from_secs_f64(args.stall_secs)) {
+                    return (Vec::new(), Some(format!("stall: {e}")));
+                }
+            }
+            std::thread::sleep(first_restart.saturating_sub(began.elapsed()));
             cluster.roll(&balancer)
         });
         let results = runtime.block_on(sessions);
@@ -388,5 +432,6 @@ pub fn run(args: &RollingArgs) -> Result<RollingReport, String> {
         moved_ms: Percentiles::of_micros(&mut followed.moved_us),
         restarts,
         restart_error,
+        stall_secs: args.stall_secs,
     })
 }

@@ -155,6 +155,21 @@ impl Server {
         self.child.id()
     }
 
+    /// Stops the process (SIGSTOP) for `pause`, then lets it run again (SIGCONT): a process
+    /// starved of CPU, made deterministic — every timer due meanwhile fires when it runs again.
+    pub(super) fn stall(&self, pause: Duration) -> Result<(), String> {
+        let pid = libc::pid_t::try_from(self.child.id())
+            .ok()
+            .filter(|pid| *pid > 0)
+            .ok_or("no pid of the child")?;
+        // SAFETY: kill(2) on our own child's pid (never 0 or negative: no process group).
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        std::thread::sleep(pause);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        Ok(())
+    }
+
     /// SIGTERM, then waits; SIGKILL after [`STOP_TIMEOUT`].
     pub(super) fn stop(mut self) -> Result<(), String> {
         self.terminate()
