@@ -198,19 +198,6 @@ pub fn assert_words_at_their_offsets(words: &[Value], expected: &Encoded, label:
     }
 }
 
-/// A counter from the `/metrics` of the gateway process at `addr` (summed over its labels), 0 if
-/// absent.
-pub async fn metric(addr: &str, name: &str) -> f64 {
-    let addr: std::net::SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let (status, text) = super::http_get(addr, "/metrics", "").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Opens `ws://ADDR/v1/listen?QUERY` on a running gateway process.
 pub async fn connect(addr: &str, query: &str) -> super::Client {
     let url = if query.is_empty() {
