@@ -135,33 +135,18 @@ pub fn run(args: &ResumeArgs) -> Result<ResumeReport, String> {
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let args = Arc::new(args.clone());
-    let results = runtime.block_on(async {
-        let mut tasks = Vec::new();
-        let mut rng = args.seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
-        for i in 0..args.sessions {
-            let plan = script.plan(i as usize * 3, args.duration);
-            // The cut: a frame between 20 % and 70 % of the session (xorshift, deterministic).
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let span = plan.frame_count * 5 / 10;
-            let cut = plan.frame_count / 5 + rng % span.max(1);
-            let (script, args) = (script.clone(), args.clone());
-            let delay = Duration::from_secs_f64(i as f64 / args.ramp);
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                session(&script, &plan, cut, &args).await
-            }));
-        }
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(
-                task.await
-                    .unwrap_or_else(|e| Err(format!("session task: {e}"))),
-            );
-        }
-        results
-    });
+    let mut rng = args.seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
+    let results = runtime.block_on(ramped(args.sessions, args.ramp, |i| {
+        let plan = script.plan(i as usize * 3, args.duration);
+        // The cut: a frame between 20 % and 70 % of the session (xorshift, deterministic).
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let span = plan.frame_count * 5 / 10;
+        let cut = plan.frame_count / 5 + rng % span.max(1);
+        let (script, args) = (script.clone(), args.clone());
+        async move { session(&script, &plan, cut, &args).await }
+    }));
     let mut gaps = Vec::new();
     let mut failures = Vec::new();
     for result in results {
@@ -177,6 +162,37 @@ pub fn run(args: &ResumeArgs) -> Result<ResumeReport, String> {
         gap_ms: Percentiles::of_micros(&mut gaps),
         outage_ms: args.outage_ms,
     })
+}
+
+/// Starts `sessions` sessions, `ramp` a second (session `i` after `i / ramp` s), each the future
+/// `start(i)` makes, on the current runtime; their outcomes in order (a panicked task is a failure).
+pub(super) async fn ramped<T, F, Fut>(
+    sessions: u64,
+    ramp: f64,
+    mut start: F,
+) -> Vec<Result<T, String>>
+where
+    T: Send + 'static,
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let delay = Duration::from_secs_f64(i as f64 / ramp);
+        let session = start(i);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            session.await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(
+            task.await
+                .unwrap_or_else(|e| Err(format!("session task: {e}"))),
+        );
+    }
+    results
 }
 
 pub(super) type Sink = futures_util::stream::SplitSink<

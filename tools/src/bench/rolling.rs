@@ -17,7 +17,7 @@ use serde_json::json;
 use super::balancer::Balancer;
 use super::follow::{self, Followed};
 use super::measure::Percentiles;
-use super::resume::FORMAT;
+use super::resume::{ramped, FORMAT};
 use super::scenarios::Server;
 use super::script::Script;
 
@@ -364,26 +364,11 @@ pub fn run(args: &RollingArgs) -> Result<RollingReport, String> {
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let ramp_secs = args.sessions as f64 / args.ramp;
     let first_restart = Duration::from_secs_f64(ramp_secs + args.settle);
-    let sessions = async {
-        let mut tasks = Vec::new();
-        for i in 0..args.sessions {
-            let plan = script.plan(i as usize * 3, args.duration);
-            let (script, url) = (script.clone(), url.clone());
-            let delay = Duration::from_secs_f64(i as f64 / args.ramp);
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                follow::session(&script, &plan, &url).await
-            }));
-        }
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(
-                task.await
-                    .unwrap_or_else(|e| Err(format!("session task: {e}"))),
-            );
-        }
-        results
-    };
+    let sessions = ramped(args.sessions, args.ramp, |i| {
+        let plan = script.plan(i as usize * 3, args.duration);
+        let (script, url) = (script.clone(), url.clone());
+        async move { follow::session(&script, &plan, &url).await }
+    });
     // The restarts block (processes, HAProxy's socket): a thread of their own, beside the
     // sessions' runtime, on the schedule of the run.
     let (results, (restarts, restart_error)) = std::thread::scope(|scope| {
