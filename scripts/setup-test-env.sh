@@ -10,7 +10,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: the PocketSphinx engine and its test clips (LibriVox, goforward.raw), the
 # Asterisk telephone prompts, what the offline engine's installer needs, the deployment checks'
-# tools (HAProxy in front of real instances, systemd-analyze for the unit), and headless Chromium
+# tools (HAProxy in front of real instances, systemd-analyze for the unit), `kill` (procps: the
+# tests stop and pause real processes with it), and headless Chromium
 # for the web page's tests (tests/web_page.rs drives it over the DevTools protocol itself: no
 # chromedriver, no npm; it starts it with every network feature off and a fake microphone).
 DEBIAN_PACKAGES=(
@@ -19,6 +20,7 @@ DEBIAN_PACKAGES=(
     asterisk-core-sounds-en-wav
     haproxy systemd
     chromium
+    procps
 )
 as_root env DEBIAN_FRONTEND=noninteractive apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${DEBIAN_PACKAGES[@]}"

@@ -245,6 +245,9 @@ pub enum GoogleApi {
     V2,
 }
 
+/// The longest `[google] write_coalesce_ms` accepted: audio may wait this long before it leaves.
+pub const MAX_WRITE_COALESCE_MS: f64 = 50.0;
+
 /// The global endpoint, `[google] endpoint`'s default.
 pub const GOOGLE_GLOBAL_ENDPOINT: &str = "https://speech.googleapis.com";
 

@@ -15,6 +15,7 @@ pub use key_hash::KeyHash;
 use serde::Deserialize;
 use voxgate_actors::settings::{
     AudioSettings, GoogleSettings, LocalSettings, SessionSettings, SupervisionSettings,
+    MAX_WRITE_COALESCE_MS,
 };
 use voxgate_actors::webhooks::WebhookSettings;
 
@@ -382,7 +383,7 @@ impl Config {
             ),
             (
                 "google.write_coalesce_ms",
-                (0.0..=50.0).contains(&self.google.write_coalesce_ms),
+                (0.0..=MAX_WRITE_COALESCE_MS).contains(&self.google.write_coalesce_ms),
             ),
             (
                 "server.shutdown_grace_secs",

@@ -23,7 +23,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
 use super::coalesce::CoalescingConnector;
 use crate::recognizer::google_auth::trust::TrustRoots;
-use crate::settings::GoogleSettings;
+use crate::settings::{GoogleSettings, MAX_WRITE_COALESCE_MS};
 
 /// HTTP/2 keepalive pings on connections with open streams: a silently dead connection is noticed
 /// within interval + timeout instead of at the next TCP retransmission limit.
@@ -31,8 +31,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// TCP keepalive, for connections idle at the HTTP/2 level.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-/// The longest `[google] write_coalesce_ms` accepted: audio may wait this long before it leaves.
-const MAX_WRITE_COALESCE: Duration = Duration::from_millis(50);
 
 /// The `[google]` endpoint cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -79,15 +77,13 @@ pub struct GoogleEndpoint {
 impl GoogleEndpoint {
     /// Checks the endpoint settings, naming the bad key; connects nothing.
     pub fn new(settings: &GoogleSettings) -> Result<GoogleEndpoint, PoolError> {
-        let coalesce = Duration::try_from_secs_f64(settings.write_coalesce_ms / 1000.0)
-            .ok()
-            .filter(|d| *d <= MAX_WRITE_COALESCE)
-            .ok_or_else(|| {
-                PoolError(format!(
-                    "google.write_coalesce_ms: must be between 0 and {} ms",
-                    MAX_WRITE_COALESCE.as_millis()
-                ))
-            })?;
+        let coalesce_ms = settings.write_coalesce_ms;
+        if !(0.0..=MAX_WRITE_COALESCE_MS).contains(&coalesce_ms) {
+            return Err(PoolError(format!(
+                "google.write_coalesce_ms: must be between 0 and {MAX_WRITE_COALESCE_MS} ms"
+            )));
+        }
+        let coalesce = Duration::from_secs_f64(coalesce_ms / 1000.0);
         Ok(GoogleEndpoint {
             endpoint: endpoint(settings)?,
             connector: CoalescingConnector::new(TCP_KEEPALIVE, coalesce),
