@@ -152,16 +152,36 @@ pub fn failure_from_response(response: &StreamingRecognizeResponse) -> Option<St
 }
 
 /// A gRPC status as a stream failure. A status `OK` here (tonic reports a missing trailer so)
-/// is not a clean end: it becomes `UNKNOWN`.
+/// is not a clean end: it becomes `UNKNOWN`. A `CANCELLED` that our own HTTP/2 client raised
+/// (the call was queued on a connection that closed before sending it: the upstream never saw
+/// it) is the transport failing, so it becomes `UNAVAILABLE` and is retried; a `CANCELLED` the
+/// upstream sent keeps its code.
 pub fn failure_from_status(status: &tonic::Status) -> StreamFailure {
     let code = match status.code() {
         tonic::Code::Ok => tonic::Code::Unknown,
+        tonic::Code::Cancelled if cancelled_by_our_connection(status) => tonic::Code::Unavailable,
         code => code,
     };
     StreamFailure {
         code,
         message: status.message().to_string(),
     }
+}
+
+/// Whether hyper cancelled the call because its connection closed: a cancelled `hyper::Error`
+/// in the status' sources (a status received from the upstream has none).
+fn cancelled_by_our_connection(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Whether the response signals the end of a single utterance.

@@ -209,6 +209,33 @@ fn grpc_statuses_map_to_failures() {
     assert_eq!(f.code, tonic::Code::Unknown);
 }
 
+/// A call hyper cancels because its connection closed before sending it never reached the
+/// upstream: it is `UNAVAILABLE` (retried), while a `CANCELLED` from the upstream stays final.
+#[tokio::test]
+async fn a_call_cancelled_by_a_closed_connection_is_unavailable() {
+    let (client_io, _server_io) = tokio::io::duplex(64 * 1024);
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(client_io),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("handshake: {e}"));
+    drop(connection); // the connection ends before the request is sent
+    let request = http::Request::new(http_body_util::Empty::new());
+    let Err(error) = sender.send_request(request).await else {
+        panic!("a request on a closed connection was answered");
+    };
+    assert!(error.is_canceled(), "{error}");
+    let status = tonic::Status::from_error(Box::new(error));
+    assert_eq!(status.code(), tonic::Code::Cancelled, "as tonic reports it");
+    let f = failure_from_status(&status);
+    assert_eq!(f.code, tonic::Code::Unavailable, "{}", f.message);
+
+    let f = failure_from_status(&tonic::Status::cancelled("cancelled by the server"));
+    assert_eq!(f.code, tonic::Code::Cancelled);
+}
+
 /// The single-utterance speech event is recognised; others are not.
 #[test]
 fn end_of_single_utterance_is_recognised() {
