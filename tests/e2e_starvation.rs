@@ -159,3 +159,21 @@ async fn a_stall_longer_than_the_forced_final_time_cuts_no_utterance() {
     );
     stall_and_check(&gateway, "stopped 4 s, forced final after 3 s").await;
 }
+
+/// The gateway is stopped for 4 s in the middle of an utterance, longer than the session's own
+/// timeouts (nothing at all from the client for 2 s drops it, no audio for 2 s ends it with
+/// `idle_timeout`): the client sent all along, its frames waited in the socket. The session goes
+/// on, and every final comes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_longer_than_the_session_timeouts_ends_no_session() {
+    let emulator = emulator(&[]);
+    let gateway = gateway(
+        &emulator,
+        &[
+            ("VOXGATE_SESSION__HEARTBEAT_INTERVAL_SECS", "1"),
+            ("VOXGATE_SESSION__CLIENT_TIMEOUT_SECS", "2"),
+            ("VOXGATE_SESSION__IDLE_TIMEOUT_SECS", "2"),
+        ],
+    );
+    stall_and_check(&gateway, "stopped 4 s, client and idle timeouts 2 s").await;
+}

@@ -442,6 +442,7 @@ fn open_session(
         client: format!("{} from {}", passed.principal.describe(), passed.client).into(),
         max_session_secs,
         resume,
+        stall_tolerance: state.stall_tolerance,
     };
     match session::upgrade(req, payload, params) {
         Ok(response) => response,

@@ -59,6 +59,9 @@ pub struct ServerState {
     /// `[server] hand_off_delay_secs` when sessions are handed off on a drain (see
     /// [`hand_off_delay`]); `None`: every session is held to the grace period.
     hand_off_delay: Option<Duration>,
+    /// `[supervision] stall_tolerance_ms` (`None`: 0, no stall detection): the sessions' own
+    /// timers (client and idle timeouts) count only time the gateway was awake.
+    pub stall_tolerance: Option<Duration>,
 }
 
 /// Whether a drain hands sessions off, and after how long: only when another instance can open
@@ -97,6 +100,8 @@ impl ServerState {
             grace,
             flush_timeout,
             hand_off_delay: hand_off_delay(config)?,
+            stall_tolerance: Some(Duration::from_millis(config.supervision.stall_tolerance_ms))
+                .filter(|t| !t.is_zero()),
         })
     }
 

@@ -47,6 +47,7 @@ use actix_web_actors::ws;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
+use tokio::time::Instant as TokioInstant;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::audio::AudioFormat;
@@ -61,6 +62,7 @@ use crate::multichannel;
 use crate::pipeline::PipelineFactory;
 use crate::protocol::dialect::{Close, Dialect, Inbound, Move, Progress, SessionEnd};
 use crate::protocol::{ErrorCode, Rejection, StartConfig};
+use crate::quiet_watch::{note_stall, Look, QuietWatch};
 use crate::settings::SessionSettings;
 use fragments::{Reassembled, Reassembler};
 use input_rate::InputRate;
@@ -149,10 +151,13 @@ pub struct Session {
     tail: Option<TailLink>,
     /// Cancelled when the session is configured.
     start_timer: Option<SpawnHandle>,
-    /// Any frame at all (heartbeat).
-    last_seen: Instant,
-    /// Audio, `keepalive` or `finalize` (idle timeout).
-    last_activity: Instant,
+    /// The quiet since the last frame of any kind: `client_timeout_secs` of it drops the
+    /// connection. Looked at by the heartbeat, counted only while the gateway was awake.
+    client_quiet: QuietWatch,
+    /// A look at `client_quiet` between two heartbeats (the timeout ends before the next one).
+    client_look: Option<SpawnHandle>,
+    /// The quiet since the last audio, `keepalive` or `finalize`: the idle timeout.
+    idle_quiet: QuietWatch,
     /// Continuation frames put back together, bounded like whole messages.
     fragments: Reassembler,
     /// Highest `audio_ms` acknowledged by the pipeline (for `closed` and the audio metric).
@@ -195,6 +200,17 @@ impl Session {
             .dialect
             .idle_timeout_secs()
             .unwrap_or(settings.idle_timeout_secs);
+        let quiet_since = TokioInstant::now();
+        let client_quiet = QuietWatch::new(
+            duration_secs(settings.client_timeout_secs),
+            params.stall_tolerance,
+            quiet_since,
+        );
+        let idle_quiet = QuietWatch::new(
+            duration_secs(idle_timeout_secs),
+            params.stall_tolerance,
+            quiet_since,
+        );
         Session {
             id: uuid::Uuid::new_v4().to_string().into(),
             gate: ReadGate::new(read_ahead),
@@ -217,8 +233,9 @@ impl Session {
             channel_audio: None,
             tail: None,
             start_timer: None,
-            last_seen: now,
-            last_activity: now,
+            client_quiet,
+            client_look: None,
+            idle_quiet,
             fragments,
             acked_ms: 0,
             held_acks: Vec::new(),
@@ -358,8 +375,7 @@ impl Session {
 
     /// Admission, timers, the shutdown stream and a query-string configuration.
     fn begin(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let heartbeat = duration_secs(self.settings.heartbeat_interval_secs);
-        ctx.run_interval(heartbeat, |act, ctx| act.heartbeat(ctx));
+        self.arm_heartbeat(ctx);
         match self.admission.take() {
             Some(Admission::Admitted(permit)) => {
                 self.permit = Some(SessionPermit::new((permit, ActiveSession::count())));
@@ -489,7 +505,7 @@ impl Session {
         };
         self.pipeline = Some(pipeline);
         self.phase = Phase::Streaming;
-        self.last_activity = Instant::now();
+        self.idle_quiet.reset(TokioInstant::now());
         self.arm_idle(ctx, duration_secs(self.idle_timeout_secs));
         self.report_progress(true);
         let mut out = Vec::new();
@@ -560,41 +576,76 @@ impl Session {
         });
     }
 
-    /// Checks for idleness after `after`, and again as long as the client stays active.
+    /// Looks for idleness after `after`, and again as long as the client stays active.
     fn arm_idle(&mut self, ctx: &mut ws::WebsocketContext<Self>, after: Duration) {
-        ctx.run_later(after, |act, ctx| {
+        let due = TokioInstant::now() + after;
+        ctx.run_later(after, move |act, ctx| {
             if act.phase != Phase::Streaming {
                 return;
             }
-            let limit = duration_secs(act.idle_timeout_secs);
-            let idle = act.last_activity.elapsed();
-            if idle >= limit {
-                let message = format!("no audio and no keepalive for {} s", act.idle_timeout_secs);
-                act.fail(ctx, ErrorCode::IdleTimeout, &message);
-            } else {
-                act.arm_idle(ctx, limit - idle);
+            match act.idle_quiet.look(due, TokioInstant::now()) {
+                Look::Elapsed => {
+                    let message =
+                        format!("no audio and no keepalive for {} s", act.idle_timeout_secs);
+                    act.fail(ctx, ErrorCode::IdleTimeout, &message);
+                }
+                Look::Again(after) => act.arm_idle(ctx, after),
+                Look::Stalled { late_by, again } => {
+                    note_stall("idle_timeout", late_by, &act.id);
+                    act.arm_idle(ctx, again);
+                }
             }
         });
     }
 
+    fn arm_heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let interval = duration_secs(self.settings.heartbeat_interval_secs);
+        let due = TokioInstant::now() + interval;
+        ctx.run_later(interval, move |act, ctx| act.heartbeat(ctx, due));
+    }
+
     /// Pings the client; drops a connection from which nothing arrived for `client_timeout_secs`.
-    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.last_seen.elapsed() > duration_secs(self.settings.client_timeout_secs) {
-            tracing::info!(session_id = %self.id, "nothing from the client for {} s; dropping it",
-                self.settings.client_timeout_secs);
-            self.release();
-            self.write_close(
-                ctx,
-                Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some(CLIENT_TIMEOUT_REASON.to_string()),
-                }),
-            );
-            ctx.stop();
-            return;
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>, due: TokioInstant) {
+        if self.look_at_client(ctx, due) {
+            self.outgoing.queue(frame_len(0));
+            ctx.ping(b"");
+            self.arm_heartbeat(ctx);
         }
-        self.outgoing.queue(frame_len(0));
-        ctx.ping(b"");
+    }
+
+    /// The look at the client's quiet that was due at `due`: drops the connection when nothing
+    /// came for `client_timeout_secs` while the gateway was awake (a look between heartbeats is
+    /// taken when the timeout ends before the next one). Whether the session goes on.
+    fn look_at_client(&mut self, ctx: &mut ws::WebsocketContext<Self>, due: TokioInstant) -> bool {
+        let now = TokioInstant::now();
+        match self.client_quiet.look(due, now) {
+            Look::Elapsed => {
+                tracing::info!(session_id = %self.id, "nothing from the client for {} s; dropping it",
+                    self.settings.client_timeout_secs);
+                self.release();
+                self.write_close(
+                    ctx,
+                    Some(ws::CloseReason {
+                        code: ws::CloseCode::Policy,
+                        description: Some(CLIENT_TIMEOUT_REASON.to_string()),
+                    }),
+                );
+                ctx.stop();
+                return false;
+            }
+            Look::Stalled { late_by, .. } => note_stall("client_timeout", late_by, &self.id),
+            Look::Again(after) => {
+                let heartbeat = duration_secs(self.settings.heartbeat_interval_secs);
+                if after < heartbeat && self.client_look.is_none() {
+                    let due = now + after;
+                    self.client_look = Some(ctx.run_later(after, move |act, ctx| {
+                        act.client_look = None;
+                        act.look_at_client(ctx, due);
+                    }));
+                }
+            }
+        }
+        true
     }
 
     fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
@@ -656,7 +707,7 @@ impl Session {
             Inbound::ChannelAudio { channel, data } => {
                 self.on_audio(ctx, data, None, Some(channel))
             }
-            Inbound::KeepAlive => self.last_activity = Instant::now(),
+            Inbound::KeepAlive => self.idle_quiet.reset(TokioInstant::now()),
             Inbound::Finalize => match self.phase {
                 Phase::AwaitingStart => self.fail(
                     ctx,
@@ -664,7 +715,7 @@ impl Session {
                     "finalize before start: send start first",
                 ),
                 Phase::Streaming => {
-                    self.last_activity = Instant::now();
+                    self.idle_quiet.reset(TokioInstant::now());
                     if let Some(pipeline) = &self.pipeline {
                         pipeline.finalize.do_send(Finalize);
                     }
@@ -693,7 +744,7 @@ impl Session {
             ),
             Phase::Streaming => {
                 let now = Instant::now();
-                self.last_activity = now;
+                self.idle_quiet.reset(TokioInstant::now());
                 if data.is_empty() {
                     return;
                 }
@@ -991,7 +1042,7 @@ impl Drop for Session {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         let now = Instant::now();
-        self.last_seen = now;
+        self.client_quiet.reset(TokioInstant::now());
         self.gate.frame_received();
         if self.phase != Phase::Closing {
             if let Err(rejection) = self.input_rate.frame(now) {

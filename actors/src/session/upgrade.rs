@@ -92,6 +92,9 @@ pub struct SessionParams {
     pub max_session_secs: Option<f64>,
     /// Resume tokens for this connection's key (`None`: resume off, or a dialect that cannot).
     pub resume: Option<Rc<dyn ResumeTokens>>,
+    /// `[supervision] stall_tolerance_ms`: the client and idle timeouts count only time the
+    /// gateway was awake (`crate::quiet_watch`); `None`: plain timers.
+    pub stall_tolerance: Option<Duration>,
 }
 
 /// The request was not a valid WebSocket upgrade (the server answers HTTP 400).
