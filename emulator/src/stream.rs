@@ -264,7 +264,7 @@ impl<W: Wire> Call<'_, W> {
         }
     }
 
-    async fn on_audio(&mut self, audio: Vec<u8>) -> Option<Ending> {
+    async fn on_audio(&mut self, audio: bytes::Bytes) -> Option<Ending> {
         let shared = &self.context.shared;
         let limit = W::max_request_bytes(&shared.config);
         if audio.len() > limit {

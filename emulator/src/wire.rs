@@ -16,7 +16,7 @@ pub(crate) enum Incoming<W> {
     /// A configuration (valid for this version, with the per-stream wire state), or why not.
     Config(Result<(AcceptedConfig, W), Status>),
     /// Audio bytes.
-    Audio(Vec<u8>),
+    Audio(bytes::Bytes),
     /// Neither (a request with nothing set).
     Nothing,
 }

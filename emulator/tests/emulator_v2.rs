@@ -81,7 +81,7 @@ async fn call(
         let requests =
             std::iter::once(first).chain(chunks.into_iter().map(|c| StreamingRecognizeRequest {
                 recognizer: String::new(),
-                streaming_request: Some(StreamingRequest::Audio(c)),
+                streaming_request: Some(StreamingRequest::Audio(c.into())),
             }));
         for request in requests {
             if tx.send(request).await.is_err() {

@@ -83,7 +83,7 @@ pub fn config_request(setup: &Setup) -> StreamingRecognizeRequest {
 
 pub fn audio_request(audio: Vec<u8>) -> StreamingRecognizeRequest {
     StreamingRecognizeRequest {
-        streaming_request: Some(StreamingRequest::AudioContent(audio)),
+        streaming_request: Some(StreamingRequest::AudioContent(audio.into())),
     }
 }
 

@@ -173,7 +173,7 @@ async fn open_call<A: SpeechApi>(
     audio: mpsc::Receiver<Vec<u8>>,
 ) -> Result<tonic::Streaming<A::Response>, tonic::Status> {
     let requests = futures_util::stream::iter([api.config_request(config)])
-        .chain(ReceiverStream::new(audio).map(|frame| A::audio_request(&frame)));
+        .chain(ReceiverStream::new(audio).map(|frame| A::audio_request(frame.into())));
     let mut request = tonic::Request::new(requests);
     api.add_metadata(&mut request);
     let mut grpc = tonic::client::Grpc::new(channel);

@@ -9,6 +9,7 @@
 //! every time is shifted by it; after a restart with replay the new stream's origin is the end of
 //! the last final result, and the times continue seamlessly.
 
+use bytes::Bytes;
 use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
     recognition_config::AudioEncoding, streaming_recognize_request::StreamingRequest,
     streaming_recognize_response::SpeechEventType, RecognitionConfig, SpeechContext,
@@ -70,10 +71,10 @@ pub fn config_request(config: &StartConfig) -> StreamingRecognizeRequest {
     }
 }
 
-/// A request carrying audio.
-pub fn audio_request(audio: &[u8]) -> StreamingRecognizeRequest {
+/// A request carrying audio: the frame's shared bytes, encoded straight into the call's buffer.
+pub fn audio_request(audio: Bytes) -> StreamingRecognizeRequest {
     StreamingRecognizeRequest {
-        streaming_request: Some(StreamingRequest::AudioContent(audio.to_vec())),
+        streaming_request: Some(StreamingRequest::AudioContent(audio)),
     }
 }
 

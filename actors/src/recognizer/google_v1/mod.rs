@@ -291,7 +291,7 @@ impl<A: SpeechApi> Actor for GoogleRecognizer<A> {
         let call = async move {
             // The configuration first, then each frame as tonic takes it.
             let requests = futures_util::stream::iter([config])
-                .chain(ReceiverStream::new(receiver).map(|audio: Bytes| A::audio_request(&audio)));
+                .chain(ReceiverStream::new(receiver).map(A::audio_request));
             let mut request = tonic::Request::new(requests);
             api.add_metadata(&mut request);
             credentials.authorize(&mut request).await?;

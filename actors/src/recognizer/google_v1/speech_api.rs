@@ -4,6 +4,7 @@
 //! credentials, request queue, contract with the supervisor — is written once for every version.
 //! [`V1`] is `google.cloud.speech.v1`; `super::super::google_v2` implements v2.
 
+use bytes::Bytes;
 use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
     StreamingRecognizeRequest, StreamingRecognizeResponse,
 };
@@ -57,7 +58,7 @@ pub trait SpeechApi: Unpin + 'static {
     fn config_request(&self, config: &StartConfig) -> Self::Request;
 
     /// A request carrying audio (no `self`: it is built on tonic's side of the call).
-    fn audio_request(audio: &[u8]) -> Self::Request;
+    fn audio_request(audio: Bytes) -> Self::Request;
 
     /// Metadata the call carries besides the credentials' (v2: the routing header).
     fn add_metadata<T>(&self, _request: &mut tonic::Request<T>) {}
@@ -82,7 +83,7 @@ impl SpeechApi for V1 {
         config_request(config)
     }
 
-    fn audio_request(audio: &[u8]) -> Self::Request {
+    fn audio_request(audio: Bytes) -> Self::Request {
         audio_request(audio)
     }
 

@@ -7,6 +7,7 @@
 //! shape (moving its strings, copying nothing large) and put on the session clock by v1's
 //! conversion: one rule for both versions.
 
+use bytes::Bytes;
 use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1;
 use googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2::{
     explicit_decoding_config::AudioEncoding,
@@ -126,10 +127,10 @@ pub fn config_request(config: &StartConfig, recognizer: &str) -> StreamingRecogn
 
 /// A request carrying audio (the recognizer is named in the first request only, as Google's
 /// sample does).
-pub fn audio_request(audio: &[u8]) -> StreamingRecognizeRequest {
+pub fn audio_request(audio: Bytes) -> StreamingRecognizeRequest {
     StreamingRecognizeRequest {
         recognizer: String::new(),
-        streaming_request: Some(StreamingRequest::Audio(audio.to_vec())),
+        streaming_request: Some(StreamingRequest::Audio(audio)),
     }
 }
 

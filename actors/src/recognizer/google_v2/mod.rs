@@ -10,6 +10,7 @@
 
 pub mod convert;
 
+use bytes::Bytes;
 use tonic::metadata::{Ascii, MetadataValue};
 
 use super::google_auth::Credentials;
@@ -84,7 +85,7 @@ impl SpeechApi for V2 {
         convert::config_request(config, &self.recognizer)
     }
 
-    fn audio_request(audio: &[u8]) -> Self::Request {
+    fn audio_request(audio: Bytes) -> Self::Request {
         convert::audio_request(audio)
     }
 

@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use googleapis_tonic_google_cloud_speech_v2::google::cloud::speech::v2::{
     explicit_decoding_config::AudioEncoding, recognition_config::DecodingConfig,
     speech_adaptation::adaptation_phrase_set,
@@ -128,11 +129,11 @@ fn the_first_request_carries_recognizer_and_complete_config() {
             .expect("features")
             .interim_results
     );
-    let audio = audio_request(&[1, 2, 3]);
+    let audio = audio_request(Bytes::from_static(&[1, 2, 3]));
     assert_eq!(audio.recognizer, "");
     assert_eq!(
         audio.streaming_request,
-        Some(StreamingRequest::Audio(vec![1, 2, 3]))
+        Some(StreamingRequest::Audio(Bytes::from_static(&[1, 2, 3])))
     );
 }
 

@@ -1,5 +1,6 @@
 //! Tests of the conversions between voxgate's types and Google v1's.
 
+use bytes::Bytes;
 use googleapis_tonic_google_cloud_speech_v1::google::cloud::speech::v1::{
     SpeechRecognitionAlternative, WordInfo,
 };
@@ -82,10 +83,12 @@ fn no_phrases_no_context_and_encodings_map_by_name() {
 /// Audio requests carry the bytes unchanged.
 #[test]
 fn audio_request_carries_bytes() {
-    let r = audio_request(&[1, 2, 3]);
+    let r = audio_request(Bytes::from_static(&[1, 2, 3]));
     assert_eq!(
         r.streaming_request,
-        Some(StreamingRequest::AudioContent(vec![1, 2, 3]))
+        Some(StreamingRequest::AudioContent(Bytes::from_static(&[
+            1, 2, 3
+        ])))
     );
 }
 
