@@ -80,8 +80,7 @@ impl RestartPolicy {
                 force_final_after: Some(secs(settings.force_final_after_secs))
                     .filter(|d| !d.is_zero()),
             },
-            stall_tolerance: Some(Duration::from_millis(settings.stall_tolerance_ms))
-                .filter(|d| !d.is_zero()),
+            stall_tolerance: settings.stall_tolerance(),
         }
     }
 

@@ -182,6 +182,14 @@ pub struct SupervisionSettings {
     pub breaker_max_open_ms: u64,
 }
 
+impl SupervisionSettings {
+    /// `stall_tolerance_ms` as the watches take it (`crate::quiet_watch`): `None` for 0, no
+    /// stall detection.
+    pub fn stall_tolerance(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(self.stall_tolerance_ms)).filter(|d| !d.is_zero())
+    }
+}
+
 impl Default for SupervisionSettings {
     fn default() -> Self {
         SupervisionSettings {

@@ -100,8 +100,7 @@ impl ServerState {
             grace,
             flush_timeout,
             hand_off_delay: hand_off_delay(config)?,
-            stall_tolerance: Some(Duration::from_millis(config.supervision.stall_tolerance_ms))
-                .filter(|t| !t.is_zero()),
+            stall_tolerance: config.supervision.stall_tolerance(),
         })
     }
 
